@@ -1,0 +1,28 @@
+# The two commands of the README. Each one sets everything up on a fresh machine first.
+#   make demo   index the bundled demo catalog, start the API, show similar items and search results
+#   make test   run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+
+.PHONY: setup demo test lint bench
+
+$(BIN)/semrec: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel. A plain `torch` requirement would pull the CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/semrec
+
+setup: $(BIN)/semrec
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/semrec demo
+
+test: setup
+	HF_HUB_OFFLINE=1 SEMREC_SHARED=$(SHARED) $(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .

@@ -1,0 +1,284 @@
+"""ItemIndex: item table + unit vectors + a vector index, persisted to a directory.
+
+Directory layout::
+
+    INDEX_DIR/CURRENT          name of the live snapshot, replaced atomically (os.replace)
+    INDEX_DIR/v000003/         a snapshot: manifest.json, items.parquet, vectors.npy, index.faiss
+    INDEX_DIR/wal.jsonl        upserts/deletes acknowledged since that snapshot (fsync'd per write)
+
+A snapshot is written to a fresh folder, fsync'd, and only then named in CURRENT, so a crash at any
+point leaves the previous snapshot loadable. Loading replays the write-ahead log on top, so every
+acknowledged update survives a crash. Replay is idempotent (upsert and delete are).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .documents import documents
+from .schema import make_items
+from .table import Filters, GrowableArray, ItemTable
+from .vectors import VectorIndex, choose_kind, load_index, make_index, save_index, top_k
+
+FORMAT_VERSION = 1
+# Filters that leave at most this many candidates are answered by an exact scan of just those rows:
+# cheaper than a filtered HNSW walk, and exact (HNSW may miss under a very selective filter).
+EXACT_SUBSET_MAX = 20_000
+
+
+class IndexMismatchError(ValueError):
+    """The index on disk was built with another model or dimension than the one asked for."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    dim: int
+    count: int
+    index_kind: str
+    created_at: float
+    catalog_fingerprint: str
+    format_version: int = FORMAT_VERSION
+    build: dict = field(default_factory=dict)  # embedding settings and timings, for the record
+
+
+class ItemIndex:
+    """The searchable catalog. Thread-safe: one lock orders readers and writers."""
+
+    def __init__(self, *, model: str, dim: int, kind: str = "flat", build: dict | None = None):
+        self.model, self.dim, self.kind = model, dim, kind
+        self.build_info = dict(build or {})
+        self.created_at = time.time()
+        self.table = ItemTable()
+        self.vectors = GrowableArray((dim,), np.float32)
+        self.index: VectorIndex = make_index(kind, dim)
+        self.lock = threading.RLock()
+        self.path: Path | None = None  # set when opened from / saved to a directory
+        self._wal = None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # ---- updates -------------------------------------------------------------------------------
+    def add(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
+        """Upsert ``items`` (items schema) with their unit vectors, float32 ``(len(items), dim)``."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(items), self.dim):
+            raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dim})")
+        with self.lock:
+            self._log({"op": "upsert", "items": _records_json(items), "vectors": _b64(vectors)})
+            self.table.append(items)
+            self.vectors.extend(vectors)
+            self.index.add(vectors)
+
+    def delete(self, item_id: str) -> bool:
+        """Delete ``item_id``; False if it was not in the index."""
+        with self.lock:
+            if item_id not in self.table.label_of:
+                return False
+            self._log({"op": "delete", "item_id": item_id})
+            return self.table.retire(item_id)
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, filters: Filters | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` live items for unit ``queries (n, dim)`` -> ``(labels, scores)``, each ``(n, k)``."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        with self.lock:
+            allowed = self.table.mask(filters)
+            n_allowed = int(allowed.sum())
+            if n_allowed <= EXACT_SUBSET_MAX and n_allowed < self.table.n_labels:
+                return _exact_subset(self.vectors.view, queries, k, np.flatnonzero(allowed))
+            return self.index.search(queries, k, None if n_allowed == self.table.n_labels else allowed)
+
+    def vectors_of(self, item_ids: list[str]) -> np.ndarray:
+        """Unit vectors of live ``item_ids`` (KeyError on an unknown id)."""
+        with self.lock:
+            return self.vectors.view[self.table.labels(item_ids)].copy()
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def manifest(self) -> Manifest:
+        return Manifest(model=self.model, dim=self.dim, count=len(self), index_kind=self.kind,
+                        created_at=self.created_at, catalog_fingerprint=self.fingerprint(),
+                        build=self.build_info)
+
+    def fingerprint(self) -> str:
+        """sha256 over live items' ids and documents, in id order: equal catalogs, equal prints."""
+        frame = self.table.live_frame().sort_values("item_id", kind="stable")
+        h = hashlib.sha256()
+        for item_id, doc in zip(frame["item_id"], documents(frame)):
+            h.update(f"{item_id}\t{doc}\n".encode())
+        return h.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a new snapshot under ``path`` atomically, then empty the write-ahead log."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            previous = _current(root)
+            number = int(previous[1:]) + 1 if previous else 1
+            snap = root / f"v{number:06d}"
+            tmp = root / f".tmp-{snap.name}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            frame = self.table.live_frame()
+            _write_items(frame.drop(columns="label"), tmp / "items.parquet")
+            np.save(tmp / "vectors.npy", self.vectors.view[frame["label"].to_numpy()])
+            compact = make_index(self.kind, self.dim) if len(frame) < self.table.n_labels else None
+            if compact is not None and len(frame):
+                compact.add(self.vectors.view[frame["label"].to_numpy()])
+            save_index(compact or self.index, str(tmp / "index.faiss"))
+            (tmp / "manifest.json").write_text(json.dumps(asdict(self.manifest()), indent=2))
+            _fsync_dir_files(tmp)
+            os.replace(tmp, snap)
+            _atomic_write(root / "CURRENT", snap.name)
+            logging = self._wal is not None
+            if logging:
+                self._wal.close()
+            (root / "wal.jsonl").unlink(missing_ok=True)
+            self.path = root
+            if logging:
+                self.open_log()
+            if previous and previous != snap.name:
+                shutil.rmtree(root / previous, ignore_errors=True)
+        return root
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, expect_model: str | None = None,
+             expect_dim: int | None = None) -> ItemIndex:
+        """Open the snapshot named in ``path/CURRENT`` and replay the write-ahead log.
+
+        Raises FileNotFoundError when ``path`` holds no index, and IndexMismatchError when the
+        index was built with a model or dimension other than ``expect_model`` / ``expect_dim``.
+        """
+        root = Path(path)
+        current = _current(root)
+        if current is None:
+            raise FileNotFoundError(f"no semrec index in {root} (missing CURRENT); run `semrec index`")
+        snap = root / current
+        m = Manifest(**json.loads((snap / "manifest.json").read_text()))
+        if expect_model is not None and m.model != expect_model:
+            raise IndexMismatchError(f"index in {root} was built with model {m.model!r}, not "
+                                     f"{expect_model!r}; rebuild it or set the model to {m.model!r}")
+        if expect_dim is not None and m.dim != expect_dim:
+            raise IndexMismatchError(f"index in {root} has dimension {m.dim}, the embedder gives "
+                                     f"{expect_dim}; rebuild the index with this embedder")
+        self = cls(model=m.model, dim=m.dim, kind=m.index_kind, build=m.build)
+        self.created_at = m.created_at
+        vectors = np.load(snap / "vectors.npy")
+        if vectors.shape != (m.count, m.dim):
+            raise IndexMismatchError(f"{snap}/vectors.npy has shape {vectors.shape}, manifest says "
+                                     f"({m.count}, {m.dim})")
+        self.table.append(_read_items(snap / "items.parquet"))
+        self.vectors.extend(vectors)
+        self.index = load_index(m.index_kind, m.dim, str(snap / "index.faiss"), vectors)
+        self._replay(root / "wal.jsonl")
+        self.path = root
+        return self
+
+    def open_log(self) -> None:
+        """Log every later update to ``path/wal.jsonl`` before applying it (service mode)."""
+        if self.path is None:
+            raise ValueError("save or load the index before opening its write-ahead log")
+        self._wal = open(self.path / "wal.jsonl", "a", encoding="utf-8")
+
+    def _log(self, entry: dict) -> None:
+        if self._wal is not None:
+            self._wal.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._wal.flush()
+            os.fsync(self._wal.fileno())
+
+    def _replay(self, wal: Path) -> None:
+        if not wal.exists():
+            return
+        lines = wal.read_text(encoding="utf-8").split("\n")
+        # A last line without its newline was being written when the process died: it was never
+        # acknowledged, so it is skipped. Any other bad line is corruption and stops the load.
+        for number, line in enumerate(lines[:-1], start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{wal}:{number}: corrupt write-ahead log entry: {e}") from e
+            if entry["op"] == "upsert":
+                items = make_items(entry["items"])
+                self.add(items, _unb64(entry["vectors"], self.dim))
+            elif entry["op"] == "delete":
+                self.delete(entry["item_id"])
+            else:
+                raise ValueError(f"{wal}:{number}: unknown op {entry['op']!r}")
+
+
+def _exact_subset(vectors, queries, k, subset):
+    labels, scores = top_k(queries @ vectors[subset].T, k)
+    return np.where(labels >= 0, subset[np.maximum(labels, 0)], -1), scores
+
+
+def _records_json(items: pd.DataFrame) -> list[dict]:
+    recs = make_items(items).to_dict("records")
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in recs]
+
+
+def _b64(x: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(x, dtype=np.float32).tobytes()).decode()
+
+
+def _unb64(s: str, dim: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float32).reshape(-1, dim)
+
+
+def _write_items(frame: pd.DataFrame, path: Path) -> None:
+    # Attribute dicts have different keys per item; JSON text keeps parquet from inventing a struct.
+    frame = frame.assign(attributes=[json.dumps(a, ensure_ascii=False) for a in frame["attributes"]])
+    frame.to_parquet(path, index=False)
+
+
+def _read_items(path: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    frame["attributes"] = [json.loads(a) for a in frame["attributes"]]
+    frame["categories"] = [list(c) for c in frame["categories"]]
+    return make_items(frame)
+
+
+def _current(root: Path) -> str | None:
+    f = root / "CURRENT"
+    return f.read_text().strip() if f.exists() else None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def auto_kind(n_items: int, kind: str = "auto") -> str:
+    return choose_kind(n_items) if kind == "auto" else kind

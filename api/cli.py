@@ -1,0 +1,169 @@
+"""The ``semrec`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="semrec: semantic recommendations for e-commerce.")
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="index directory")]
+
+
+def _filters(category, brand, min_price, max_price, in_stock):
+    from indexer.table import Filters
+
+    return Filters(category=category, brand=brand, min_price=min_price, max_price=max_price,
+                   in_stock=in_stock)
+
+
+@app.command()
+def index(
+    source: Annotated[Path, typer.Argument(help="items file (.csv/.jsonl/.parquet) or a public dataset folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="index directory to write")],
+    reviews: Annotated[Path | None, typer.Option(help="reviews file for the project's own format")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, own, or a public format/dataset name")] = "auto",
+    model: Annotated[str, typer.Option(help="embedder: minilm, use-multilingual, or a model name/path")] = "minilm",
+    kind: Annotated[str, typer.Option(help="auto, numpy, flat, hnsw or ivf")] = "auto",
+    review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
+    max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
+) -> None:
+    """Load, clean, embed and index a catalog."""
+    from indexer.build import EmbedConfig, build_index
+    from indexer.clean import clean_catalog
+    from indexer.embed import load_embedder
+    from indexer.loaders import load_catalog
+
+    catalog = load_catalog(source, fmt, reviews_path=reviews)
+    catalog, report = clean_catalog(catalog)
+    typer.echo(report.to_text())
+    embedder = load_embedder(model)
+    idx = build_index(catalog, embedder, kind=kind,
+                      cfg=EmbedConfig(review_weight=review_weight, max_reviews=max_reviews))
+    idx.save(out)
+    typer.echo(f"indexed {len(idx)} items with {embedder.name} ({idx.kind}, {idx.dim}-d) in "
+               f"{idx.build_info['seconds']} s ({idx.build_info['items_per_s']} items/s) -> {out}")
+
+
+@app.command()
+def serve(
+    index_dir: IndexOpt = Path("out/index"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    model: Annotated[str | None, typer.Option(help="embedder; default: the index's own")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    settings = Settings(index_dir=index_dir, host=host, port=port, model=model)
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def similar(
+    item_id: Annotated[str, typer.Argument(help="the item to find neighbours of")],
+    index_dir: IndexOpt = Path("out/index"),
+    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
+    category: str | None = None, brand: str | None = None, min_price: float | None = None,
+    max_price: float | None = None, in_stock: bool | None = None,
+) -> None:
+    """Print the items most similar to ITEM_ID."""
+    from indexer.store import ItemIndex
+    from retriever.similar import similar_items
+
+    idx = ItemIndex.load(index_dir)
+    if idx.table.get(item_id) is None:
+        raise typer.BadParameter(f"item {item_id!r} is not in {index_dir}", param_hint="ITEM_ID")
+    labels, scores = similar_items(idx, [item_id], k, _filters(category, brand, min_price, max_price, in_stock))
+    typer.echo(f"similar to {item_id}: {idx.table.get(item_id)['title']}")
+    _print_rows(idx, labels[0], scores[0])
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="free text")],
+    index_dir: IndexOpt = Path("out/index"),
+    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
+) -> None:
+    """Print the items that best match QUERY."""
+    from indexer.embed import load_embedder
+    from indexer.store import ItemIndex
+    from retriever.search import dense_search
+
+    idx = ItemIndex.load(index_dir)
+    labels, scores = dense_search(idx, load_embedder(idx.model), [query], k)
+    _print_rows(idx, labels[0], scores[0])
+
+
+def _print_rows(idx, labels, scores) -> None:
+    for label, score in zip(labels, scores):
+        if label >= 0:
+            rec = idx.table.records[label]
+            typer.echo(f"  {score:6.3f}  {rec['item_id']:<12} {rec['title'][:70]}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where to write the demo index")] = Path("out/demo-index"),
+    port: Annotated[int, typer.Option()] = 8000,
+    exit_after: Annotated[bool, typer.Option("--exit", help="stop after printing the examples")] = False,
+) -> None:
+    """Index the bundled demo catalog, start the API, and show similar items and search results."""
+    import httpx
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    index(REPO_DATA / "demo" / "items.jsonl", out=out, reviews=REPO_DATA / "demo" / "reviews.jsonl",
+          fmt="own", model="minilm", kind="auto", review_weight=0.3, max_reviews=8)
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=out, port=port)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise typer.Exit(1)
+        time.sleep(0.1)
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, timeout=30) as client:
+        _show_examples(client)
+    typer.echo(f"\nThe API is up at {base} (docs: {base}/docs).")
+    if exit_after:
+        server.should_exit = True
+    else:
+        typer.echo("Press Ctrl-C to stop.")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join()
+
+
+def _show_examples(client) -> None:
+    some = ["D0001", "D0040", "D0120"]
+    for item_id in some:
+        r = client.get(f"/items/{item_id}/similar", params={"k": 5})
+        if r.status_code != 200:
+            continue
+        typer.echo(f"\nGET /items/{item_id}/similar?k=5   ({client.get(f'/items/{item_id}').json()['title']})")
+        for row in r.json()["results"]:
+            typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:70]}")
+    for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "保温杯"]:
+        r = client.get("/search", params={"q": q, "k": 5})
+        typer.echo(f"\nGET /search?q={q}&k=5")
+        for row in r.json()["results"]:
+            typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:70]}")
+
+
+if __name__ == "__main__":
+    app()

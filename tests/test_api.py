@@ -1,0 +1,105 @@
+"""The HTTP API through a real HTTP client (FastAPI's TestClient), on the tiny real index."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import Components, create_app
+from api.settings import Settings
+from indexer.build import build_index
+
+
+@pytest.fixture()
+def client(tiny_catalog, embedder, tmp_path):
+    index = build_index(tiny_catalog, embedder, progress=False)
+    index.save(tmp_path / "ix")
+    index.open_log()
+    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", max_k=50), index, embedder))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_and_docs(client):
+    h = client.get("/health").json()
+    assert h == {"status": "ok", "items": 9, "model": "minilm", "dim": 384, "index_kind": "flat"}
+    assert client.get("/docs").status_code == 200
+    assert "/items/{item_id}/similar" in client.get("/openapi.json").json()["paths"]
+
+
+def test_get_item(client):
+    r = client.get("/items/grinder")
+    assert r.status_code == 200
+    assert r.json()["price"] is None and r.json()["categories"] == ["Kitchen", "Coffee"]
+    r = client.get("/items/nope")
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
+def test_similar_with_filters(client):
+    r = client.get("/items/dryer/similar", params={"k": 2})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["item_id"] == "dryer" and [x["item_id"] for x in body["results"]][0] == "dryer-travel"
+    assert len(body["results"]) == 2
+    r = client.get("/items/dryer/similar", params={"brand": "rouge", "in_stock": "true"})
+    assert {x["item_id"] for x in r.json()["results"]} == {"lipstick-red", "lipstick-red-2"}
+    assert client.get("/items/missing/similar").status_code == 404
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"k": 0}, "k"), ({"k": 51}, "k"), ({"k": "ten"}, "k"), ({"min_price": -1}, "min_price"),
+    ({"min_price": 50, "max_price": 10}, "max_price"), ({"in_stock": "maybe"}, "in_stock"),
+])
+def test_bad_parameters_name_the_field(client, params, field):
+    r = client.get("/items/dryer/similar", params=params)
+    assert r.status_code == 422
+    assert any(field in d["loc"] for d in r.json()["detail"])
+
+
+def test_search(client):
+    r = client.get("/search", params={"q": "something to brew coffee at home", "k": 3})
+    assert r.status_code == 200
+    assert {x["item_id"] for x in r.json()["results"][:2]} == {"espresso", "grinder"}
+    for q in ["", "   ", "x" * 501, "a\x00b"]:
+        assert client.get("/search", params={"q": q}).status_code == 422
+
+
+def test_put_is_searchable_at_once_and_delete_removes(client):
+    body = {"title": "Rose gold curling wand 25mm", "brand": "Breeze", "categories": ["Beauty", "Hair Care"],
+            "price": 35, "reviews": [{"text": "Beach waves in ten minutes, holds all day.", "rating": 5}]}
+    r = client.put("/items/wand", json=body)
+    assert r.status_code == 200 and r.json() == {"item_id": "wand", "created": True}
+    top = client.get("/search", params={"q": "curling wand for beach waves", "k": 1}).json()["results"]
+    assert top[0]["item_id"] == "wand"
+    assert "wand" in [x["item_id"] for x in client.get("/items/dryer/similar").json()["results"]]
+    assert client.put("/items/wand", json={**body, "price": 30}).json()["created"] is False
+    assert client.get("/items/wand").json()["price"] == 30
+    assert client.get("/health").json()["items"] == 10
+    assert client.delete("/items/wand").status_code == 204
+    assert client.get("/items/wand").status_code == 404
+    assert client.delete("/items/wand").status_code == 404
+    assert "wand" not in [x["item_id"] for x in client.get("/items/dryer/similar").json()["results"]]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "title"), ({"title": "   "}, "title"), ({"title": "x", "price": -3}, "price"),
+    ({"title": "x", "categories": "Beauty"}, "categories"), ({"title": "x", "colour": "red"}, "colour"),
+    ({"title": "x", "reviews": [{"text": ""}]}, "text"), ({"title": "x" * 501}, "title"),
+])
+def test_bad_items_are_rejected_and_change_nothing(client, body, field):
+    r = client.put("/items/bad", json=body)
+    assert r.status_code == 422
+    assert any(field in map(str, d["loc"]) for d in r.json()["detail"])
+    assert client.get("/items/bad").status_code == 404
+
+
+def test_oversized_body_is_413(client):
+    r = client.put("/items/big", json={"title": "x", "description": "y" * 1_100_000})
+    assert r.status_code == 413 and "at most" in r.json()["detail"]
+
+
+def test_updates_survive_a_restart(client, tmp_path, embedder):
+    from api.app import load_components
+
+    client.put("/items/kettle", json={"title": "Gooseneck pour-over kettle", "categories": ["Kitchen"]})
+    client.delete("/items/tent")
+    c = load_components(Settings(index_dir=tmp_path / "ix"))
+    assert c.index.table.get("kettle") is not None and c.index.table.get("tent") is None

@@ -33,15 +33,22 @@ def index(
     kind: Annotated[str, typer.Option(help="auto, numpy, flat, hnsw or ivf")] = "auto",
     review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
     max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
+    unknown_items: Annotated[str, typer.Option(help="reviews of items missing from the metadata: "
+                                               "drop them, or stub the item from its reviews")] = "drop",
 ) -> None:
-    """Load, clean, embed and index a catalog."""
+    """Load, clean, embed and index a catalog. Prints the cleaning report."""
     from indexer.build import EmbedConfig, build_index
     from indexer.clean import clean_catalog
     from indexer.embed import load_embedder
-    from indexer.loaders import load_catalog
+    from indexer.loaders import load_catalog, load_own
+    from indexer.schema import CatalogFormatError
 
-    catalog = load_catalog(source, fmt, reviews_path=reviews)
-    catalog, report = clean_catalog(catalog)
+    try:
+        catalog = load_own(source, reviews) if reviews else load_catalog(source, fmt)
+    except CatalogFormatError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
     embedder = load_embedder(model)
     idx = build_index(catalog, embedder, kind=kind,
@@ -124,8 +131,8 @@ def demo(
     from .app import create_app
     from .settings import Settings
 
-    index(REPO_DATA / "demo" / "items.jsonl", out=out, reviews=REPO_DATA / "demo" / "reviews.jsonl",
-          fmt="own", model="minilm", kind="auto", review_weight=0.3, max_reviews=8)
+    index(REPO_DATA / "demo", out=out, reviews=None, fmt="own", model="minilm", kind="auto",
+          review_weight=0.3, max_reviews=8, unknown_items="drop")
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=out, port=port)),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

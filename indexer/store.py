@@ -191,7 +191,7 @@ class ItemIndex:
         """Log every later update to ``path/wal.jsonl`` before applying it (service mode)."""
         if self.path is None:
             raise ValueError("save or load the index before opening its write-ahead log")
-        self._wal = open(self.path / "wal.jsonl", "a", encoding="utf-8")
+        self._wal = open(self.path / "wal.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - held open while serving
 
     def _log(self, entry: dict) -> None:
         if self._wal is not None:

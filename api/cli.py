@@ -157,7 +157,7 @@ def demo(
 
 
 def _show_examples(client) -> None:
-    some = ["D0001", "D0040", "D0120"]
+    some = ["D0005", "D0040", "D0120"]
     for item_id in some:
         r = client.get(f"/items/{item_id}/similar", params={"k": 5})
         if r.status_code != 200:
@@ -165,7 +165,7 @@ def _show_examples(client) -> None:
         typer.echo(f"\nGET /items/{item_id}/similar?k=5   ({client.get(f'/items/{item_id}').json()['title']})")
         for row in r.json()["results"]:
             typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:70]}")
-    for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "保温杯"]:
+    for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
         r = client.get("/search", params={"q": q, "k": 5})
         typer.echo(f"\nGET /search?q={q}&k=5")
         for row in r.json()["results"]:

@@ -3,7 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import Components, create_app
+from api.app import create_app
+from api.deps import Components
 from api.settings import Settings
 from indexer.build import build_index
 
@@ -97,7 +98,7 @@ def test_oversized_body_is_413(client):
 
 
 def test_updates_survive_a_restart(client, tmp_path, embedder):
-    from api.app import load_components
+    from api.deps import load_components
 
     client.put("/items/kettle", json={"title": "Gooseneck pour-over kettle", "categories": ["Kitchen"]})
     client.delete("/items/tent")

@@ -1,0 +1,89 @@
+"""What routes share: the loaded components, injected with Depends, and common parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, HTTPException, Path, Query, Request
+
+from indexer.embed import Embedder, load_embedder
+from indexer.store import ItemIndex
+from indexer.table import Filters
+
+from .models import ItemOut, ScoredItem
+from .settings import Settings
+
+
+@dataclass
+class Components:
+    """Everything a request may need, loaded once at start-up."""
+
+    settings: Settings
+    index: ItemIndex
+    embedder: Embedder
+
+
+def load_components(settings: Settings) -> Components:
+    """Open the index and its embedder; a missing index or a model mismatch fails here, at start-up."""
+    index = ItemIndex.load(settings.index_dir, expect_model=settings.model)
+    embedder = load_embedder(settings.model or index.model)
+    if embedder.dim != index.dim:
+        raise ValueError(f"embedder {embedder.name!r} gives {embedder.dim}-d vectors, the index in "
+                         f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
+    index.open_log()
+    return Components(settings, index, embedder)
+
+
+def get_components(request: Request) -> Components:
+    return request.app.state.components
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+ItemId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                             description="the shop's item id")]
+
+
+def unprocessable(location: str, field: str, msg: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, naming the field."""
+    return HTTPException(422, detail=[{"loc": [location, field], "type": "value_error", "msg": msg}])
+
+
+def get_filters(
+    category: Annotated[str | None, Query(max_length=200, description="any level of the category path")] = None,
+    brand: Annotated[str | None, Query(max_length=200)] = None,
+    min_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
+    max_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
+    in_stock: Annotated[bool | None, Query()] = None,
+) -> Filters:
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise unprocessable("query", "max_price", f"max_price ({max_price}) is below min_price ({min_price})")
+    return Filters(category=category, brand=brand, min_price=min_price, max_price=max_price,
+                   in_stock=in_stock)
+
+
+FiltersDep = Annotated[Filters, Depends(get_filters)]
+
+
+def get_k(c: ComponentsDep, k: Annotated[int, Query(ge=1, description="number of results")] = 10) -> int:
+    if k > c.settings.max_k:
+        raise HTTPException(422, detail=[{"loc": ["query", "k"], "type": "less_than_equal",
+                                          "msg": f"k must be at most {c.settings.max_k}"}])
+    return k
+
+
+KDep = Annotated[int, Depends(get_k)]
+
+
+def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+    """One result row (labels, scores) as response items; -1 padding is dropped."""
+    out = []
+    for label, score in zip(labels, scores):
+        if label < 0:
+            continue
+        rec = ItemOut.from_record(index.table.records[label])
+        out.append(ScoredItem(item_id=rec.item_id, title=rec.title, brand=rec.brand,
+                              categories=rec.categories, price=rec.price, in_stock=rec.in_stock,
+                              score=round(float(score), 6)))
+    return out

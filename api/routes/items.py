@@ -1,0 +1,55 @@
+"""Catalog routes: read, upsert and delete items, and similar items."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response
+
+from indexer.build import EmbedConfig, embed_chunks
+from indexer.documents import review_text
+from indexer.schema import make_items
+from retriever.similar import similar_items
+
+from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, scored
+from ..models import HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=HealthOut)
+def health(c: ComponentsDep) -> HealthOut:
+    return HealthOut(status="ok", items=len(c.index), model=c.index.model, dim=c.index.dim,
+                     index_kind=c.index.kind)
+
+
+@router.get("/items/{item_id}", response_model=ItemOut)
+def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
+    rec = c.index.table.get(item_id)
+    if rec is None:
+        raise HTTPException(404, detail=f"item {item_id!r} not found")
+    return ItemOut.from_record(rec)
+
+
+@router.get("/items/{item_id}/similar", response_model=SimilarOut)
+def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> SimilarOut:
+    if c.index.table.get(item_id) is None:
+        raise HTTPException(404, detail=f"item {item_id!r} not found")
+    labels, scores = similar_items(c.index, [item_id], k, filters)
+    return SimilarOut(item_id=item_id, results=scored(c.index, labels[0], scores[0]))
+
+
+@router.put("/items/{item_id}", response_model=UpsertOut)
+def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
+    items = make_items([{"item_id": item_id, **body.model_dump(exclude={"reviews"})}])
+    reviews = [[review_text(r.title, r.text) for r in body.reviews]]
+    cfg = EmbedConfig(**c.index.build_info.get("embed", {}))  # embed as the catalog was embedded
+    [(_, vectors)] = list(embed_chunks([(items, reviews)], c.embedder, cfg))
+    created = c.index.table.get(item_id) is None
+    c.index.add(items, vectors)
+    return UpsertOut(item_id=item_id, created=created)
+
+
+@router.delete("/items/{item_id}", status_code=204)
+def delete_item(item_id: ItemId, c: ComponentsDep) -> Response:
+    if not c.index.delete(item_id):
+        raise HTTPException(404, detail=f"item {item_id!r} not found")
+    return Response(status_code=204)

@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,11 +67,24 @@ class ItemIndex:
         self.lock = threading.RLock()
         self.path: Path | None = None  # set when opened from / saved to a directory
         self._wal = None
+        self._listeners: list[Callable[[str, np.ndarray], None]] = []
 
     def __len__(self) -> int:
         return len(self.table)
 
     # ---- updates -------------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[str, np.ndarray], None]) -> None:
+        """Call ``listener(op, labels)`` after every update, under the index lock.
+
+        ``op`` is "upsert" (``labels``: the new labels) or "delete" (the retired label). Secondary
+        indexes (BM25, caches) use it to stay in step with the vectors.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, op: str, labels: np.ndarray) -> None:
+        for listener in self._listeners:
+            listener(op, labels)
+
     def add(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
         """Upsert ``items`` (items schema) with their unit vectors, float32 ``(len(items), dim)``."""
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -78,9 +92,13 @@ class ItemIndex:
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dim})")
         with self.lock:
             self._log({"op": "upsert", "items": _records_json(items), "vectors": _b64(vectors)})
-            self.table.append(items)
+            retired = [self.table.label_of[i] for i in items["item_id"] if i in self.table.label_of]
+            labels = self.table.append(items)
             self.vectors.extend(vectors)
             self.index.add(vectors)
+            if retired:
+                self._notify("delete", np.asarray(retired, dtype=np.int64))
+            self._notify("upsert", labels)
 
     def delete(self, item_id: str) -> bool:
         """Delete ``item_id``; False if it was not in the index."""
@@ -88,7 +106,10 @@ class ItemIndex:
             if item_id not in self.table.label_of:
                 return False
             self._log({"op": "delete", "item_id": item_id})
-            return self.table.retire(item_id)
+            label = self.table.label_of[item_id]
+            self.table.retire(item_id)
+            self._notify("delete", np.asarray([label], dtype=np.int64))
+            return True
 
     # ---- reads -----------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, filters: Filters | None = None

@@ -118,3 +118,13 @@ def test_half_written_snapshot_leaves_previous_loadable(tmp_path):
     (tmp_path / ".tmp-v000002-999").mkdir()
     (tmp_path / ".tmp-v000002-999" / "vectors.npy").write_bytes(b"garbage")
     assert len(ItemIndex.load(tmp_path)) == 15
+
+
+def test_listeners_see_every_update():
+    idx, _ = random_index(5)
+    seen = []
+    idx.subscribe(lambda op, labels: seen.append((op, labels.tolist())))
+    idx.add(make_items([{"item_id": "i2", "title": "again"}, {"item_id": "z", "title": "new"}]),
+            normalize(RNG.normal(size=(2, DIM))))
+    idx.delete("z")
+    assert seen == [("delete", [2]), ("upsert", [5, 6]), ("delete", [6])]

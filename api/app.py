@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .deps import Components, load_components
-from .routes import items, search
+from .routes import items, search, users
 from .settings import Settings
 
 
@@ -35,4 +35,5 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     app.include_router(items.router, tags=["items"])
     app.include_router(search.router, tags=["search"])
+    app.include_router(users.router, tags=["personalisation"])
     return app

@@ -111,6 +111,57 @@ def search(
     _print_rows(idx, labels[0], scores[0])
 
 
+events_app = typer.Typer(no_args_is_help=True, help="The event log.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+def events_import(
+    dataset: Annotated[str, typer.Option(help="beauty, scientific, magazine, subscription-boxes or instruments")],
+    data_dir: Annotated[Path, typer.Option(help="that dataset's folder")],
+    db: Annotated[Path, typer.Option(help="SQLite event log")] = Path("out/events.db"),
+    pseudonym_key: Annotated[str | None, typer.Option(envvar="SEMREC_PSEUDONYM_KEY",
+                                                      help="secret for hashing user ids")] = None,
+) -> None:
+    """Load a public interaction log into the event log (idempotent: a second import adds nothing)."""
+    from indexer.clean import clean_catalog
+    from indexer.loaders import load_dataset
+    from retriever.events import EventStore
+    from retriever.personal import events_from_reviews
+
+    from .settings import DEV_PSEUDONYM_KEY
+
+    catalog, _ = clean_catalog(load_dataset(dataset, data_dir))
+    reviews = catalog.reviews.sort_values("timestamp", kind="stable", na_position="first")
+    store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    started, stored, seen = time.perf_counter(), 0, 0
+    batch = []
+    for event in events_from_reviews(reviews, dataset):
+        batch.append(event)
+        if len(batch) == 20_000:
+            stored += sum(store.add_events(batch))
+            seen, batch = seen + len(batch), []
+    stored += sum(store.add_events(batch))
+    seen += len(batch)
+    typer.echo(f"{seen} events read, {stored} new, {seen - stored} already there -> {db} "
+               f"({time.perf_counter() - started:.1f} s, {store.count_events()} events in the log)")
+
+
+@app.command("ab-report")
+def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = Path("out/events.db"),
+                  pseudonym_key: Annotated[str | None, typer.Option(envvar="SEMREC_PSEUDONYM_KEY")] = None) -> None:
+    """Per A/B variant: impressions, click-through, add-to-cart and purchase rates with 95% intervals."""
+    from retriever.events import EventStore
+
+    from .experiments import ab_report, format_report
+    from .settings import DEV_PSEUDONYM_KEY
+
+    if not db.exists():
+        raise typer.BadParameter(f"no event log at {db}", param_hint="--db")
+    store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    typer.echo(format_report(ab_report(store.variant_outcomes())))
+
+
 def _print_rows(idx, labels, scores) -> None:
     for label, score in zip(labels, scores):
         if label >= 0:

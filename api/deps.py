@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
@@ -11,6 +11,8 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from indexer.embed import Embedder, load_embedder
 from indexer.store import ItemIndex
 from indexer.table import Filters
+from retriever.events import EventStore
+from retriever.recommend import InteractionState
 
 from .models import ItemOut, ScoredItem
 from .settings import Settings
@@ -23,17 +25,34 @@ class Components:
     settings: Settings
     index: ItemIndex
     embedder: Embedder
+    events: EventStore | None = None
+    state: InteractionState = field(default_factory=InteractionState)
 
 
 def load_components(settings: Settings) -> Components:
-    """Open the index and its embedder; a missing index or a model mismatch fails here, at start-up."""
+    """Open the index, its embedder and the event log; a missing index or a model mismatch fails
+    here, at start-up, not per request."""
     index = ItemIndex.load(settings.index_dir, expect_model=settings.model)
     embedder = load_embedder(settings.model or index.model)
     if embedder.dim != index.dim:
         raise ValueError(f"embedder {embedder.name!r} gives {embedder.dim}-d vectors, the index in "
                          f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
     index.open_log()
-    return Components(settings, index, embedder)
+    return Components(settings, index, embedder, *open_events(settings))
+
+
+def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
+    """The event log and the collaborative state replayed from it."""
+    store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    state = InteractionState()
+    batch: list = []
+    for event in store.iter_events():
+        batch.append(event)
+        if len(batch) == 50_000:
+            state.apply(batch)
+            batch = []
+    state.apply(batch)
+    return store, state
 
 
 def get_components(request: Request) -> Components:

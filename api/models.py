@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ShortText = Annotated[str, Field(max_length=200)]
 
@@ -95,3 +95,74 @@ class HealthOut(BaseModel):
     model: str
     dim: int
     index_kind: str
+
+
+# ---- events and personalisation ---------------------------------------------------------------
+IdText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class EventIn(BaseModel):
+    """One interaction. Checked one by one: a bad event is rejected with its reason, the rest stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: IdText = Field(description="idempotency key: an event id seen before is ignored")
+    user_id: IdText
+    item_id: IdText
+    type: Literal["view", "click", "add_to_cart", "purchase", "rating"]
+    value: float | None = Field(None, ge=-1e9, le=1e9, description="stars (1-5) for a rating; optional otherwise")
+    timestamp: float | None = Field(None, ge=0, le=1e11, description="unix seconds; default: now")
+    request_id: str | None = Field(None, max_length=100, description="the recommendation this came from")
+
+    @model_validator(mode="after")
+    def _rating_has_stars(self) -> EventIn:
+        if self.type == "rating" and (self.value is None or not 1 <= self.value <= 5):
+            raise ValueError("a rating needs value between 1 and 5")
+        return self
+
+
+class EventsIn(BaseModel):
+    events: list[Any] = Field(min_length=1, description="events, each as EventIn; checked one by one")
+
+
+class Rejected(BaseModel):
+    index: int
+    event_id: str | None
+    reason: str
+
+
+class EventsOut(BaseModel):
+    stored: int
+    duplicates: int
+    rejected: list[Rejected]
+
+
+class OnboardingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    interests: str = Field("", max_length=1000, description='free text, e.g. "vegan skincare for dry skin"')
+    categories: list[ShortText] = Field(default_factory=list, max_length=20)
+    liked_items: list[IdText] = Field(default_factory=list, max_length=50)
+
+
+class SessionIn(BaseModel):
+    """An anonymous session: context inline, nothing stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    recent_items: list[IdText] = Field(default_factory=list, max_length=50, description="oldest first")
+    text: str = Field("", max_length=1000)
+    k: int = Field(10, ge=1, le=1000)
+    category: str | None = Field(None, max_length=200)
+    brand: str | None = Field(None, max_length=200)
+    min_price: float | None = Field(None, ge=0, le=1e9)
+    max_price: float | None = Field(None, ge=0, le=1e9)
+    in_stock: bool | None = None
+
+
+class RecommendedItem(ScoredItem):
+    sources: list[str] = Field(description="which candidate sources proposed it: dense, covisit, popular, "
+                                           "trending, new, catalog")
+
+
+class RecommendationsOut(BaseModel):
+    request_id: str = Field(description="send it back with events that follow from this list")
+    variant: str
+    results: list[RecommendedItem]

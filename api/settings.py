@@ -1,19 +1,40 @@
-"""Service settings, read from the environment (prefix ``SEMREC_``) or a ``.env`` file."""
+"""Service settings, read from the environment (prefix ``SEMREC_``) or a ``.env`` file.
+
+Lists and objects are JSON, e.g. ``SEMREC_VARIANTS='[{"name": "a", "share": 0.5}, {"name": "b",
+"share": 0.5, "candidates": {"covisit": 0}}]'``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .experiments import Variant, check_shares
+
+DEV_PSEUDONYM_KEY = "semrec-dev-key-change-me"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEMREC_", env_file=".env", extra="ignore")
 
     index_dir: Path = Field(Path("out/index"), description="directory written by `semrec index`")
+    db_path: Path = Field(Path("out/events.db"), description="SQLite event log")
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_k: int = Field(100, ge=1, le=1000, description="largest k a request may ask for")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get a 413")
+    max_events_per_request: int = Field(1000, ge=1, le=100_000)
+    pseudonym_key: str = Field(DEV_PSEUDONYM_KEY, min_length=8,
+                               description="secret for the keyed hash of user ids; set your own in production")
+    half_life_days: float = Field(30.0, gt=0, description="how fast a shopper's past interest fades")
+    exclude_purchased: bool = Field(True, description="leave already purchased items out of recommendations")
+    ab_salt: str = Field("semrec-ab-1", min_length=1, description="change it to reshuffle A/B buckets")
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default", share=1.0)])
+
+    @field_validator("variants")
+    @classmethod
+    def _shares(cls, v: list[Variant]) -> list[Variant]:
+        return check_shares(v)

@@ -112,16 +112,22 @@ class ItemIndex:
             return True
 
     # ---- reads -----------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, filters: Filters | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` live items for unit ``queries (n, dim)`` -> ``(labels, scores)``, each ``(n, k)``."""
+    def search(self, queries: np.ndarray, k: int, filters: Filters | None = None,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` live items for unit ``queries (n, dim)`` -> ``(labels, scores)``, each ``(n, k)``.
+
+        ``allowed``: optional bool ``(n_labels,)`` mask, combined with ``filters`` (e.g. to leave out
+        what the shopper already bought).
+        """
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         with self.lock:
-            allowed = self.table.mask(filters)
-            n_allowed = int(allowed.sum())
+            mask = self.table.mask(filters)
+            if allowed is not None:
+                mask &= allowed[: len(mask)]
+            n_allowed = int(mask.sum())
             if n_allowed <= EXACT_SUBSET_MAX and n_allowed < self.table.n_labels:
-                return _exact_subset(self.vectors.view, queries, k, np.flatnonzero(allowed))
-            return self.index.search(queries, k, None if n_allowed == self.table.n_labels else allowed)
+                return _exact_subset(self.vectors.view, queries, k, np.flatnonzero(mask))
+            return self.index.search(queries, k, None if n_allowed == self.table.n_labels else mask)
 
     def vectors_of(self, item_ids: list[str]) -> np.ndarray:
         """Unit vectors of live ``item_ids`` (KeyError on an unknown id)."""

@@ -68,6 +68,7 @@ class ItemTable:
         self.alive = GrowableArray((), bool)
         self.price = GrowableArray((), np.float64)
         self.in_stock = GrowableArray((), bool)
+        self.created_at = GrowableArray((), np.float64)
         self._by_brand: dict[str, list[int]] = {}
         self._by_category: dict[str, list[int]] = {}
         self._by_title: dict[str, list[int]] = {}
@@ -99,6 +100,7 @@ class ItemTable:
         self.alive.extend(np.ones(len(records), bool))
         self.price.extend(items["price"].to_numpy(np.float64))
         self.in_stock.extend(items["in_stock"].to_numpy(bool))
+        self.created_at.extend(items["created_at"].to_numpy(np.float64))
         return np.arange(start, start + len(records), dtype=np.int64)
 
     def retire(self, item_id: str) -> bool:

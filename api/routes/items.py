@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, HTTPException, Response
 
 from indexer.build import EmbedConfig, embed_chunks
@@ -39,7 +41,10 @@ def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> 
 
 @router.put("/items/{item_id}", response_model=UpsertOut)
 def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
-    items = make_items([{"item_id": item_id, **body.model_dump(exclude={"reviews"})}])
+    record = body.model_dump(exclude={"reviews"})
+    if record["created_at"] is None:
+        record["created_at"] = time.time()  # the catalog learns of it now: it counts as new from now
+    items = make_items([{"item_id": item_id, **record}])
     reviews = [[review_text(r.title, r.text) for r in body.reviews]]
     cfg = EmbedConfig(**c.index.build_info.get("embed", {}))  # embed as the catalog was embedded
     [(_, vectors)] = list(embed_chunks([(items, reviews)], c.embedder, cfg))

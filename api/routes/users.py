@@ -1,0 +1,143 @@
+"""Personalisation routes: events in, recommendations out, onboarding, anonymous sessions, erasure."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Response
+from pydantic import ValidationError
+
+from indexer.table import Filters
+from retriever.events import Event, StoredEvent
+from retriever.personal import session_profile, user_profile
+from retriever.profiles import Profile, ProfileConfig
+from retriever.recommend import recommend
+
+from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, unprocessable
+from ..experiments import assign
+from ..models import (
+    EventIn,
+    EventsIn,
+    EventsOut,
+    OnboardingIn,
+    RecommendationsOut,
+    RecommendedItem,
+    Rejected,
+    SessionIn,
+)
+
+router = APIRouter()
+UserId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+FUTURE_SLACK_S = 86_400.0  # clocks disagree; a day ahead is tolerated, more is a bug in the sender
+
+
+def _store(c: Components):
+    if c.events is None:
+        raise HTTPException(503, detail="this server runs without an event log")
+    return c.events
+
+
+@router.post("/events", response_model=EventsOut)
+def post_events(body: EventsIn, c: ComponentsDep) -> EventsOut:
+    """Store a batch. Each event is checked on its own: invalid ones come back with the reason,
+    valid ones are stored (durably, before this returns) and change recommendations at once."""
+    store = _store(c)
+    if len(body.events) > c.settings.max_events_per_request:
+        raise unprocessable("body", "events", f"at most {c.settings.max_events_per_request} events per request")
+    now, valid, rejected = time.time(), [], []
+    for n, raw in enumerate(body.events):
+        try:
+            e = EventIn.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "event"
+            rejected.append(Rejected(index=n, event_id=_id(raw), reason=f"{where}: {first['msg']}"))
+            continue
+        if c.index.table.get(e.item_id) is None:
+            rejected.append(Rejected(index=n, event_id=e.event_id, reason=f"item_id: unknown item {e.item_id!r}"))
+        elif e.timestamp is not None and e.timestamp > now + FUTURE_SLACK_S:
+            rejected.append(Rejected(index=n, event_id=e.event_id, reason="timestamp: more than a day in the future"))
+        else:
+            valid.append(Event(e.event_id, e.user_id, e.item_id, e.type, e.timestamp or now, e.value, e.request_id))
+    fresh = store.add_events(valid) if valid else []
+    new = [e for e, f in zip(valid, fresh) if f]
+    c.state.apply([StoredEvent(store.user_key(e.user_id), e.item_id, e.type, e.value, e.timestamp, e.request_id)
+                   for e in sorted(new, key=lambda e: e.timestamp)])
+    return EventsOut(stored=len(new), duplicates=len(valid) - len(new), rejected=rejected)
+
+
+def _id(raw) -> str | None:
+    return str(raw.get("event_id"))[:200] if isinstance(raw, dict) and "event_id" in raw else None
+
+
+def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filters: Filters,
+             exclude: frozenset[str]) -> RecommendationsOut:
+    variant = assign(user_id or uuid.uuid4().hex, c.settings.variants, c.settings.ab_salt)
+    recs = recommend(c.index, c.state, profile, k, variant.candidate_config(), filters, exclude)
+    items = scored(c.index, recs.labels, recs.scores)
+    results = [RecommendedItem(**item.model_dump(), sources=src) for item, src in zip(items, recs.sources)]
+    request_id = uuid.uuid4().hex
+    if user_id is not None and c.events is not None:
+        c.events.log_impression(request_id, user_id, variant.name, [r.item_id for r in results])
+    return RecommendationsOut(request_id=request_id, variant=variant.name, results=results)
+
+
+def _profile_cfg(c: Components) -> ProfileConfig:
+    return ProfileConfig(half_life_days=c.settings.half_life_days)
+
+
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
+def user_recommendations(user_id: UserId, c: ComponentsDep, filters: FiltersDep, k: KDep,
+                         exclude_purchased: bool | None = None) -> RecommendationsOut:
+    """Personal recommendations. An unknown user is a cold start: a varied popular list."""
+    profile = user_profile(_store(c), c.index, c.embedder, user_id, _profile_cfg(c))
+    drop = c.settings.exclude_purchased if exclude_purchased is None else exclude_purchased
+    return _respond(c, profile, user_id, k, filters, profile.purchased if drop else frozenset())
+
+
+@router.post("/users/{user_id}/onboarding", response_model=RecommendationsOut)
+def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -> RecommendationsOut:
+    """Stated interests build a profile at once; the answer is the first recommendations."""
+    unknown = [i for i in body.liked_items if c.index.table.get(i) is None]
+    if unknown:
+        raise unprocessable("body", "liked_items", f"unknown item ids: {unknown[:10]}")
+    missing = [cat for cat in body.categories if not c.index.table.mask(Filters(category=cat)).any()]
+    if missing:
+        raise unprocessable("body", "categories", f"no items in categories: {missing[:10]}")
+    store = _store(c)
+    store.set_onboarding(user_id, body.interests, body.categories, body.liked_items)
+    profile = user_profile(store, c.index, c.embedder, user_id, _profile_cfg(c))
+    return _respond(c, profile, user_id, k, Filters(), profile.purchased)
+
+
+@router.post("/recommendations", response_model=RecommendationsOut)
+def session_recommendations(body: SessionIn, c: ComponentsDep) -> RecommendationsOut:
+    """Recommendations for an anonymous session from its inline context; nothing is stored."""
+    if body.k > c.settings.max_k:
+        raise unprocessable("body", "k", f"k must be at most {c.settings.max_k}")
+    unknown = [i for i in body.recent_items if c.index.table.get(i) is None]
+    if unknown:
+        raise unprocessable("body", "recent_items", f"unknown item ids: {unknown[:10]}")
+    if body.min_price is not None and body.max_price is not None and body.min_price > body.max_price:
+        raise unprocessable("body", "max_price", "max_price is below min_price")
+    filters = Filters(category=body.category, brand=body.brand, min_price=body.min_price,
+                      max_price=body.max_price, in_stock=body.in_stock)
+    profile = session_profile(c.index, c.embedder, body.recent_items, body.text, _profile_cfg(c))
+    return _respond(c, profile, None, body.k, filters, frozenset(body.recent_items))
+
+
+@router.delete("/users/{user_id}", status_code=204)
+def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
+    """Erase the user's events, onboarding answers and impressions, and their share of the
+    collaborative counts. A later request for this id is a cold start."""
+    store = _store(c)
+    erased = store.delete_user(user_id)
+    key = store.user_key(user_id)
+    with c.state.lock:
+        # Replay from an empty session window, as when the events were first counted.
+        c.state.covisit.forget_user(key)
+        c.state.apply(erased, sign=-1.0)
+        c.state.covisit.forget_user(key)
+    return Response(status_code=204)

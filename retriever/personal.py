@@ -1,0 +1,110 @@
+"""Profiles from what is known about a shopper: their events, their onboarding answers, or an
+anonymous session's context. Also: public interaction logs as events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from indexer.embed import Embedder, normalize
+from indexer.store import ItemIndex
+
+from .events import Event, EventStore, StoredEvent
+from .profiles import Profile, ProfileConfig, build_profile, event_weights
+
+# Public logs without timestamps (Beauty, Scientific) keep their order: event n of the file gets
+# IMPORT_EPOCH + n seconds, so "newest" still means "latest in the file".
+IMPORT_EPOCH = 1_388_534_400.0  # 2014-01-01
+
+
+def category_centroid(index: ItemIndex, category: str) -> np.ndarray | None:
+    """Mean unit vector of the live items in ``category`` (any level), or None if there are none."""
+    from indexer.table import Filters
+
+    with index.lock:
+        labels = np.flatnonzero(index.table.mask(Filters(category=category)))
+        if len(labels) == 0:
+            return None
+        return normalize(index.vectors.view[labels].mean(axis=0, keepdims=True))[0]
+
+
+def context_vectors(index: ItemIndex, embedder: Embedder, cfg: ProfileConfig, *, text: str = "",
+                    categories: list[str] = (), liked: list[str] = ()) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Vectors and weights for stated interests: free text, chosen categories, liked items.
+
+    Unknown categories and items are skipped (the API validates them first and says which).
+    Returns ``(vectors (n, dim), weights (n,), evidence)``.
+    """
+    vecs, weights, evidence = [], [], {"interests": [], "categories": [], "liked": []}
+    if text.strip():
+        vecs.append(embedder.encode([text])[0])
+        weights.append(cfg.interest_weight)
+        evidence["interests"].append(text.strip())
+    for cat in categories:
+        centre = category_centroid(index, cat)
+        if centre is not None:
+            vecs.append(centre)
+            weights.append(cfg.category_weight)
+            evidence["categories"].append(cat)
+    known = [i for i in liked if index.table.get(i) is not None]
+    if known:
+        vecs.extend(index.vectors_of(known))
+        weights.extend([cfg.liked_weight] * len(known))
+        evidence["liked"] = known
+    dim = index.dim
+    return (np.array(vecs, dtype=np.float32).reshape(-1, dim), np.array(weights, dtype=np.float32), evidence)
+
+
+def profile_from_events(index: ItemIndex, events: list[StoredEvent], cfg: ProfileConfig, now: float,
+                        extra: tuple[np.ndarray, np.ndarray, dict] | None = None) -> Profile:
+    """A profile from stored events (oldest first) plus optional stated-interest vectors."""
+    live = [e for e in events if index.table.get(e.item_id) is not None]
+    vecs = index.vectors_of([e.item_id for e in live]) if live else np.zeros((0, index.dim), np.float32)
+    w = event_weights([e.type for e in live], [e.value for e in live], np.array([e.ts for e in live]), now,
+                      cfg.half_life_days) if live else np.zeros(0, np.float32)
+    evidence: dict = {}
+    if extra is not None:
+        vecs, w, evidence = np.vstack([vecs, extra[0]]), np.concatenate([w, extra[1]]), extra[2]
+    history = [e.item_id for e in live]
+    purchased = frozenset(e.item_id for e in live if e.type == "purchase")
+    return build_profile(vecs, w, cfg, history, purchased, evidence)
+
+
+def user_profile(store: EventStore, index: ItemIndex, embedder: Embedder, user_id: str,
+                 cfg: ProfileConfig = ProfileConfig(), now: float | None = None) -> Profile:
+    """The stored user's profile, from their latest events and onboarding answers."""
+    now = time.time() if now is None else now
+    events = store.user_events(user_id, cfg.history)
+    onboarding = store.onboarding(user_id)
+    extra = None
+    if onboarding is not None:
+        text, cats, liked = onboarding
+        extra = context_vectors(index, embedder, cfg, text=text, categories=cats, liked=liked)
+    return profile_from_events(index, events, cfg, now, extra)
+
+
+def session_profile(index: ItemIndex, embedder: Embedder, recent_items: list[str], text: str,
+                    cfg: ProfileConfig = ProfileConfig()) -> Profile:
+    """An anonymous session's profile: recent items (oldest first, viewed a minute apart) + free text."""
+    now = time.time()
+    events = [StoredEvent("session", item, "view", None, now - 60.0 * (len(recent_items) - n))
+              for n, item in enumerate(recent_items)]
+    return profile_from_events(index, events, cfg, now, context_vectors(index, embedder, cfg, text=text))
+
+
+def events_from_reviews(reviews: pd.DataFrame, dataset: str) -> Iterator[Event]:
+    """A public log as events: a review with stars is a ``rating``, a bare interaction a ``purchase``.
+
+    Event ids are ``import:{dataset}:{review_id}``, so importing twice stores nothing twice.
+    """
+    ts = reviews["timestamp"].to_numpy(np.float64)
+    order_ts = IMPORT_EPOCH + np.arange(len(reviews), dtype=np.float64)
+    ts = np.where(np.isnan(ts), order_ts, ts)
+    for rid, user, item, rating, t in zip(reviews["review_id"], reviews["user_id"], reviews["item_id"],
+                                          reviews["rating"], ts):
+        rated = not np.isnan(rating)
+        yield Event(f"import:{dataset}:{rid}", user, item, "rating" if rated else "purchase", float(t),
+                    float(rating) if rated else None)

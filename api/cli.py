@@ -127,23 +127,15 @@ def events_import(
     from indexer.clean import clean_catalog
     from indexer.loaders import load_dataset
     from retriever.events import EventStore
-    from retriever.personal import events_from_reviews
+    from retriever.personal import import_reviews
 
     from .settings import DEV_PSEUDONYM_KEY
 
     catalog, _ = clean_catalog(load_dataset(dataset, data_dir))
-    reviews = catalog.reviews.sort_values("timestamp", kind="stable", na_position="first")
     store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
-    started, stored, seen = time.perf_counter(), 0, 0
-    batch = []
-    for event in events_from_reviews(reviews, dataset):
-        batch.append(event)
-        if len(batch) == 20_000:
-            stored += sum(store.add_events(batch))
-            seen, batch = seen + len(batch), []
-    stored += sum(store.add_events(batch))
-    seen += len(batch)
-    typer.echo(f"{seen} events read, {stored} new, {seen - stored} already there -> {db} "
+    started = time.perf_counter()
+    read, stored = import_reviews(store, catalog.reviews, dataset)
+    typer.echo(f"{read} events read, {stored} new, {read - stored} already there -> {db} "
                f"({time.perf_counter() - started:.1f} s, {store.count_events()} events in the log)")
 
 
@@ -171,21 +163,31 @@ def _print_rows(idx, labels, scores) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="where to write the demo index")] = Path("out/demo-index"),
+    out: Annotated[Path, typer.Option(help="where to write the demo index and event log")] = Path("out/demo"),
     port: Annotated[int, typer.Option()] = 8000,
     exit_after: Annotated[bool, typer.Option("--exit", help="stop after printing the examples")] = False,
 ) -> None:
-    """Index the bundled demo catalog, start the API, and show similar items and search results."""
+    """Index the bundled demo catalog, load its shoppers' history, start the API, and show similar
+    items, search results and personal recommendations."""
     import httpx
     import uvicorn
+
+    from indexer.clean import clean_catalog
+    from indexer.loaders import load_catalog
+    from retriever.events import EventStore
+    from retriever.personal import import_reviews
 
     from .app import create_app
     from .settings import Settings
 
-    index(REPO_DATA / "demo", out=out, reviews=None, fmt="own", model="minilm", kind="auto",
+    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port)
+    index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
           review_weight=0.3, max_reviews=8, unknown_items="drop")
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=out, port=port)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    read, stored = import_reviews(store, clean_catalog(load_catalog(REPO_DATA / "demo"))[0].reviews, "demo")
+    store.close()
+    typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -207,20 +209,25 @@ def demo(
         thread.join()
 
 
+def _show(title: str, rows: list[dict]) -> None:
+    typer.echo(f"\n{title}")
+    for row in rows:
+        extra = f"  [{', '.join(row['sources'])}]" if "sources" in row else ""
+        typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}{extra}")
+
+
 def _show_examples(client) -> None:
-    some = ["D0005", "D0040", "D0120"]
-    for item_id in some:
-        r = client.get(f"/items/{item_id}/similar", params={"k": 5})
-        if r.status_code != 200:
-            continue
-        typer.echo(f"\nGET /items/{item_id}/similar?k=5   ({client.get(f'/items/{item_id}').json()['title']})")
-        for row in r.json()["results"]:
-            typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:70]}")
+    for item_id in ["D0005", "D0040", "D0120"]:
+        title = client.get(f"/items/{item_id}").json()["title"]
+        rows = client.get(f"/items/{item_id}/similar", params={"k": 5}).json()["results"]
+        _show(f"GET /items/{item_id}/similar?k=5   ({title})", rows)
     for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
-        r = client.get("/search", params={"q": q, "k": 5})
-        typer.echo(f"\nGET /search?q={q}&k=5")
-        for row in r.json()["results"]:
-            typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:70]}")
+        _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"])
+    rows = client.get("/users/U020/recommendations", params={"k": 5}).json()["results"]
+    _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows)
+    body = {"interests": "vegan skincare for dry skin"}
+    rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body).json()["results"]
+    _show(f"POST /users/visitor-1/onboarding {body}", rows)
 
 
 if __name__ == "__main__":

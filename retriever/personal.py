@@ -108,3 +108,17 @@ def events_from_reviews(reviews: pd.DataFrame, dataset: str) -> Iterator[Event]:
         rated = not np.isnan(rating)
         yield Event(f"import:{dataset}:{rid}", user, item, "rating" if rated else "purchase", float(t),
                     float(rating) if rated else None)
+
+
+def import_reviews(store: EventStore, reviews: pd.DataFrame, dataset: str, batch: int = 20_000) -> tuple[int, int]:
+    """Store a public log's interactions as events, oldest first. Returns ``(read, newly stored)``."""
+    reviews = reviews.sort_values("timestamp", kind="stable", na_position="first")
+    read = stored = 0
+    pending: list[Event] = []
+    for event in events_from_reviews(reviews, dataset):
+        pending.append(event)
+        if len(pending) == batch:
+            stored += sum(store.add_events(pending))
+            read, pending = read + len(pending), []
+    stored += sum(store.add_events(pending))
+    return read + len(pending), stored

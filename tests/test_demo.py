@@ -17,9 +17,10 @@ def free_port() -> int:
 def test_demo_indexes_serves_and_answers(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "ix"), "--port", str(free_port()), "--exit"])
     assert r.exit_code == 0, r.output
-    assert "indexed 300 items with minilm" in r.output
+    assert "indexed 300 items with minilm" in r.output and "630 shopper events" in r.output
     assert "GET /items/D0005/similar?k=5" in r.output and "GET /search?q=" in r.output
     # The hair dryer's neighbours are hair tools, shown by title.
     block = r.output.split("GET /items/D0005/similar?k=5")[1].split("GET ")[0]
     assert "Hair Dryer" in block or "Straightener" in block or "Curling" in block
-    assert len(ItemIndex.load(tmp_path / "ix")) == 300
+    assert len(ItemIndex.load(tmp_path / "ix" / "index")) == 300
+    assert "GET /users/U020/recommendations" in r.output and "onboarding" in r.output

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from .deps import Components, load_components
+from .deps import Components, ComponentsDep, load_components
+from .observability import Metrics, configure_logging, observe
 from .routes import items, search, users
+from .security import TokenBuckets, identify
 from .settings import Settings
 
 
@@ -22,8 +25,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
         app.state.components = components or load_components(settings)
         yield
 
-    app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan,
-                  description="Semantic recommendations for e-commerce: similar items, search, catalog updates.")
+    configure_logging()
+    app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
+                  description="Semantic recommendations for e-commerce: similar items, search, personal "
+                              "recommendations, events. Writes need an API key (X-API-Key).")
+    app.state.metrics = Metrics()
+    app.state.rate_limits = TokenBuckets(settings.rate_per_minute, settings.rate_burst)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -32,6 +39,16 @@ def create_app(settings: Settings | None = None, components: Components | None =
             return JSONResponse(status_code=413, content={
                 "detail": f"request body must be at most {settings.max_body_bytes} bytes"})
         return await call_next(request)
+
+    app.middleware("http")(observe)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics(c: ComponentsDep) -> Response:
+        """Prometheus text format: requests and latency per route, index size, events, models."""
+        return app.state.metrics.render(c)
 
     app.include_router(items.router, tags=["items"])
     app.include_router(search.router, tags=["search"])

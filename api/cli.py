@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -72,7 +73,8 @@ def serve(
     from .settings import Settings
 
     settings = Settings(index_dir=index_dir, host=host, port=port, model=model)
-    uvicorn.run(create_app(settings), host=host, port=port)
+    # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
 
 
 @app.command()
@@ -139,6 +141,19 @@ def events_import(
                f"({time.perf_counter() - started:.1f} s, {store.count_events()} events in the log)")
 
 
+@app.command()
+def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
+           role: Annotated[str, typer.Option(help="read, ingest or admin")] = "ingest") -> None:
+    """Print a new API key (give it to the client) and the settings entry holding only its hash."""
+    from .security import RANK, new_key
+
+    if role not in RANK:
+        raise typer.BadParameter(f"role must be one of {list(RANK)}", param_hint="--role")
+    key, sha = new_key()
+    typer.echo(f"key (shown once): {key}")
+    typer.echo("add to SEMREC_API_KEYS: " + json.dumps({"name": name, "role": role, "sha256": sha}))
+
+
 @app.command("ab-report")
 def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = Path("out/events.db"),
                   pseudonym_key: Annotated[str | None, typer.Option(envvar="SEMREC_PSEUDONYM_KEY")] = None) -> None:
@@ -180,7 +195,8 @@ def demo(
     from .app import create_app
     from .settings import Settings
 
-    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port)
+    # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
+    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False)
     index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
           review_weight=0.3, max_reviews=8, unknown_items="drop")
     store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
@@ -197,7 +213,8 @@ def demo(
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=30) as client:
         _show_examples(client)
-    typer.echo(f"\nThe API is up at {base} (docs: {base}/docs).")
+    typer.echo(f"\nThe API is up at {base} (docs: {base}/docs). The demo runs without API keys on loopback;"
+               " `semrec serve` needs keys for writes (`semrec keygen`).")
     if exit_after:
         server.should_exit = True
     else:

@@ -12,8 +12,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .experiments import Variant, check_shares
+from .security import ApiKey
 
 DEV_PSEUDONYM_KEY = "semrec-dev-key-change-me"
+DEMO_REVIEWS = Path(__file__).resolve().parent.parent / "data" / "demo" / "reviews.jsonl"
 
 
 class Settings(BaseSettings):
@@ -33,6 +35,16 @@ class Settings(BaseSettings):
     exclude_purchased: bool = Field(True, description="leave already purchased items out of recommendations")
     ab_salt: str = Field("semrec-ab-1", min_length=1, description="change it to reshuffle A/B buckets")
     variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default", share=1.0)])
+    report_dir: Path = Field(Path("runs/report"), description="evaluation report (PNG plots, results.md) "
+                                                               "shown in the web console")
+    shoppers_file: Path = Field(DEMO_REVIEWS, description="reviews file whose user ids the web console "
+                                                          "lists as shoppers (ids are pseudonymised in the log)")
+    auth: bool = Field(True, description="require API keys for writes (and for reads unless public_reads)")
+    public_reads: bool = Field(True, description="read routes answer without a key")
+    api_keys: list[ApiKey] = Field(default_factory=list, description="[{name, role, sha256}]; see `semrec keygen`")
+    rate_per_minute: float = Field(6000, gt=0, description="requests per minute per key (or per address)")
+    rate_burst: int = Field(200, ge=1)
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed; none by default")
 
     @field_validator("variants")
     @classmethod

@@ -14,7 +14,7 @@ def client(tiny_catalog, embedder, tmp_path):
     index = build_index(tiny_catalog, embedder, progress=False)
     index.save(tmp_path / "ix")
     index.open_log()
-    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", max_k=50), index, embedder))
+    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", max_k=50, auth=False), index, embedder))
     with TestClient(app) as c:
         yield c
 

@@ -37,7 +37,7 @@ def styling_tools(index):
 def client(beauty_index, embedder, tmp_path):
     variants = [Variant(name="a", share=0.5), Variant(name="b", share=0.5, candidates={"covisit": 0})]
     settings = Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "events.db", pseudonym_key="test-secret-key",
-                        variants=variants)
+                        variants=variants, auth=False)
     beauty_index.save(settings.index_dir)  # the shared index is read-only here: updates go to the log
     store, state = open_events(settings)
     with TestClient(create_app(components=Components(settings, beauty_index, embedder, store, state))) as c:

@@ -13,6 +13,7 @@ from retriever.similar import similar_items
 
 from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, scored
 from ..models import HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
+from ..security import require
 
 router = APIRouter()
 
@@ -39,7 +40,7 @@ def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> 
     return SimilarOut(item_id=item_id, results=scored(c.index, labels[0], scores[0]))
 
 
-@router.put("/items/{item_id}", response_model=UpsertOut)
+@router.put("/items/{item_id}", response_model=UpsertOut, dependencies=[require("admin")])
 def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     record = body.model_dump(exclude={"reviews"})
     if record["created_at"] is None:
@@ -53,7 +54,7 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     return UpsertOut(item_id=item_id, created=created)
 
 
-@router.delete("/items/{item_id}", status_code=204)
+@router.delete("/items/{item_id}", status_code=204, dependencies=[require("admin")])
 def delete_item(item_id: ItemId, c: ComponentsDep) -> Response:
     if not c.index.delete(item_id):
         raise HTTPException(404, detail=f"item {item_id!r} not found")

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
 from indexer.table import Filters
@@ -16,7 +16,7 @@ from retriever.profiles import Profile, ProfileConfig
 from retriever.recommend import recommend
 
 from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, unprocessable
-from ..experiments import assign
+from ..experiments import Variant, assign
 from ..models import (
     EventIn,
     EventsIn,
@@ -27,6 +27,7 @@ from ..models import (
     Rejected,
     SessionIn,
 )
+from ..security import require
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -39,7 +40,7 @@ def _store(c: Components):
     return c.events
 
 
-@router.post("/events", response_model=EventsOut)
+@router.post("/events", response_model=EventsOut, dependencies=[require("ingest")])
 def post_events(body: EventsIn, c: ComponentsDep) -> EventsOut:
     """Store a batch. Each event is checked on its own: invalid ones come back with the reason,
     valid ones are stored (durably, before this returns) and change recommendations at once."""
@@ -73,13 +74,13 @@ def _id(raw) -> str | None:
 
 
 def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filters: Filters,
-             exclude: frozenset[str]) -> RecommendationsOut:
-    variant = assign(user_id or uuid.uuid4().hex, c.settings.variants, c.settings.ab_salt)
+             exclude: frozenset[str], forced: Variant | None = None) -> RecommendationsOut:
+    variant = forced or assign(user_id or uuid.uuid4().hex, c.settings.variants, c.settings.ab_salt)
     recs = recommend(c.index, c.state, profile, k, variant.candidate_config(), filters, exclude)
     items = scored(c.index, recs.labels, recs.scores)
     results = [RecommendedItem(**item.model_dump(), sources=src) for item, src in zip(items, recs.sources)]
     request_id = uuid.uuid4().hex
-    if user_id is not None and c.events is not None:
+    if user_id is not None and c.events is not None and forced is None:  # a forced variant is no A/B data
         c.events.log_impression(request_id, user_id, variant.name, [r.item_id for r in results])
     return RecommendationsOut(request_id=request_id, variant=variant.name, results=results)
 
@@ -90,14 +91,25 @@ def _profile_cfg(c: Components) -> ProfileConfig:
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
 def user_recommendations(user_id: UserId, c: ComponentsDep, filters: FiltersDep, k: KDep,
-                         exclude_purchased: bool | None = None) -> RecommendationsOut:
+                         exclude_purchased: bool | None = None,
+                         variant: Annotated[str | None, Query(
+                             min_length=1, max_length=50,
+                             description="serve this named variant instead of the user's A/B bucket (for "
+                                         "side-by-side comparison; not logged as an A/B impression)")] = None,
+                         ) -> RecommendationsOut:
     """Personal recommendations. An unknown user is a cold start: a varied popular list."""
+    forced = None
+    if variant is not None:
+        forced = next((v for v in c.settings.variants if v.name == variant), None)
+        if forced is None:
+            raise unprocessable("query", "variant", f"unknown variant {variant!r}; configured: "
+                                                    f"{[v.name for v in c.settings.variants]}")
     profile = user_profile(_store(c), c.index, c.embedder, user_id, _profile_cfg(c))
     drop = c.settings.exclude_purchased if exclude_purchased is None else exclude_purchased
-    return _respond(c, profile, user_id, k, filters, profile.purchased if drop else frozenset())
+    return _respond(c, profile, user_id, k, filters, profile.purchased if drop else frozenset(), forced)
 
 
-@router.post("/users/{user_id}/onboarding", response_model=RecommendationsOut)
+@router.post("/users/{user_id}/onboarding", response_model=RecommendationsOut, dependencies=[require("ingest")])
 def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -> RecommendationsOut:
     """Stated interests build a profile at once; the answer is the first recommendations."""
     unknown = [i for i in body.liked_items if c.index.table.get(i) is None]
@@ -112,7 +124,7 @@ def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -
     return _respond(c, profile, user_id, k, Filters(), profile.purchased)
 
 
-@router.post("/recommendations", response_model=RecommendationsOut)
+@router.post("/recommendations", response_model=RecommendationsOut, dependencies=[require("read")])
 def session_recommendations(body: SessionIn, c: ComponentsDep) -> RecommendationsOut:
     """Recommendations for an anonymous session from its inline context; nothing is stored."""
     if body.k > c.settings.max_k:
@@ -128,7 +140,7 @@ def session_recommendations(body: SessionIn, c: ComponentsDep) -> Recommendation
     return _respond(c, profile, None, body.k, filters, frozenset(body.recent_items))
 
 
-@router.delete("/users/{user_id}", status_code=204)
+@router.delete("/users/{user_id}", status_code=204, dependencies=[require("admin")])
 def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
     """Erase the user's events, onboarding answers and impressions, and their share of the
     collaborative counts. A later request for this id is a cold start."""

@@ -10,8 +10,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from .deps import Components, ComponentsDep, load_components
+from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
-from .routes import items, search, users
+from .routes import items, search, users, web
 from .security import TokenBuckets, identify
 from .settings import Settings
 
@@ -45,12 +46,13 @@ def create_app(settings: Settings | None = None, components: Components | None =
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=ERRORS)
     def metrics(c: ComponentsDep) -> Response:
         """Prometheus text format: requests and latency per route, index size, events, models."""
         return app.state.metrics.render(c)
 
-    app.include_router(items.router, tags=["items"])
-    app.include_router(search.router, tags=["search"])
-    app.include_router(users.router, tags=["personalisation"])
+    app.include_router(items.router, tags=["items"], responses=ERRORS)
+    app.include_router(search.router, tags=["search"], responses=ERRORS)
+    app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
+    web.install(app)  # GET /: storefront and console page, /static, and its helper routes
     return app

@@ -13,6 +13,7 @@ from indexer.store import ItemIndex
 from indexer.table import Filters
 from retriever.events import EventStore
 from retriever.recommend import InteractionState
+from retriever.searchbox import SearchBox
 
 from .models import ItemOut, ScoredItem
 from .settings import Settings
@@ -27,6 +28,7 @@ class Components:
     embedder: Embedder
     events: EventStore | None = None
     state: InteractionState = field(default_factory=InteractionState)
+    search: SearchBox | None = None  # built at start-up; routes/search.py builds it on first use otherwise
 
 
 def load_components(settings: Settings) -> Components:
@@ -38,7 +40,10 @@ def load_components(settings: Settings) -> Components:
         raise ValueError(f"embedder {embedder.name!r} gives {embedder.dim}-d vectors, the index in "
                          f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
     index.open_log()
-    return Components(settings, index, embedder, *open_events(settings))
+    from .routes.search import build_search  # here, not at the top: the routes import this module
+
+    search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache")
+    return Components(settings, index, embedder, *open_events(settings), search=search)
 
 
 def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
@@ -85,14 +90,8 @@ def get_filters(
 FiltersDep = Annotated[Filters, Depends(get_filters)]
 
 
-def get_k(c: ComponentsDep, k: Annotated[int, Query(ge=1, description="number of results")] = 10) -> int:
-    if k > c.settings.max_k:
-        raise HTTPException(422, detail=[{"loc": ["query", "k"], "type": "less_than_equal",
-                                          "msg": f"k must be at most {c.settings.max_k}"}])
-    return k
-
-
-KDep = Annotated[int, Depends(get_k)]
+MAX_K = 100  # part of the API contract (in the OpenAPI schema), not a per-deployment setting
+KDep = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
 
 
 def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:

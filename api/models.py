@@ -149,7 +149,7 @@ class SessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     recent_items: list[IdText] = Field(default_factory=list, max_length=50, description="oldest first")
     text: str = Field("", max_length=1000)
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=100)
     category: str | None = Field(None, max_length=200)
     brand: str | None = Field(None, max_length=200)
     min_price: float | None = Field(None, ge=0, le=1e9)
@@ -166,3 +166,18 @@ class RecommendationsOut(BaseModel):
     request_id: str = Field(description="send it back with events that follow from this list")
     variant: str
     results: list[RecommendedItem]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong and what to fix")
+
+
+# Error answers any route may give; documented so clients (and the schema fuzz test) know them.
+ERRORS: dict[int | str, dict] = {
+    401: {"model": ErrorOut, "description": "missing or unknown API key"},
+    403: {"model": ErrorOut, "description": "the key's role is too small for this route"},
+    404: {"model": ErrorOut, "description": "unknown item or resource"},
+    413: {"model": ErrorOut, "description": "request body too large"},
+    429: {"model": ErrorOut, "description": "rate limit exceeded; see Retry-After"},
+    503: {"model": ErrorOut, "description": "a component this route needs is not configured"},
+}

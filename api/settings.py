@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_k: int = Field(100, ge=1, le=1000, description="largest k a request may ask for")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get a 413")
     max_events_per_request: int = Field(1000, ge=1, le=100_000)
     pseudonym_key: str = Field(DEV_PSEUDONYM_KEY, min_length=8,

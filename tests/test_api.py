@@ -14,7 +14,7 @@ def client(tiny_catalog, embedder, tmp_path):
     index = build_index(tiny_catalog, embedder, progress=False)
     index.save(tmp_path / "ix")
     index.open_log()
-    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", max_k=50, auth=False), index, embedder))
+    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", auth=False), index, embedder))
     with TestClient(app) as c:
         yield c
 
@@ -46,7 +46,7 @@ def test_similar_with_filters(client):
 
 
 @pytest.mark.parametrize("params,field", [
-    ({"k": 0}, "k"), ({"k": 51}, "k"), ({"k": "ten"}, "k"), ({"min_price": -1}, "min_price"),
+    ({"k": 0}, "k"), ({"k": 101}, "k"), ({"k": "ten"}, "k"), ({"min_price": -1}, "min_price"),
     ({"min_price": 50, "max_price": 10}, "max_price"), ({"in_stock": "maybe"}, "in_stock"),
 ])
 def test_bad_parameters_name_the_field(client, params, field):

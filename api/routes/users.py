@@ -127,8 +127,6 @@ def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -
 @router.post("/recommendations", response_model=RecommendationsOut, dependencies=[require("read")])
 def session_recommendations(body: SessionIn, c: ComponentsDep) -> RecommendationsOut:
     """Recommendations for an anonymous session from its inline context; nothing is stored."""
-    if body.k > c.settings.max_k:
-        raise unprocessable("body", "k", f"k must be at most {c.settings.max_k}")
     unknown = [i for i in body.recent_items if c.index.table.get(i) is None]
     if unknown:
         raise unprocessable("body", "recent_items", f"unknown item ids: {unknown[:10]}")

@@ -91,7 +91,13 @@ FiltersDep = Annotated[Filters, Depends(get_filters)]
 
 
 MAX_K = 100  # part of the API contract (in the OpenAPI schema), not a per-deployment setting
-KDep = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
+
+
+def get_k(k: Annotated[int, Query(ge=1, le=MAX_K, description="number of results")] = 10) -> int:
+    return k
+
+
+KDep = Annotated[int, Depends(get_k)]
 
 
 def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,20 @@ from .routes import items, search, users, web
 from .security import TokenBuckets, identify
 from .settings import Settings
 
+log = logging.getLogger("semrec.app")
+
+
+def follow(c: Components, every: float, stop: threading.Event) -> None:
+    """Apply what other server processes wrote (index log, event log) every ``every`` seconds, so
+    with several workers each one sees any write within about that long."""
+    while not stop.wait(every):
+        try:
+            c.index.follow()
+            if c.events is not None:
+                c.state.catch_up(c.events)
+        except Exception:  # keep following; a failure here must not stop the service, but is logged
+            log.exception("following the shared logs failed")
+
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
     """The app. Pass ``components`` to serve what is already in memory (tests, the demo)."""
@@ -23,8 +39,14 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.components = components or load_components(settings)
+        app.state.components = c = components or load_components(settings)
+        stop = threading.Event()
+        follower = threading.Thread(target=follow, args=(c, settings.follow_seconds, stop), daemon=True,
+                                    name="semrec-follow")
+        follower.start()
         yield
+        stop.set()
+        follower.join()
 
     configure_logging()
     app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
@@ -56,3 +78,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
     web.install(app)  # GET /: storefront and console page, /static, and its helper routes
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: settings from the environment."""
+    return create_app(Settings())

@@ -65,16 +65,28 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     model: Annotated[str | None, typer.Option(help="embedder; default: the index's own")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes sharing the index and logs")] = 1,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the HTTP API (OpenAPI docs at /docs). Other settings: SEMREC_* environment variables."""
+    import os
+
     import uvicorn
 
-    from .app import create_app
-    from .settings import Settings
-
-    settings = Settings(index_dir=index_dir, host=host, port=port, model=model)
+    os.environ["SEMREC_INDEX_DIR"] = str(index_dir)
+    if model:
+        os.environ["SEMREC_MODEL"] = model
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+@app.command()
+def compact(index_dir: IndexOpt = Path("out/index")) -> None:
+    """Fold the write-ahead log into a new snapshot (run it while no server writes to the index)."""
+    from indexer.store import ItemIndex
+
+    idx = ItemIndex.load(index_dir)
+    idx.save(index_dir)
+    typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log emptied")
 
 
 @app.command()

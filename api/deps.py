@@ -50,13 +50,7 @@ def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
     """The event log and the collaborative state replayed from it."""
     store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
     state = InteractionState()
-    batch: list = []
-    for event in store.iter_events():
-        batch.append(event)
-        if len(batch) == 50_000:
-            state.apply(batch)
-            batch = []
-    state.apply(batch)
+    state.catch_up(store)
     return store, state
 
 

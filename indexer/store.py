@@ -14,12 +14,14 @@ acknowledged update survives a crash. Replay is idempotent (upsert and delete ar
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +68,9 @@ class ItemIndex:
         self.index: VectorIndex = make_index(kind, dim)
         self.lock = threading.RLock()
         self.path: Path | None = None  # set when opened from / saved to a directory
-        self._wal = None
+        self._wal: int | None = None  # fd of wal.jsonl, opened O_APPEND (see open_log)
+        self._wal_offset = 0  # bytes of wal.jsonl applied so far (replayed, written or followed)
+        self.origin = uuid.uuid4().hex  # tags our log entries, so followers of the log skip their own
         self._listeners: list[Callable[[str, np.ndarray], None]] = []
 
     def __len__(self) -> int:
@@ -172,8 +176,10 @@ class ItemIndex:
             _atomic_write(root / "CURRENT", snap.name)
             logging = self._wal is not None
             if logging:
-                self._wal.close()
+                os.close(self._wal)
+                self._wal = None
             (root / "wal.jsonl").unlink(missing_ok=True)
+            self._wal_offset = 0
             self.path = root
             if logging:
                 self.open_log()
@@ -215,35 +221,67 @@ class ItemIndex:
         return self
 
     def open_log(self) -> None:
-        """Log every later update to ``path/wal.jsonl`` before applying it (service mode)."""
+        """Log every later update to ``path/wal.jsonl`` before applying it (service mode).
+
+        Several processes may serve one index: each appends whole entries with one O_APPEND write
+        under an exclusive lock, and calls :meth:`follow` to apply the others' entries.
+        """
         if self.path is None:
             raise ValueError("save or load the index before opening its write-ahead log")
-        self._wal = open(self.path / "wal.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - held open while serving
+        self._wal = os.open(self.path / "wal.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _log(self, entry: dict) -> None:
         if self._wal is not None:
-            self._wal.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            self._wal.flush()
-            os.fsync(self._wal.fileno())
+            line = (json.dumps({**entry, "origin": self.origin}, ensure_ascii=False) + "\n").encode()
+            fcntl.flock(self._wal, fcntl.LOCK_EX)
+            try:
+                os.write(self._wal, line)
+                os.fsync(self._wal)
+            finally:
+                fcntl.flock(self._wal, fcntl.LOCK_UN)
+
+    def follow(self) -> int:
+        """Apply log entries other processes appended since we last looked. Returns how many."""
+        if self.path is None:
+            return 0
+        with self.lock:
+            return self._apply_log(self.path / "wal.jsonl", skip_own=True)
 
     def _replay(self, wal: Path) -> None:
+        self._wal_offset = 0
+        self._apply_log(wal, skip_own=False)
+
+    def _apply_log(self, wal: Path, skip_own: bool) -> int:
+        """Apply complete lines of ``wal`` past ``_wal_offset``. A last line without its newline is
+        being written (or was, when a process died): it was never acknowledged and is left alone.
+        Any other bad line is corruption and stops the load."""
         if not wal.exists():
-            return
-        lines = wal.read_text(encoding="utf-8").split("\n")
-        # A last line without its newline was being written when the process died: it was never
-        # acknowledged, so it is skipped. Any other bad line is corruption and stops the load.
-        for number, line in enumerate(lines[:-1], start=1):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{wal}:{number}: corrupt write-ahead log entry: {e}") from e
-            if entry["op"] == "upsert":
-                items = make_items(entry["items"])
-                self.add(items, _unb64(entry["vectors"], self.dim))
-            elif entry["op"] == "delete":
-                self.delete(entry["item_id"])
-            else:
-                raise ValueError(f"{wal}:{number}: unknown op {entry['op']!r}")
+            return 0
+        with open(wal, "rb") as fh:
+            fh.seek(self._wal_offset)
+            data = fh.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        applied, logging, self._wal = 0, self._wal, None  # replayed entries are already in the log
+        try:
+            for n, line in enumerate(complete.splitlines()):
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{wal}: corrupt write-ahead log entry at byte "
+                                     f"{self._wal_offset}+, line {n + 1} of the unread part: {e}") from e
+                if skip_own and entry.get("origin") == self.origin:
+                    continue
+                if entry["op"] == "upsert":
+                    self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim))
+                elif entry["op"] == "delete":
+                    self.delete(entry["item_id"])
+                else:
+                    raise ValueError(f"{wal}: unknown op {entry['op']!r}")
+                applied += 1
+        finally:
+            self._wal = logging
+        self._wal_offset += len(complete)
+        return applied
 
 
 def _exact_subset(vectors, queries, k, subset):

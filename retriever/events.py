@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,17 +147,12 @@ class EventStore:
                 "ORDER BY ts DESC, seq DESC LIMIT ?", (self.user_key(user_id), limit)).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
 
-    def iter_events(self, batch: int = 50_000) -> Iterator[StoredEvent]:
-        """Every event in arrival order, in batches (the whole log need not fit in memory)."""
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
-                                        "WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield from (StoredEvent(*r[1:]) for r in rows)
+    def events_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, StoredEvent]]:
+        """Up to ``limit`` events with sequence number above ``seq``, in arrival order, with their seq."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
+                                    "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        return [(r[0], StoredEvent(*r[1:])) for r in rows]
 
     def count_events(self) -> int:
         with self._lock:

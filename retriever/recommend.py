@@ -22,7 +22,7 @@ from indexer.store import ItemIndex
 from indexer.table import Filters
 
 from .covisit import CoVisitation, DecayedCounter
-from .events import StoredEvent
+from .events import EventStore, StoredEvent
 from .profiles import Profile, allocate
 
 
@@ -88,6 +88,18 @@ class InteractionState:
         self.covisit = CoVisitation()
         self.popular = DecayedCounter(cfg.popular_days * 86_400.0)
         self.trending = DecayedCounter(cfg.trending_days * 86_400.0)
+        self.last_seq = 0  # events up to this sequence number of the log are counted
+
+    def catch_up(self, store: EventStore) -> int:
+        """Count every event the log holds beyond ``last_seq``: the one path by which events reach
+        the counts, whichever process stored them. Returns how many were applied."""
+        applied = 0
+        with self.lock:
+            while batch := store.events_after(self.last_seq):
+                self.apply([e for _, e in batch])
+                self.last_seq = batch[-1][0]
+                applied += len(batch)
+        return applied
 
     def apply(self, events: list[StoredEvent], sign: float = 1.0) -> None:
         with self.lock:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
 from indexer.table import Filters
-from retriever.events import Event, StoredEvent
+from retriever.events import Event
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.recommend import recommend
@@ -64,8 +64,7 @@ def post_events(body: EventsIn, c: ComponentsDep) -> EventsOut:
             valid.append(Event(e.event_id, e.user_id, e.item_id, e.type, e.timestamp or now, e.value, e.request_id))
     fresh = store.add_events(valid) if valid else []
     new = [e for e, f in zip(valid, fresh) if f]
-    c.state.apply([StoredEvent(store.user_key(e.user_id), e.item_id, e.type, e.value, e.timestamp, e.request_id)
-                   for e in sorted(new, key=lambda e: e.timestamp)])
+    c.state.catch_up(store)  # counted before we answer: the next request already sees them
     return EventsOut(stored=len(new), duplicates=len(valid) - len(new), rejected=rejected)
 
 

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup demo test lint bench
+.PHONY: setup browser demo test lint
 
 $(BIN)/semrec: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,10 +18,16 @@ $(BIN)/semrec: pyproject.toml
 
 setup: $(BIN)/semrec
 
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null) || \
+		echo "warning: could not install chromium; the browser tests will be skipped"
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/semrec demo
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 SEMREC_SHARED=$(SHARED) $(BIN)/pytest -q
 
 lint: setup

@@ -61,6 +61,8 @@ def fuse(ranked: dict[str, list[str]], weights: dict[str, float], rrf_k: float =
     score: dict[str, float] = defaultdict(float)
     sources: dict[str, list[str]] = defaultdict(list)
     for source, items in ranked.items():
+        if weights.get(source, 0.0) <= 0:
+            continue  # a switched-off source neither scores nor claims credit
         for rank, item in enumerate(items, start=1):
             score[item] += weights.get(source, 0.0) / (rrf_k + rank)
             sources[item].append(source)

@@ -43,6 +43,8 @@ def test_fuse_known_answer():
     fused = fuse({"dense": ["a", "b"], "popular": ["b", "c"]}, {"dense": 1.0, "popular": 0.5}, rrf_k=0)
     assert [(i, round(s, 4), src) for i, s, src in fused] == [
         ("a", 1.0, ["dense"]), ("b", 1.0, ["dense", "popular"]), ("c", 0.25, ["popular"])]
+    off = fuse({"dense": ["a"], "covisit": ["a", "b"]}, {"dense": 1.0, "covisit": 0.0}, rrf_k=0)
+    assert off == [("a", 1.0, ["dense"])]
 
 
 def test_diversify_by_category_round_robin():

@@ -69,7 +69,8 @@ def profile_from_events(index: ItemIndex, events: list[StoredEvent], cfg: Profil
     if extra is not None:
         vecs, w, evidence = np.vstack([vecs, extra[0]]), np.concatenate([w, extra[1]]), extra[2]
     history = [e.item_id for e in live]
-    purchased = frozenset(e.item_id for e in live if e.type == "purchase")
+    # A rating (e.g. a review) means the shopper has the item: it counts as bought for exclusion.
+    purchased = frozenset(e.item_id for e in live if e.type in ("purchase", "rating"))
     return build_profile(vecs, w, cfg, history, purchased, evidence)
 
 

@@ -1,0 +1,311 @@
+"""Offline evaluation harness: metrics, split protocol, baselines, batched ranking, quick Beauty run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.metrics import (
+    catalog_coverage,
+    intra_list_diversity,
+    mrr,
+    ndcg_at_k,
+    novelty,
+    popular_share,
+    rank_all,
+    rank_targets,
+    recall_at_k,
+)
+from evaluation.protocol import leave_one_out, read_split, sequences_from_reviews, write_split
+from retriever.collaborative import (
+    ALS,
+    BPR,
+    Markov,
+    Popularity,
+    VectorRecommender,
+    exclude_items,
+    target_ranks,
+    text_scores,
+    top_k,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEMREC_SHARED") or REPO / ".." / "shared").resolve()
+BEAUTY = SHARED / "data" / "amazon-beauty-2014"
+
+# Popularity NDCG@10 on the quick Beauty split (seed 0, test, history excluded, all users).
+QUICK_POPULARITY_NDCG10 = 0.007365981998278699
+
+
+def seqs(*rows: list[int]) -> list[np.ndarray]:
+    return [np.asarray(r, dtype=np.int64) for r in rows]
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_ranking_metrics_known_values():
+    ranks = np.array([0, 2, 9, 10, -1])  # rank 0 = top; -1 = target excluded
+    assert recall_at_k(ranks, 10) == pytest.approx(3 / 5)
+    assert recall_at_k(ranks, 1) == pytest.approx(1 / 5)
+    assert ndcg_at_k(np.array([2]), 10) == pytest.approx(1 / math.log2(4))  # rank 3 -> 0.5
+    assert ndcg_at_k(ranks, 10) == pytest.approx((1 + 0.5 + 1 / math.log2(11)) / 5)
+    assert mrr(ranks) == pytest.approx((1 + 1 / 3 + 1 / 10 + 1 / 11) / 5)
+    assert mrr(ranks, k=10) == pytest.approx((1 + 1 / 3 + 1 / 10) / 5)
+
+
+def test_beyond_accuracy_known_values():
+    ids = np.array([[0, 1], [1, -1]])
+    assert catalog_coverage(ids, 4) == pytest.approx(0.5)
+    counts = np.array([5, 1, 1, 1])  # total 8, n 4 -> p = (c + 1) / 12
+    assert novelty(ids, counts) == pytest.approx(np.mean([-math.log2(6 / 12), -math.log2(2 / 12), -math.log2(2 / 12)]))
+    # top 20% of 4 items = ceil(0.8) = 1 item (item 0)
+    assert popular_share(ids, counts) == pytest.approx(1 / 3)
+    vecs = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+    assert intra_list_diversity(np.array([[0, 1]]), vecs) == pytest.approx(1.0)
+    assert intra_list_diversity(np.array([[0, 3]]), vecs) == pytest.approx(2.0)
+    assert intra_list_diversity(np.array([[0, 2, 1]]), vecs) == pytest.approx(1 - (2 * 0.5**0.5) / 3, abs=1e-6)
+    assert intra_list_diversity(np.array([[0, 1], [0, -1]]), vecs) == pytest.approx(1.0)  # 1-item list skipped
+
+
+# ----------------------------------------------------------------------------- ranking
+def brute_force(scores: np.ndarray, histories, k: int, exclude: bool):
+    s = scores.copy()
+    if exclude:
+        for r, h in enumerate(histories):
+            s[r, h] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    vals = np.take_along_axis(s, order, 1)
+    return np.where(np.isneginf(vals), -1, order), vals
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 1000])
+@pytest.mark.parametrize("exclude", [True, False])
+def test_rank_all_matches_argsort(batch_size, exclude):
+    rng = np.random.default_rng(0)
+    n, m, k = 23, 37, 10
+    scores = rng.integers(0, 5, size=(n, m)).astype(np.float32)  # many ties
+    histories = [rng.choice(m, size=rng.integers(0, 6), replace=False) for _ in range(n)]
+    histories[0] = np.arange(m - 3)  # only 3 eligible items -> padding when excluded
+
+    def fn(batch):
+        idx = [next(i for i, h in enumerate(histories) if h is b) for b in batch]
+        return scores[idx]
+
+    ids, vals = rank_all(fn, histories, k, exclude_history=exclude, batch_size=batch_size)
+    want_ids, want_vals = brute_force(scores, histories, k, exclude)
+    assert ids.dtype == np.int64 and vals.dtype == np.float32 and ids.shape == (n, k)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(vals, want_vals)
+    if exclude:
+        assert (ids[0, 3:] == -1).all() and set(ids[0, :3]) == {m - 3, m - 2, m - 1}
+        for r, h in enumerate(histories):
+            assert not set(ids[r].tolist()) & set(h.tolist())
+
+
+def test_top_k_pads_beyond_catalog_and_target_ranks_match():
+    s = np.array([[0.5, 0.9, 0.5, 0.1]], dtype=np.float32)
+    ids, vals = top_k(s, 6)
+    assert ids.tolist() == [[1, 0, 2, 3, -1, -1]]
+    assert np.isneginf(vals[0, 4:]).all()
+    assert target_ranks(s, np.array([2])).tolist() == [2]  # tie with item 0 -> after it
+    masked = exclude_items(s.copy(), [np.array([1, 2])])
+    assert target_ranks(masked, np.array([2])).tolist() == [-1]
+    assert target_ranks(masked, np.array([3])).tolist() == [1]
+
+
+def test_rank_targets_excluded_and_included():
+    scores = np.array([[3, 2, 1, 0], [0, 1, 2, 3]], dtype=np.float32)
+    hist = seqs([0], [3, 1])
+    ex, inc = rank_targets(lambda b: scores[: len(b)] if len(b) == 2 else None, hist, np.array([2, 2]), 2,
+                           batch_size=2)
+    assert inc.ranks.tolist() == [2, 1] and ex.ranks.tolist() == [1, 0]
+    assert ex.ids.tolist() == [[1, 2], [2, 0]] and inc.ids.tolist() == [[0, 1], [3, 2]]
+
+
+# ----------------------------------------------------------------------------- protocol
+def tiny_reviews() -> pd.DataFrame:
+    rows = [  # user, item, timestamp
+        ("u1", "c", 30.0), ("u1", "a", 10.0), ("u1", "b", 20.0), ("u1", "d", 20.0),  # tie b/d -> file order
+        ("u2", "b", np.nan), ("u2", "a", np.nan), ("u2", "c", np.nan),  # NaN -> file order
+        ("u3", "a", 5.0), ("u3", "e", 1.0),  # only 2 interactions -> train only
+        ("u1", "e", 40.0),
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_sequences_and_leave_one_out():
+    sequences, items, users = sequences_from_reviews(tiny_reviews())
+    assert items.tolist() == ["a", "b", "c", "d", "e"] and users.tolist() == ["u1", "u2", "u3"]
+    assert [s.tolist() for s in sequences] == [[0, 1, 3, 2, 4], [1, 0, 2], [4, 0]]
+    split = leave_one_out(sequences, items, users, cold_item_frac=0, cold_user_frac=0)
+    assert split.users.tolist() == [0, 1]
+    assert split.valid_target.tolist() == [2, 0] and split.test_target.tolist() == [4, 2]
+    assert [h.tolist() for h in split.valid_history] == [[0, 1, 3], [1]]
+    assert [h.tolist() for h in split.test_history] == [[0, 1, 3, 2], [1, 0]]
+    assert [s.tolist() for s in split.fit] == [[0, 1, 3], [1], [4, 0]]
+    assert split.cold_users.tolist() == [False, False]
+    assert split.train_counts().tolist() == [2, 2, 0, 1, 1]
+
+
+def test_cold_splits_are_seeded_and_held_out(tmp_path):
+    rng = np.random.default_rng(1)
+    sequences = [rng.integers(0, 50, size=rng.integers(2, 12)) for _ in range(200)]
+    items, users = np.array([f"i{i:02d}" for i in range(50)]), np.array([f"u{u:03d}" for u in range(200)])
+    a = leave_one_out(sequences, items, users, seed=3)
+    b = leave_one_out(sequences, items, users, seed=3)
+    c = leave_one_out(sequences, items, users, seed=4)
+    assert np.array_equal(a.cold_items, b.cold_items) and not np.array_equal(a.cold_items, c.cold_items)
+    assert len(a.cold_items) == 5
+    for s in [*a.fit, *a.valid_history, *a.test_history]:
+        assert not np.isin(s, a.cold_items).any()
+    simulated = [e for e, u in enumerate(a.users) if len(a.test_history[e]) <= 1 and a.cold_users[e]]
+    assert a.cold_users.sum() >= round(0.1 * len(a.users)) and simulated
+    sl = a.slices("test")
+    assert (sl["warm"] == ~sl["cold_item"] & ~sl["cold_user"]).all()
+    assert sl["cold_item"].sum() == np.isin(a.test_target, a.cold_items).sum() > 0
+    write_split(a, tmp_path / "split.json")
+    r = read_split(tmp_path / "split.json", users)
+    assert json.loads((tmp_path / "split.json").read_text())["seed"] == 3
+    assert np.array_equal(r.users, a.users) and np.array_equal(r.test_target, a.test_target)
+    assert np.array_equal(r.cold_items, a.cold_items) and np.array_equal(r.cold_users, a.cold_users)
+    assert all(np.array_equal(x, y) for x, y in zip(r.test_history, a.test_history, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(r.fit, a.fit, strict=True))
+
+
+# ----------------------------------------------------------------------------- models
+def test_popularity_and_markov_known_top_item():
+    train = seqs([0, 1, 2], [0, 1, 3], [4, 1, 2], [2, 1, 2], [2])  # item 2 most popular; 1 -> 2 most often
+    pop = Popularity().fit(train, 5)
+    ids, scores = pop.recommend(seqs([4]), k=2)
+    assert ids.tolist() == [[2, 1]] and scores.dtype == np.float32
+    mk = Markov(window=1).fit(train, 5)
+    ids, _ = mk.recommend(seqs([0, 1], [3]), k=1)
+    assert ids[:, 0].tolist() == [2, 2]  # after 1 comes 2 (3 of 4 times); item 3 has no successor -> popular
+    ids, _ = mk.recommend(seqs([0]), k=1, exclude_history=False)
+    assert ids.tolist() == [[1]]
+    assert mk.recommend(seqs([]), k=1)[0].tolist() == [[2]]
+
+
+def test_als_and_bpr_fit_and_exclude():
+    rng = np.random.default_rng(0)
+    # two blocks of 10 items; each user takes 4 items from one block
+    train = [rng.permutation(10)[:4] if u % 2 else rng.permutation(np.arange(10, 20))[:4] for u in range(1000)]
+    for model in (ALS(factors=8, iterations=10), BPR(factors=8, iterations=50, learning_rate=0.05)):
+        model.fit(train, 20)
+        hist = seqs([0, 1, 2], [10, 11, 12], [])
+        ids, scores = model.recommend(hist, k=5)
+        assert ids.shape == (3, 5) and (ids >= 0).all() and scores.dtype == np.float32
+        assert (ids[0, :3] < 10).all() and (ids[1, :3] >= 10).all()  # stays in the history's block
+        assert not set(ids[0]) & {0, 1, 2} and not set(ids[1]) & {10, 11, 12}
+
+
+def test_least_squares_fold_in_matches_direct_solve():
+    from retriever.collaborative import least_squares_fold_in
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(30, 4)).astype(np.float32)
+    hist = seqs([3, 7, 7, 1], [], [5], list(range(12)))
+    got = least_squares_fold_in(v, hist, alpha=2.0, reg=0.5)
+    for h, u in zip(hist, got, strict=True):
+        vh = v[np.unique(h)].astype(np.float64)
+        a = v.T.astype(np.float64) @ v + 0.5 * np.eye(4) + 2.0 * vh.T @ vh
+        np.testing.assert_allclose(u, np.linalg.solve(a, 3.0 * vh.sum(axis=0)), rtol=1e-4, atol=1e-6)
+
+
+def structured_vectors(n_clusters=4, per=25, d=16, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d))
+    cluster = np.repeat(np.arange(n_clusters), per)
+    v = centres[cluster] + 0.3 * rng.normal(size=(len(cluster), d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32), cluster
+
+
+def test_text_zero_shot_follows_recent_cluster():
+    vecs, cluster = structured_vectors()
+    hist = np.array([np.flatnonzero(cluster == 0)[0], np.flatnonzero(cluster == 2)[0],
+                     np.flatnonzero(cluster == 2)[1]])
+    s = text_scores([hist], vecs, decay=0.5)
+    assert s.shape == (1, len(vecs)) and s.dtype == np.float32
+    model = VectorRecommender(vecs, decay=0.5).fit(seqs([0, 1]), len(vecs))
+    ids, _ = model.recommend([hist], k=10)
+    assert (cluster[ids[0]] == 2).all() and not set(ids[0]) & set(hist.tolist())
+    with pytest.raises(ValueError):
+        VectorRecommender(vecs).fit(seqs([0]), len(vecs) + 1)
+
+
+def test_sasrec_learns_a_cycle():
+    from retriever.sasrec import SASRec
+
+    n = 12
+    train = [np.array([(s + t) % n for t in range(8)]) for s in range(n) for _ in range(10)]
+    hist = [np.array([(s + t) % n for t in range(5)]) for s in range(n)]
+    target = np.array([(s + 5) % n for s in range(n)])
+    model = SASRec(hidden=16, n_blocks=1, dropout=0.1, lr=5e-3, max_epochs=30, eval_every=10, patience=1,
+                   max_len=10, batch_size=32)
+    model.fit(train, n, hist, target)
+    ids, scores = model.recommend(hist, k=1)
+    assert ids.shape == (n, 1) and scores.dtype == np.float32
+    assert (ids[:, 0] == target).mean() >= 0.9
+    assert model.epoch_seconds and model.best_epoch > 0
+
+
+# ----------------------------------------------------------------------------- quick run on Beauty
+@pytest.mark.skipif(not BEAUTY.is_dir(), reason=f"shared data not found at {BEAUTY} (set SEMREC_SHARED)")
+def test_quick_run_beauty(tmp_path):
+    from evaluation.harness import SYSTEMS, TEXT_SYSTEM, category_vectors, run_eval
+
+    # stand-in for text embeddings: category-path multi-hot vectors, rows in the harness item order
+    res = run_eval("beauty", str(BEAUTY), str(tmp_path), quick=True, item_vectors=category_vectors)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["systems"]) == {*SYSTEMS, TEXT_SYSTEM}
+    for name in ("results.md", "metrics.png", "cold_vs_warm.png", "split.json"):
+        assert (tmp_path / name).is_file()
+    test = {n: r["test"]["excluded"] for n, r in res["systems"].items()}
+    assert res["split"]["n_eval_users"] == 2000
+    assert test["markov"]["all"]["ndcg@10"] > test["popularity"]["all"]["ndcg@10"]
+    assert test["popularity"]["all"]["ndcg@10"] == pytest.approx(QUICK_POPULARITY_NDCG10, abs=1e-6)
+    # cold items never reach collaborative lists; item vectors do reach them
+    assert test["popularity"]["cold_item"]["recall@10"] == 0.0
+    assert test[TEXT_SYSTEM]["cold_item"]["recall@10"] > 0.0
+    for r in test.values():
+        assert 0.0 <= r["all"]["ndcg@10"] <= r["all"]["recall@10"] <= 1.0
+
+
+def test_unknown_system_is_an_error():
+    from evaluation.harness import make_system
+
+    with pytest.raises(ValueError, match="unknown system"):
+        make_system("nope", quick=True, seed=0)
+    with pytest.raises(ValueError, match="item_vectors"):
+        make_system("text-zero-shot", quick=True, seed=0)
+
+
+def test_sasrec_padding_cut_is_exact():
+    import torch
+
+    from retriever.sasrec import SASRecConfig, SASRecNet, left_pad
+
+    torch.manual_seed(0)
+    net = SASRecNet(30, SASRecConfig(max_len=12, hidden=8, n_heads=2, dropout=0.0)).eval()
+    hist = [np.array([3, 4, 5]), np.array([7]), np.array([1, 2, 3, 4, 5, 6])]
+    with torch.no_grad():
+        full = net.last_state(torch.from_numpy(left_pad(hist, 12)))
+        cut = net.last_state(torch.from_numpy(left_pad(hist, 6)))
+    torch.testing.assert_close(full, cut)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BEAUTY.is_dir(), reason=f"shared data not found at {BEAUTY} (set SEMREC_SHARED)")
+def test_full_beauty_baselines(tmp_path):
+    """Full Beauty, the fast systems (about 3 minutes): the measured order ALS > Markov > Popularity."""
+    from evaluation.harness import run_eval
+
+    res = run_eval("beauty", str(BEAUTY), str(tmp_path), systems=["popularity", "markov", "als"])
+    ndcg = {n: r["test"]["excluded"]["all"]["ndcg@10"] for n, r in res["systems"].items()}
+    assert res["split"]["n_eval_users"] == 22363
+    assert ndcg["als"] > ndcg["markov"] > ndcg["popularity"] > 0.005

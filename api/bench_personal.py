@@ -1,0 +1,120 @@
+"""Personalisation benchmark (not a test), against a real ``semrec serve`` on loopback:
+
+1. ``GET /users/{id}/recommendations?k=10`` latency p50/p99 for real users of the loaded history;
+2. event ingestion throughput: durable events/s (each acknowledged batch is an fsync'd commit), for
+   batches of 100 and of 1;
+3. freshness: a brand-new shopper's first purchase, from sending ``POST /events`` until their
+   recommendations come from their own interests (a ``dense`` source appears instead of the cold-start
+   popular list).
+
+``python -m api.bench_personal --index DIR --db EVENTS.db --users Beauty.txt [--json OUT]``. Run it on a
+copy of the event log: it writes events and impressions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from .bench import latency_stats
+from .loadtest import read_items, read_users, start_server, stop_server
+
+
+def recommendation_latency(client: httpx.Client, users: list[str], n: int) -> dict:
+    for user in users[:20]:  # warm-up: model, caches, connections
+        client.get(f"/users/{user}/recommendations", params={"k": 10})
+    seconds = []
+    for user in random.Random(0).choices(users, k=n):
+        t = time.perf_counter()
+        r = client.get(f"/users/{user}/recommendations", params={"k": 10})
+        seconds.append(time.perf_counter() - t)
+        r.raise_for_status()
+    return latency_stats(seconds)
+
+
+def ingestion(client: httpx.Client, items: list[str], batch: int, seconds: float) -> dict:
+    run, sent, started, n = uuid.uuid4().hex[:8], 0, time.perf_counter(), 0
+    rng = random.Random(1)
+    while time.perf_counter() - started < seconds:
+        events = [{"event_id": f"bench-{run}-{n}-{j}", "user_id": f"bench-user-{rng.randrange(5000)}",
+                   "item_id": rng.choice(items), "type": "view"} for j in range(batch)]
+        r = client.post("/events", json={"events": events})
+        r.raise_for_status()
+        sent += r.json()["stored"]
+        n += 1
+    elapsed = time.perf_counter() - started
+    return {"batch": batch, "requests": n, "events": sent, "seconds": round(elapsed, 2),
+            "events_per_s": round(sent / elapsed, 1), "requests_per_s": round(n / elapsed, 1)}
+
+
+def freshness(client: httpx.Client, items: list[str], trials: int) -> dict:
+    ack, visible = [], []
+    rng = random.Random(2)
+    for _ in range(trials):
+        user = f"fresh-{uuid.uuid4().hex[:12]}"
+        started = time.perf_counter()
+        r = client.post("/events", json={"events": [{"event_id": uuid.uuid4().hex, "user_id": user,
+                                                      "item_id": rng.choice(items), "type": "purchase"}]})
+        r.raise_for_status()
+        ack.append(time.perf_counter() - started)
+        while True:
+            recs = client.get(f"/users/{user}/recommendations", params={"k": 10}).json()["results"]
+            if any("dense" in row["sources"] for row in recs):
+                visible.append(time.perf_counter() - started)
+                break
+            if time.perf_counter() - started > 10:
+                raise RuntimeError(f"an event for {user} was not visible after 10 s")
+    return {"ack": latency_stats(ack), "visible": latency_stats(visible)}
+
+
+def run(index: Path, db: Path, users_file: Path, requests: int = 500, ingest_seconds: float = 15.0,
+        trials: int = 50) -> dict:
+    users = read_users(users_file)
+    items = [item_id for item_id, _ in read_items(index)]
+    log = Path(tempfile.mkdtemp(prefix="semrec-bench-")) / "server.log"
+    proc, url, keys = start_server(index, db, log, startup_s=900)
+    try:
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["ingest"]}, timeout=30, trust_env=False) as c:
+            out = {"users_in_history": len(users), "recommendations": recommendation_latency(c, users, requests),
+                   "ingest_batch_100": ingestion(c, items, 100, ingest_seconds),
+                   "ingest_batch_1": ingestion(c, items, 1, ingest_seconds),
+                   "freshness": freshness(c, items, trials)}
+    finally:
+        stop_server(proc)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--db", type=Path, required=True, help="event log (a copy: the benchmark writes to it)")
+    p.add_argument("--users", type=Path, required=True, help="Beauty.txt, a reviews .jsonl or a dataset folder")
+    p.add_argument("--requests", type=int, default=500)
+    p.add_argument("--ingest-seconds", type=float, default=15.0)
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args(argv)
+    r = run(a.index, a.db, a.users, a.requests, a.ingest_seconds, a.trials)
+    rec, f = r["recommendations"], r["freshness"]
+    print(f"GET /users/{{id}}/recommendations (k=10, {r['users_in_history']} users in the history): "
+          f"p50 {rec['p50_ms']:.1f} ms, p99 {rec['p99_ms']:.1f} ms over {rec['n']} requests")
+    for key in ("ingest_batch_100", "ingest_batch_1"):
+        g = r[key]
+        print(f"POST /events, batches of {g['batch']}: {g['events_per_s']} events/s durable "
+              f"({g['requests_per_s']} requests/s)")
+    print(f"freshness: event acknowledged p50 {f['ack']['p50_ms']:.1f} / p99 {f['ack']['p99_ms']:.1f} ms; "
+          f"visible in recommendations p50 {f['visible']['p50_ms']:.1f} / p99 {f['visible']['p99_ms']:.1f} ms")
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

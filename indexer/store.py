@@ -35,9 +35,10 @@ from .table import Filters, GrowableArray, ItemTable
 from .vectors import VectorIndex, choose_kind, load_index, make_index, save_index, top_k
 
 FORMAT_VERSION = 1
-# Filters that leave at most this many candidates are answered by an exact scan of just those rows:
-# cheaper than a filtered HNSW walk, and exact (HNSW may miss under a very selective filter).
-EXACT_SUBSET_MAX = 20_000
+# On an approximate index (HNSW, IVF), filters that leave at most this many items are answered by an
+# exact scan of just those rows: a graph walk under a very selective filter may come back short.
+# Larger subsets go through the index with an ID selector (copying them per query would cost more).
+EXACT_SUBSET_MAX = 5_000
 
 
 class IndexMismatchError(ValueError):
@@ -129,7 +130,8 @@ class ItemIndex:
             if allowed is not None:
                 mask &= allowed[: len(mask)]
             n_allowed = int(mask.sum())
-            if n_allowed <= EXACT_SUBSET_MAX and n_allowed < self.table.n_labels:
+            approximate = self.kind in ("hnsw", "ivf")
+            if approximate and n_allowed <= EXACT_SUBSET_MAX and n_allowed < self.table.n_labels:
                 return _exact_subset(self.vectors.view, queries, k, np.flatnonzero(mask))
             return self.index.search(queries, k, None if n_allowed == self.table.n_labels else mask)
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -179,6 +180,58 @@ def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = P
         raise typer.BadParameter(f"no event log at {db}", param_hint="--db")
     store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
     typer.echo(format_report(ab_report(store.variant_outcomes())))
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[str, typer.Option(help="beauty, scientific, magazine, subscription-boxes or instruments")],
+    data_dir: Annotated[Path, typer.Option(help="the dataset folder, or the shared data root")],
+    out: Annotated[Path, typer.Option(help="where results.json, results.md, the plots and the split go")],
+    quick: Annotated[bool, typer.Option(help="a seeded subsample and small models: minutes, not hours")] = False,
+    systems: Annotated[str | None, typer.Option(help="comma-separated subset; default: all")] = None,
+    model: Annotated[str, typer.Option(help="embedder for the text systems")] = "minilm",
+    seed: int = 0,
+) -> None:
+    """Offline evaluation: leave-one-out, full ranking, semrec against baselines on public data."""
+    from evaluation.harness import run_eval
+    from indexer.build import EmbedConfig, embed_chunks, item_chunks
+    from indexer.embed import load_embedder
+    from indexer.schema import Catalog
+
+    embedder = load_embedder(model)
+
+    def item_vectors(catalog, item_ids):
+        items = catalog.items.set_index("item_id").loc[list(item_ids)].reset_index()
+        cfg = EmbedConfig()
+        return np.concatenate([v for _, v in embed_chunks(item_chunks(Catalog(items, catalog.reviews), cfg),
+                                                          embedder, cfg)])
+
+    run_eval(dataset, str(data_dir), str(out), quick=quick, systems=systems.split(",") if systems else None,
+             seed=seed, item_vectors=item_vectors)
+
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
+def bench(ctx: typer.Context,
+          which: Annotated[str, typer.Argument(help="foundation or personal")] = "foundation") -> None:
+    """Benchmarks (figures, not tests): `semrec bench foundation --help`, `semrec bench personal --help`."""
+    from . import bench as foundation
+    from . import bench_personal
+
+    mains = {"foundation": foundation.main, "personal": bench_personal.main}
+    if which not in mains:
+        raise typer.BadParameter(f"choose one of {list(mains)}", param_hint="WHICH")
+    raise typer.Exit(mains[which](ctx.args) or 0)
+
+
+@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
+def loadtest(ctx: typer.Context) -> None:
+    """Mixed traffic against a server on loopback: `semrec loadtest --help`."""
+    from .loadtest import main
+
+    raise typer.Exit(main(ctx.args))
 
 
 def _print_rows(idx, labels, scores) -> None:

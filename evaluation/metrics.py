@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.collaborative import ScoreFn, exclude_items, recommend_batched, target_ranks, top_k
+from retriever.collaborative import ScoreFn, exclude_items, target_ranks, top_k
 
 Array = np.ndarray
 
@@ -119,20 +119,6 @@ class Ranked(NamedTuple):
     ranks: Array  # (n,) int64, -1 when the target was excluded
 
 
-def rank_all(
-    score_fn: ScoreFn,
-    histories: Sequence[Array],
-    k: int,
-    *,
-    exclude_history: bool = True,
-    batch_size: int = 1024,
-) -> tuple[Array, Array]:
-    """Rank ALL items for each history in batches; returns (ids, scores) of shape (n, k).
-
-    score_fn maps a list of histories to (len, n_items) float32 scores. With ``exclude_history``
-    the history's items are never recommended.
-    """
-    return recommend_batched(score_fn, histories, k, exclude_history=exclude_history, batch_size=batch_size)
 
 
 def rank_targets(

@@ -25,6 +25,8 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
+from indexer.vectors import top_k
+
 Array = np.ndarray
 ScoreFn = Callable[[Sequence[Array]], Array]
 
@@ -40,37 +42,6 @@ def exclude_items(scores: Array, histories: Sequence[Array]) -> Array:
         rows = np.repeat(np.arange(len(histories)), lengths)
         scores[rows, np.concatenate(histories).astype(np.int64)] = -np.inf
     return scores
-
-
-def top_k(scores: Array, k: int) -> tuple[Array, Array]:
-    """Exact top-k per row of ``scores`` (n, m): order by score desc, ties by lower column index.
-
-    Returns (ids (n, k) int64, scores (n, k) float32); columns at -inf and columns beyond m are
-    padding (id -1, score -inf). Equals ``np.argsort(-scores, kind="stable")[:, :k]`` on the
-    non-padding part.
-    """
-    n, m = scores.shape
-    kk = min(k, m)
-    ids = np.full((n, k), -1, dtype=np.int64)
-    vals = np.full((n, k), -np.inf, dtype=np.float32)
-    if kk == 0 or n == 0:
-        return ids, vals
-    rows = np.arange(n)[:, None]
-    cols = np.argpartition(scores, m - kk, axis=1)[:, m - kk :]
-    v = scores[rows, cols]
-    kth = v.min(axis=1)  # the k-th largest value per row
-    eq_in = (v == kth[:, None]).sum(axis=1)
-    eq_all = (scores == kth[:, None]).sum(axis=1)
-    for r in np.flatnonzero(eq_all > eq_in):  # ties at the cut: keep the lowest indexes
-        above = v[r] > kth[r]
-        cols[r] = np.concatenate([cols[r][above], np.flatnonzero(scores[r] == kth[r])[: eq_in[r]]])
-        v[r] = scores[r, cols[r]]
-    order = np.lexsort((cols, -v))  # by score desc, then index asc
-    cols, v = np.take_along_axis(cols, order, 1), np.take_along_axis(v, order, 1)
-    pad = np.isneginf(v)
-    ids[:, :kk] = np.where(pad, -1, cols)
-    vals[:, :kk] = v
-    return ids, vals
 
 
 def target_ranks(scores: Array, targets: Array) -> Array:

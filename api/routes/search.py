@@ -1,24 +1,160 @@
-"""The search box."""
+"""The search box: hybrid search with evidence and expansions, and completions.
+
+Settings (environment, prefix ``SEMREC_SEARCH_``): ``LLM`` (generator name, e.g. "smollm2"; empty =
+no LLM), ``LLM_BUDGET_S``, ``EXPAND`` (default of the ``expand`` parameter), ``LLM_DEFAULT`` (ask
+the LLM when a request does not say), ``VOCAB_CACHE_DIR``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retriever.search import dense_search
+from indexer.embed import Embedder
+from indexer.store import ItemIndex
+from retriever.engine import SearchConfig
+from retriever.searchbox import SearchBox
 
 from ..deps import ComponentsDep, FiltersDep, KDep, scored, unprocessable
-from ..models import SearchOut
+from ..models import ScoredItem
 
 router = APIRouter()
 
+MAX_QUERY = 500
 
-@router.get("/search", response_model=SearchOut)
-def search(c: ComponentsDep, filters: FiltersDep, k: KDep,
-           q: Annotated[str, Query(min_length=1, max_length=500, description="what the shopper typed")]
-           ) -> SearchOut:
-    if not q.strip() or any(ord(ch) < 32 and ch not in "\t\n\r" for ch in q):
-        raise unprocessable("query", "q", "q must be printable text with at least one non-blank character")
-    labels, scores = dense_search(c.index, c.embedder, [q], k, filters)
-    return SearchOut(query=q, results=scored(c.index, labels[0], scores[0]))
+
+class SearchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEMREC_SEARCH_", env_file=".env", extra="ignore")
+
+    llm: str = Field("", description="LLM for query expansion ('smollm2', a hub id or a folder); empty = none")
+    llm_budget_s: float = Field(0.5, gt=0, le=30, description="longest a search waits for the LLM")
+    llm_default: bool = Field(False, description="use the LLM when a request does not say (it is slow on CPU)")
+    expand: bool = Field(False, description="catalog + feedback expansion when a request does not say")
+    vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
+                                                           "default: <index_dir>/search-cache")
+
+
+def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = None,
+                 settings: SearchSettings | None = None) -> SearchBox:
+    """The search box for ``index`` under ``settings`` (read from the environment by default)."""
+    s = settings or SearchSettings()
+    config = SearchConfig(expand=s.expand, llm=s.llm_default, llm_budget_s=s.llm_budget_s)
+    return SearchBox.build(index, embedder, config=config, llm=s.llm or None,
+                           vocab_cache_dir=s.vocab_cache_dir or cache_dir)
+
+
+_lazy = threading.Lock()
+
+
+def search_box(c) -> SearchBox:
+    """The components' search box, built on first use when start-up did not build one (tests, demo)."""
+    if c.search is None:
+        with _lazy:
+            if c.search is None:
+                c.search = build_search(c.index, c.embedder)
+    return c.search
+
+
+def check_text(value: str, field: str) -> str:
+    """422 unless ``value`` is printable text with a non-blank character (names ``field``)."""
+    if not value.strip():
+        raise unprocessable("query", field, f"{field} must contain at least one non-blank character")
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs") or ch == "\ufffd" or (0xFDD0 <= ord(ch) <= 0xFDEF) or ord(ch) & 0xFFFE == 0xFFFE:
+            # U+FFFD is what undecodable (binary) bytes in the URL become.
+            raise unprocessable("query", field, f"{field} must be printable text: it holds control or binary "
+                                                f"character U+{ord(ch):04X}")
+    return value
+
+
+# The rule check_text enforces, stated in the schema too: printable text with a non-blank character
+# (no control characters, no U+FFFD from undecodable bytes, no Unicode noncharacters).
+_BAD = r"\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffd-\uffff" + "".join(
+    rf"\U000{p:x}fffe-\U000{p:x}ffff" if p < 16 else r"\U0010fffe-\U0010ffff" for p in range(1, 17))
+TEXT_PATTERN = rf"^[^{_BAD}]*[^\s{_BAD}][^{_BAD}]*$"
+QueryText = Annotated[str, Query(min_length=1, max_length=MAX_QUERY, pattern=TEXT_PATTERN,
+                                 description="what the shopper typed")]
+
+
+class EvidenceOut(BaseModel):
+    retrievers: list[Literal["lexical", "dense"]] = Field(description="retrievers whose top candidates held it")
+    lexical_rank: int | None = Field(description="1-based BM25 rank; null: not in BM25's candidates")
+    dense_rank: int | None = Field(description="1-based embedding rank; null: not in its candidates")
+    matched_terms: list[str] = Field(description="query words and expansion terms found in its text")
+    rerank_score: float | None = None
+    personal_score: float | None = Field(None, description="cosine to the shopper's closest interest")
+
+
+class SearchHit(ScoredItem):
+    score: float = Field(description="fused relevance (reciprocal-rank fusion by default; higher is better); "
+                                     "the reranker's score when one is wired")
+    evidence: EvidenceOut
+
+
+class ExpansionOut(BaseModel):
+    term: str
+    source: Literal["catalog", "feedback", "llm", "typo"]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[SearchHit]
+    expansion: list[ExpansionOut] = Field(description="terms added to the query, each grounded in the catalog")
+    llm: Literal["off", "unavailable", "cached", "generated", "timeout", "busy", "error"] = Field(
+        description="what LLM expansion did for this request")
+    personalised: bool
+    took_ms: float
+
+
+class SuggestionOut(BaseModel):
+    text: str
+    kind: Literal["query", "brand", "category", "title"]
+
+
+class SuggestResponse(BaseModel):
+    query: str
+    suggestions: list[SuggestionOut]
+
+
+@router.get("/search", response_model=SearchResponse)
+def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
+           user_id: Annotated[str | None, Query(min_length=1, max_length=200, pattern=TEXT_PATTERN,
+                                                description="personalise for this shopper")] = None,
+           expand: Annotated[bool | None, Query(description="add catalog and feedback terms "
+                                                            "(default: the service setting)")] = None,
+           llm: Annotated[bool | None, Query(description="also ask the LLM for terms "
+                                                         "(default: the service setting)")] = None,
+           ) -> SearchResponse:
+    check_text(q, "q")
+    if user_id is not None:
+        check_text(user_id, "user_id")
+    box = search_box(c)
+    user_vector = box.user_vector(user_id)
+    res = box.engine.search(q, k, filters, expand=expand, use_llm=(expand is not False) and llm,
+                            user_vector=user_vector)
+    items = scored(c.index, res.labels, res.scores)
+    hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
+            for item, ev in zip(items, res.evidence)]
+    if hits:
+        box.queries.add(q)
+    return SearchResponse(query=q, results=hits,
+                          expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
+                          llm=res.llm_status, personalised=user_vector is not None,
+                          took_ms=round(sum(res.timings_ms.values()), 3))
+
+
+@router.get("/suggest", response_model=SuggestResponse)
+def suggest(c: ComponentsDep, q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, pattern=TEXT_PATTERN,
+                                                 description="typed prefix")],
+            k: Annotated[int, Query(ge=1, le=20, description="number of completions")] = 8) -> SuggestResponse:
+    check_text(q, "q")
+    box = search_box(c)
+    return SuggestResponse(query=q, suggestions=[SuggestionOut(text=s.text, kind=s.kind)
+                                                 for s in box.suggester.suggest(q, k)])

@@ -33,7 +33,7 @@ from retriever.events import EventStore
 
 from ..deps import Components, ComponentsDep, ItemId, KDep, unprocessable
 from ..experiments import assign
-from ..models import ScoredItem
+from ..models import ERRORS, ScoredItem
 from ..security import require
 from .users import UserId as UserPath
 
@@ -50,7 +50,7 @@ def install(app: FastAPI) -> None:
     """Add the page, its static assets and the helper routes to ``app``."""
     app.state.ratings = RatingBook()
     app.state.shopper_ids = ShopperIds()
-    app.include_router(router, tags=["web"])
+    app.include_router(router, tags=["web"], responses=ERRORS)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="web-static")
 
 

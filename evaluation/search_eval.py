@@ -1,0 +1,403 @@
+"""Search-box quality on real reviews, and /search + /suggest latency on real shopper queries.
+
+Quality::
+
+    python -m evaluation.search_eval --dataset subscription-boxes --data-dir ../shared/data
+    python -m evaluation.search_eval --dataset instruments --data-dir ../shared/data [--llm-queries 100]
+
+Protocol: a review's title (summary) is a query whose one relevant item is the reviewed product.
+That review is held out of the item for the run: the item's BM25 text is its metadata document plus
+its *other* reviews, its vector the indexer's blend of document and other reviews (Instruments has
+no metadata: other reviews only). Auto-generated summaries ("Five Stars") and titles under 3
+characters are not queries. Queries are drawn deterministically (``--seed``) round-robin over
+items, so each item gives at most ceil(n / items) queries and popular items do not dominate; the
+j-th query of every item is in fold j, and each fold is one index with its queries held out.
+A disjoint dev sample (``--sweep``) is where settings are compared; the test sample reports.
+Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
+
+Latency::
+
+    python -m evaluation.search_eval --latency [--data-dir ../shared/data]
+
+Builds the demo catalog (data/demo, MiniLM), sends the 150 ESCI shopper queries through ``/search``
+(HTTP, in-process TestClient) with and without expansion and the LLM, and their prefixes through
+``/suggest``; prints p50 / p99 in milliseconds. Torch runs on one thread (see --threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from indexer.build import EmbedConfig, combine, review_weights
+from indexer.documents import documents, review_text
+from indexer.embed import Embedder, load_embedder
+from indexer.loaders import DATASETS, load_dataset, shared_data_dir
+from indexer.schema import Catalog
+from indexer.store import ItemIndex
+from retriever.engine import SearchConfig, SearchEngine
+from retriever.expansion import CatalogVocabulary, catalog_terms, embed_cached
+from retriever.lexical import LexicalIndex
+from retriever.llm import LLMExpander, TextGenerator, load_generator
+
+AUTO_SUMMARY = re.compile(r"^\s*(one|two|three|four|five|[1-5])\s+stars?\s*$", re.IGNORECASE)
+DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "search_eval"
+ROOT = Path(__file__).resolve().parent.parent
+K = 10
+
+# name -> (SearchConfig changes, search() keyword arguments)
+SYSTEMS: dict[str, tuple[dict, dict]] = {
+    "bm25": ({"retrievers": ("lexical",), "typo": False}, {"expand": False}),
+    "dense": ({"retrievers": ("dense",)}, {"expand": False}),
+    "hybrid": ({}, {"expand": False}),
+    "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
+    "hybrid + feedback": ({"catalog_terms": 0}, {"expand": True}),
+    "hybrid + catalog + feedback": ({}, {"expand": True}),
+}
+LLM_SYSTEMS: dict[str, tuple[dict, dict]] = {
+    "hybrid": ({}, {"expand": False}),
+    "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
+    # no time budget here: the evaluation measures what the terms are worth, not how fast they come
+    "hybrid + llm": ({"catalog_terms": 0, "feedback_terms": 0, "llm_budget_s": 3600.0},
+                     {"expand": True, "use_llm": True}),
+}
+_RRF = {"fusion": "rrf", "lexical_weight": 1.0, "dense_weight": 1.0}
+# Changes to SearchConfig() (the default: weighted .5:.5 over complete scores); "_expand" is the request flag.
+SWEEP: dict[str, dict] = {
+    "bm25": {"retrievers": ("lexical",), "typo": False},
+    "dense": {"retrievers": ("dense",)},
+    "rrf 1:1": {**_RRF, "complete_scores": False},
+    "rrf 1:1 c=20": {**_RRF, "rrf_k": 20.0, "complete_scores": False},
+    "rrf 1:0.5": {**_RRF, "dense_weight": 0.5, "complete_scores": False},
+    "weighted .5:.5": {"complete_scores": False},
+    "weighted .7:.3": {"lexical_weight": 0.7, "dense_weight": 0.3, "complete_scores": False},
+    "rrf 1:1 complete": {**_RRF},
+    "weighted .3:.7 complete": {"lexical_weight": 0.3, "dense_weight": 0.7},
+    "weighted .5:.5 complete (default)": {},
+    "weighted .7:.3 complete": {"lexical_weight": 0.7, "dense_weight": 0.3},
+    "default, no typo": {"typo": False},
+    "default + catalog w.1": {"feedback_terms": 0, "catalog_weight": 0.1, "_expand": True},
+    "default + catalog w.3": {"feedback_terms": 0, "catalog_weight": 0.3, "_expand": True},
+    "default + feedback w.1": {"catalog_terms": 0, "feedback_weight": 0.1, "_expand": True},
+    "default + feedback w.3 + rocchio .3": {"catalog_terms": 0, "dense_feedback": 0.3, "_expand": True},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    review_id: str
+    item_id: str
+    query: str
+    fold: int
+
+
+def query_pool(reviews: pd.DataFrame) -> pd.DataFrame:
+    """Reviews whose title can be a query (non-empty, 3+ characters, not an auto summary)."""
+    t = reviews["title"].str.strip()
+    return reviews[(t.str.len() >= 3) & ~t.str.match(AUTO_SUMMARY)]
+
+
+def sample_cases(reviews: pd.DataFrame, n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Case]:
+    """``n`` cases, round-robin over items in a seeded order (see module docstring)."""
+    pool = query_pool(reviews)
+    pool = pool[~pool["review_id"].isin(exclude)]
+    rng = np.random.default_rng(seed)
+    pool = pool.iloc[rng.permutation(len(pool))]
+    pool = pool.assign(_round=pool.groupby("item_id", sort=False).cumcount())
+    item_order = {item: i for i, item in enumerate(pd.unique(pool["item_id"]))}
+    pool = pool.assign(_item=pool["item_id"].map(item_order)).sort_values(["_round", "_item"], kind="stable")
+    return [Case(r, i, q.strip(), int(f)) for r, i, q, f in
+            zip(pool["review_id"][:n], pool["item_id"][:n], pool["title"][:n], pool["_round"][:n])]
+
+
+class Corpus:
+    """A catalog's embeddings, computed once and cached, and per-fold indexes built from them."""
+
+    def __init__(self, catalog: Catalog, embedder: Embedder, cache_dir: Path, cfg: EmbedConfig = EmbedConfig()):
+        self.items, self.embedder, self.cfg, self.cache_dir = catalog.items, embedder, cfg, cache_dir
+        docs = documents(self.items)
+        self.has_doc = np.array([bool(d.strip()) for d in docs])
+        self.doc_vecs = np.zeros((len(docs), embedder.dim), dtype=np.float32)
+        with_doc = [d for d in docs if d.strip()]
+        self.doc_vecs[self.has_doc] = embed_cached(embedder, with_doc, cache_dir)
+        r = catalog.reviews.assign(_text=[review_text(t, x) for t, x in
+                                          zip(catalog.reviews["title"], catalog.reviews["text"])])
+        r = r.assign(_ts=r["timestamp"].fillna(-np.inf))
+        r = r.sort_values(["item_id", "helpful_votes", "_ts"], ascending=[True, False, False], kind="stable")
+        self.texts = {i: list(zip(g["review_id"], g["_text"])) for i, g in r.groupby("item_id", sort=False)}
+        # The indexer embeds an item's max_reviews most helpful reviews with body text; one more
+        # per item covers any fold (a fold holds out at most one review per item).
+        body = r[r["text"].str.strip().str.len() > 0]
+        self.ranked = {i: list(g["review_id"]) for i, g in body.groupby("item_id", sort=False)}
+        top = body.groupby("item_id", sort=False).head(cfg.max_reviews + 1)
+        vecs = embed_cached(embedder, list(top["_text"]), cache_dir)
+        self.review_vec = dict(zip(top["review_id"], vecs))
+        self.term_vec: dict[str, np.ndarray] = {}
+
+    def fold(self, held_out: set[str]) -> tuple[ItemIndex, dict[str, str]]:
+        """The item index and BM25 extra text with the ``held_out`` reviews removed."""
+        ids = list(self.items["item_id"])
+        review_mean = np.zeros_like(self.doc_vecs)
+        counts = np.zeros(len(ids), dtype=np.int64)
+        for n, item in enumerate(ids):
+            chosen = [r for r in self.ranked.get(item, []) if r not in held_out][: self.cfg.max_reviews]
+            if chosen:
+                review_mean[n] = np.mean([self.review_vec[r] for r in chosen], axis=0)
+                counts[n] = len(chosen)
+        vectors = combine(self.doc_vecs, review_mean, review_weights(counts, self.has_doc, self.cfg))
+        index = ItemIndex(model=self.embedder.name, dim=self.embedder.dim, kind="flat")
+        index.add(self.items, vectors)
+        extra = {i: " ".join(t for r, t in pairs if r not in held_out) for i, pairs in self.texts.items()}
+        return index, extra
+
+    def vocabulary(self, index: ItemIndex, lexical: LexicalIndex) -> CatalogVocabulary:
+        terms, kinds, df = catalog_terms(index, lexical)
+        missing = [t for t in terms if t not in self.term_vec]
+        if missing:
+            self.term_vec.update(zip(missing, embed_cached(self.embedder, missing, self.cache_dir)))
+        vectors = np.stack([self.term_vec[t] for t in terms]) if terms else np.zeros((0, self.embedder.dim))
+        return CatalogVocabulary(terms, kinds, df, vectors.astype(np.float32))
+
+
+class CachedReplies(TextGenerator):
+    """A generator whose replies are kept in a JSON file, so an evaluation re-run costs no generation."""
+
+    def __init__(self, inner: TextGenerator, path: Path):
+        self.inner, self.path, self.name = inner, path, inner.name
+        self.replies: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+
+    def generate(self, system: str, shots: list[tuple[str, str]], user: str, max_new_tokens: int = 32) -> str:
+        key = json.dumps([self.name, system, shots, user, max_new_tokens], ensure_ascii=False)
+        if key not in self.replies:
+            self.replies[key] = self.inner.generate(system, shots, user, max_new_tokens)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.replies, ensure_ascii=False, indent=0))
+        return self.replies[key]
+
+
+def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, dict]],
+              base: SearchConfig, *, generator: TextGenerator | None = None,
+              rerank: Callable | None = None, lexical_kw: dict | None = None) -> dict[str, np.ndarray]:
+    """1-based rank of each case's item per system (0 = not in the top K).
+
+    ``rerank``: the engine's rerank hook (the slot for ranker/'s cross-encoder); ``lexical_kw``:
+    :class:`LexicalIndex` settings (e.g. ``title_weight``)."""
+    qvecs = corpus.embedder.encode([c.query for c in cases])
+    ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
+    for fold in sorted({c.fold for c in cases}):
+        rows = [n for n, c in enumerate(cases) if c.fold == fold]
+        index, extra = corpus.fold({cases[n].review_id for n in rows})
+        lexical = LexicalIndex(index, extra_text=extra, **(lexical_kw or {}))
+        vocab = corpus.vocabulary(index, lexical)
+        llm = None if generator is None else LLMExpander(generator, vocab.ground, budget_s=3600)
+        engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
+                              rerank=rerank)
+        for name, (changes, kwargs) in systems.items():
+            eng = engine.with_config(**changes)
+            for n in rows:
+                res = eng.search(cases[n].query, K, query_vec=qvecs[n], explain=False, **kwargs)
+                hit = np.flatnonzero(res.labels == index.table.label_of[cases[n].item_id])
+                ranks[name][n] = hit[0] + 1 if len(hit) else 0
+        if llm is not None:
+            llm.close()
+    return ranks
+
+
+def metrics(ranks: np.ndarray) -> dict[str, float]:
+    """MRR@10 and Recall@10 of 1-based ranks (0 = missed)."""
+    rr = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)
+    return {"MRR@10": round(float(rr.mean()), 4), "Recall@10": round(float((ranks > 0).mean()), 4)}
+
+
+def paired_ci(ranks: np.ndarray, base: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """MRR@10 difference ``ranks - base`` over the same queries, with a 95% paired-bootstrap interval."""
+    diff = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0) - np.where(base > 0, 1.0 / np.maximum(base, 1), 0.0)
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def table(title: str, ranks: dict[str, np.ndarray], extra_rows: dict[str, str] | None = None,
+          base: str | None = None) -> str:
+    """Markdown table of MRR@10 / Recall@10, with the paired MRR difference to the ``base`` system."""
+    head = "| system | MRR@10 | Recall@10 |" + (f" ΔMRR@10 vs {base} [95% CI] |" if base else "")
+    lines = [f"### {title}", "", head, "|---|---|---|" + ("---|" if base else "")]
+    for name, r in ranks.items():
+        m = metrics(r)
+        row = f"| {name} | {m['MRR@10']:.4f} | {m['Recall@10']:.4f} |"
+        if base and name != base:
+            d, lo, hi = paired_ci(r, ranks[base])
+            row += f" {d:+.4f} [{lo:+.4f}, {hi:+.4f}] |"
+        elif base:
+            row += " |"
+        lines.append(row)
+    for name, note in (extra_rows or {}).items():
+        lines.append(f"| {name} | {note} | {note} |" + (" |" if base else ""))
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    root = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    folder = root if (root / "SOURCE.md").exists() else root / DATASETS[args.dataset]
+    catalog = load_dataset(args.dataset, folder)
+    embedder = load_embedder(args.model)
+    started = time.perf_counter()
+    corpus = Corpus(catalog, embedder, Path(args.cache_dir) / args.dataset)
+    print(f"{args.dataset}: {len(catalog.items)} items, {len(catalog.reviews)} reviews; embeddings "
+          f"{time.perf_counter() - started:.0f}s", flush=True)
+    test = sample_cases(catalog.reviews, args.queries, args.seed)
+    report: dict = {"dataset": args.dataset, "queries": len(test), "folds": len({c.fold for c in test})}
+    base = SearchConfig()
+    out = []
+    if args.sweep:
+        dev = sample_cases(catalog.reviews, args.dev_queries, args.seed + 1, frozenset(c.review_id for c in test))
+        sweep = {name: ({k: v for k, v in ch.items() if k != "_expand"}, {"expand": ch.get("_expand", False)})
+                 for name, ch in SWEEP.items()}
+        ranks = run_cases(corpus, dev, sweep, base)
+        report["dev"] = {name: metrics(r) for name, r in ranks.items()}
+        out.append(table(f"{args.dataset}: settings on the dev sample ({len(dev)} queries)", ranks, base="bm25"))
+        print(out[-1], flush=True)
+    if not (args.sweep_only or args.llm_only):
+        started = time.perf_counter()
+        ranks = run_cases(corpus, test, SYSTEMS, base)
+        report["test"] = {name: metrics(r) for name, r in ranks.items()}
+        report["test_ranks"] = {name: r.tolist() for name, r in ranks.items()}  # for paired comparisons
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        out.append(table(f"{args.dataset}: test sample ({len(test)} queries, {report['folds']} folds)", ranks,
+                         {"hybrid + reranker": "slot (ranker/ not wired)"}, base="bm25"))
+        print(out[-1], flush=True)
+    if args.llm_queries > 0 and not args.sweep_only:
+        generator = CachedReplies(load_generator(args.llm), Path(args.cache_dir) / "llm-replies.json")
+        sub = test[: args.llm_queries]
+        started = time.perf_counter()
+        ranks = run_cases(corpus, sub, LLM_SYSTEMS, base, generator=generator)
+        report["llm"] = {name: metrics(r) for name, r in ranks.items()}
+        report["llm_ranks"] = {name: r.tolist() for name, r in ranks.items()}
+        report["llm_seconds"] = round(time.perf_counter() - started, 1)
+        out.append(table(f"{args.dataset}: LLM subsample (first {len(sub)} test queries, {args.llm})", ranks,
+                         base="hybrid"))
+        print(out[-1], flush=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        tag = "-llm" if args.llm_only else "-sweep" if args.sweep_only else ""
+        (Path(args.out) / f"search-{args.dataset}{tag}.json").write_text(json.dumps(report, indent=2))
+        (Path(args.out) / f"search-{args.dataset}{tag}.md").write_text("\n\n".join(out) + "\n")
+    return report
+
+
+def demo_index(embedder: Embedder, cache_dir: Path) -> ItemIndex:
+    """The demo catalog's index, built once per catalog content and model, then loaded from disk."""
+    from indexer.build import build_index
+    from indexer.clean import clean_catalog
+    from indexer.loaders import load_catalog
+
+    demo = ROOT / "data" / "demo"
+    digest = hashlib.sha256(b"".join((demo / f).read_bytes() for f in ("items.jsonl", "reviews.jsonl")))
+    folder = cache_dir / f"demo-{embedder.name}-{digest.hexdigest()[:12]}"
+    if (folder / "CURRENT").exists():
+        return ItemIndex.load(folder, expect_model=embedder.name)
+    catalog, _ = clean_catalog(load_catalog(demo))
+    index = build_index(catalog, embedder, progress=False)
+    index.save(folder)
+    return index
+
+
+def timed(client, path: str, params: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    """Milliseconds per request (client side, in-process HTTP) and the JSON answers."""
+    ms, answers = [], []
+    for p in params:
+        started = time.perf_counter()
+        r = client.get(path, params=p)
+        ms.append((time.perf_counter() - started) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"{path} {p} -> {r.status_code}: {r.text[:300]}")
+        answers.append(r.json())
+    return np.array(ms), answers
+
+
+def latency(args: argparse.Namespace) -> dict:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.deps import Components
+    from api.routes.search import SearchSettings, build_search
+    from api.settings import Settings
+
+    root = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    esci = root / "esci-judgments-partial" / "esci_us_queryset.json"
+    queries = [q["queryText"] for q in json.loads(esci.read_text())["querySetQueries"]]
+    embedder = load_embedder(args.model)
+    index = demo_index(embedder, Path(args.cache_dir))
+    tmp = Path(args.cache_dir) / "latency-run"
+    settings = Settings(index_dir=tmp / "ix", db_path=tmp / "events.db", auth=False, rate_per_minute=1e9,
+                        rate_burst=1_000_000)
+    search_settings = SearchSettings(llm=args.llm, llm_budget_s=args.llm_budget)
+    box = build_search(index, embedder, Path(args.cache_dir), search_settings)
+    rows: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+    with TestClient(create_app(components=Components(settings, index, embedder, search=box))) as client:
+        timed(client, "/search", [{"q": q} for q in queries[:5]])  # warm-up
+        rows["/search expand=false"], _ = timed(client, "/search", [{"q": q, "expand": "false"} for q in queries])
+        rows["/search expand=true (catalog + feedback)"], _ = timed(
+            client, "/search", [{"q": q, "expand": "true"} for q in queries])
+        if box.llm_loading is not None:
+            box.llm_loading.join()
+        for run in ("first pass", "second pass, cached"):
+            name = f"/search expand=true llm=true ({run})"
+            rows[name], answers = timed(client, "/search", [{"q": q, "expand": "true", "llm": "true"} for q in queries])
+            notes[name] = ", ".join(f"{s}: {n}" for s, n in Counter(a["llm"] for a in answers).most_common())
+        prefixes = [{"q": q[:n]} for q in queries for n in range(1, min(len(q), 20) + 1) if q[:n].strip()]
+        rows[f"/suggest ({len(prefixes)} prefixes)"], _ = timed(client, "/suggest", prefixes)
+    lines = [f"### latency on the demo catalog ({len(index)} items, {embedder.name}, torch threads "
+             f"{args.threads}, LLM {args.llm} budget {args.llm_budget}s), {len(queries)} ESCI queries", "",
+             "| request | n | p50 ms | p99 ms | mean ms | LLM status |", "|---|---|---|---|---|---|"]
+    for name, ms in rows.items():
+        lines.append(f"| {name} | {len(ms)} | {np.percentile(ms, 50):.1f} | {np.percentile(ms, 99):.1f} | "
+                     f"{ms.mean():.1f} | {notes.get(name, '')} |")
+    print("\n".join(lines), flush=True)
+    return {name: {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+            for name, ms in rows.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m evaluation.search_eval", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=["subscription-boxes", "instruments"])
+    p.add_argument("--data-dir", help="shared data root (holding the dataset folders) or one dataset's folder")
+    p.add_argument("--latency", action="store_true", help="time /search and /suggest on the ESCI queries")
+    p.add_argument("--queries", type=int, default=1000, help="test queries (default 1000)")
+    p.add_argument("--dev-queries", type=int, default=300, help="dev queries for --sweep (default 300)")
+    p.add_argument("--sweep", action="store_true", help="compare fusion / expansion settings on a dev sample")
+    p.add_argument("--sweep-only", action="store_true", help="stop after the sweep")
+    p.add_argument("--llm-only", action="store_true", help="only the LLM subsample (with --llm-queries)")
+    p.add_argument("--llm-queries", type=int, default=0, help="test queries also run with LLM expansion")
+    p.add_argument("--llm", default="smollm2", help="generator for LLM expansion (name, hub id or folder)")
+    p.add_argument("--llm-budget", type=float, default=0.5, help="seconds /search waits for the LLM (--latency)")
+    p.add_argument("--model", default="minilm", help="embedder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding / LLM reply cache")
+    p.add_argument("--out", help="folder for search-<dataset>.json / .md")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.latency:
+        latency(args)
+    elif args.dataset:
+        evaluate(args)
+    else:
+        p.error("give --dataset or --latency")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""The search pipeline: spelling, expansion, BM25 + dense retrieval, fusion, feedback, hooks.
+
+For one query::
+
+    tokens   = tokenize(q);  typo fixes for tokens the catalog lacks            (source "typo")
+    q_vec    = embed(q [+ fixes])
+    terms   += catalog terms nearest q_vec, LLM terms (both grounded)           ("catalog", "llm")
+    run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.hybrid)
+    terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
+    run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
+    score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
+    order    = rerank(query, top labels)                                          (hook given)
+
+Hooks the caller wires: ``rerank(query: str, labels: int64 (m,)) -> float32 (m,)`` (higher is
+better; e.g. the cross-encoder of ``ranker/``), and a query-side ``user_vector`` float32 ``(dim,)``
+or ``(m, dim)`` (a shopper's interest vectors; see ``retriever.profiles``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from indexer.embed import Embedder, normalize
+from indexer.store import ItemIndex
+from indexer.table import Filters
+
+from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
+from .hybrid import RRF_K, as_run, fuse
+from .lexical import LexicalIndex, tokenize, top_labels
+from .llm import LLMExpander
+from .typo import TypoIndex, respell
+
+Rerank = Callable[[str, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Pipeline settings. Defaults were picked on evaluation/search_eval.py (see its report)."""
+
+    depth: int = 100                  # candidates taken from each retriever before fusion
+    # Fusion: on both evaluation sets' dev samples (1,000 queries each) weighted fusion of complete
+    # scores beat RRF (MRR@10 +0.010 / +0.011) and BM25 alone (+0.016 / +0.019); see search_eval.py.
+    fusion: str = "weighted"          # "rrf" or "weighted" (retriever.hybrid)
+    rrf_k: float = RRF_K              # RRF's rank constant
+    lexical_weight: float = 0.5       # weight of the BM25 run in fusion
+    dense_weight: float = 0.5         # weight of the dense run in fusion
+    retrievers: tuple[str, ...] = ("lexical", "dense")
+    complete_scores: bool = True      # re-score both runs over the union of candidates (see _retrieve)
+    typo: bool = True                 # correct words the catalog does not know
+    # Expansion is off unless asked for: on both evaluation sets catalog terms changed MRR@10 by
+    # under +-0.003 (noise) and feedback terms lowered it; see search_eval.py.
+    expand: bool = False              # catalog + feedback expansion when a request does not say
+    catalog_terms: int = 3            # nearest vocabulary terms added
+    catalog_min_cos: float = 0.5      # ...if at least this close to the query (MiniLM scale)
+    catalog_weight: float = 0.3       # BM25 weight of a catalog term at cosine 1
+    feedback_docs: int = 5            # top first-pass results read for feedback
+    feedback_terms: int = 5           # feedback terms added
+    feedback_weight: float = 0.3      # BM25 weight of the best feedback term
+    dense_feedback: float = 0.0       # Rocchio: q' = q + this * mean(feedback item vectors)
+    llm: bool = False                 # ask the LLM when a request does not say
+    llm_weight: float = 0.3           # BM25 weight of an LLM term
+    llm_budget_s: float = 0.5         # longest a request waits for the LLM
+    rerank_depth: int = 50            # fused candidates handed to the rerank hook
+    personal_weight: float = 0.1      # weight of the user-vector cosine (not tuned: no data yet)
+
+
+@dataclass
+class Evidence:
+    """Why an item is in the results: the 1-based ranks where each retriever found it (None: not
+    in its top ``depth``), the query / expansion terms its text holds, the hooks' scores."""
+
+    lexical_rank: int | None
+    dense_rank: int | None
+    matched_terms: list[str]
+    rerank_score: float | None = None
+    personal_score: float | None = None
+
+    @property
+    def retrievers(self) -> list[str]:
+        return [name for name, r in (("lexical", self.lexical_rank), ("dense", self.dense_rank)) if r is not None]
+
+
+@dataclass
+class SearchResult:
+    """One query's answer: ``labels`` int64 ``(k,)`` (-1 padding), ``scores`` float32 ``(k,)``."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    evidence: list[Evidence]
+    expansion: list[Expansion]
+    llm_status: str = "off"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SearchEngine:
+    """Hybrid search over one :class:`ItemIndex` (state: the BM25 index, the vocabulary, the LLM)."""
+
+    def __init__(self, index: ItemIndex, embedder: Embedder, *, lexical: LexicalIndex | None = None,
+                 vocabulary: CatalogVocabulary | None = None, llm: LLMExpander | None = None,
+                 config: SearchConfig | None = None, rerank: Rerank | None = None):
+        self.index, self.embedder = index, embedder
+        self.lexical = lexical if lexical is not None else LexicalIndex(index)
+        self.vocabulary = vocabulary
+        self.llm = llm
+        self.config = config or SearchConfig()
+        self.rerank = rerank
+        self.typo = TypoIndex(self.lexical.vocabulary())
+
+    @classmethod
+    def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
+              cache_dir: str | None = None, **kw) -> SearchEngine:
+        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``)."""
+        lexical = LexicalIndex(index)
+        vocab = CatalogVocabulary.build(index, lexical, embedder, cache_dir=cache_dir)
+        return cls(index, embedder, lexical=lexical, vocabulary=vocab, config=config, **kw)
+
+    def with_config(self, **changes) -> SearchEngine:
+        """The same engine (shared indexes) with some settings changed."""
+        other = object.__new__(SearchEngine)
+        other.__dict__.update(self.__dict__)
+        other.config = replace(self.config, **changes)
+        return other
+
+    def _known(self, token: str) -> bool:
+        return self.lexical.doc_freq(token) > 0
+
+    def search(self, query: str, k: int = 10, filters: Filters | None = None, *, expand: bool | None = None,
+               use_llm: bool | None = None, user_vector: np.ndarray | None = None,
+               query_vec: np.ndarray | None = None, explain: bool = True) -> SearchResult:
+        """Top-``k`` items for ``query`` with evidence (see module docstring).
+
+        ``expand`` / ``use_llm``: None = the config's default. ``query_vec``: the query's unit
+        embedding float32 ``(dim,)`` when already computed (batch evaluation). ``explain=False``
+        skips the evidence (an empty list), which costs a tokenisation per result.
+        """
+        cfg, clock = self.config, _Clock()
+        expand = cfg.expand if expand is None else expand
+        want_llm = cfg.llm if use_llm is None else use_llm
+        tokens = tokenize(query)
+        weights = dict.fromkeys(tokens, 1.0)
+        expansion: list[Expansion] = []
+        fixes = respell(tokens, self._known, self.typo) if cfg.typo else {}
+        for fix in dict.fromkeys(t for alts in fixes.values() for t in alts):
+            weights.setdefault(fix, 1.0)
+            expansion.append(Expansion(fix, "typo", 1.0))
+        if query_vec is None:
+            text = " ".join([query, *(e.term for e in expansion)])
+            query_vec = self.embedder.encode([text])[0]
+        clock.lap("embed")
+        if expand and self.vocabulary is not None:
+            expansion += catalog_expansion(self.vocabulary, query_vec, tokens, n=cfg.catalog_terms,
+                                           min_cos=cfg.catalog_min_cos, weight=cfg.catalog_weight)
+        llm_status = "off" if not want_llm else "unavailable"
+        if want_llm and self.llm is not None:
+            terms, llm_status = self.llm.expand(query, cfg.llm_budget_s)
+            expansion += [Expansion(t, "llm", cfg.llm_weight) for t in terms]
+            clock.lap("llm")
+        _add_terms(weights, expansion)
+        depth = max(cfg.depth, k)
+        lex, dense = self._retrieve(weights, query_vec, depth, filters)
+        fused = self._fuse(lex, dense, depth)
+        clock.lap("retrieve")
+        if expand and cfg.feedback_docs > 0 and cfg.feedback_terms > 0:
+            top = fused[0][fused[0] >= 0][: cfg.feedback_docs]
+            if len(top):
+                fb = feedback_terms([self.lexical.tokens_of(int(lb)) for lb in top], _norm(fused[1][: len(top)]),
+                                    self.lexical, list(weights), n=cfg.feedback_terms, weight=cfg.feedback_weight)
+                new = [Expansion(t, "feedback", w) for t, w in fb]
+                expansion += new
+                _add_terms(weights, new)
+                if cfg.dense_feedback > 0:
+                    with self.index.lock:
+                        centroid = self.index.vectors.view[top].mean(axis=0)
+                    query_vec = normalize((query_vec + cfg.dense_feedback * centroid)[None, :])[0]
+                lex, dense = self._retrieve(weights, query_vec, depth, filters)
+                fused = self._fuse(lex, dense, depth)
+            clock.lap("feedback")
+        labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
+        clock.lap("hooks")
+        evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
+                    if explain else [])
+        clock.lap("evidence")
+        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps)
+
+    # ---- steps -----------------------------------------------------------------------------------
+    def _retrieve(self, weights: dict[str, float], query_vec: np.ndarray, depth: int, filters: Filters | None):
+        """Both runs, each ``(labels (m,), scores (m,))`` best first.
+
+        With ``complete_scores`` each run is re-scored over the union of both candidate sets: an item
+        only one retriever brought in gets its true BM25 score (if it matches any term) and its true
+        cosine, instead of counting as absent from the other run.
+        """
+        cfg = self.config
+        empty = (np.full(depth, -1, dtype=np.int64), np.full(depth, -np.inf, dtype=np.float32))
+        lex = dense = empty
+        all_l = all_s = np.zeros(0)
+        if "lexical" in cfg.retrievers and weights:
+            all_l, all_s = self.lexical.score_labels(weights, filters)
+            lex = top_labels(all_l, all_s, depth)
+        if "dense" in cfg.retrievers:
+            dl, ds = self.index.search(query_vec[None, :], depth, filters)
+            dense = (dl[0], ds[0])
+        if not (cfg.complete_scores and len(cfg.retrievers) == 2):
+            return lex, dense
+        union = np.union1d(lex[0][lex[0] >= 0], dense[0][dense[0] >= 0])
+        if not len(union):
+            return lex, dense
+        bm25 = dict(zip(all_l.tolist(), all_s.tolist()))
+        s_lex = np.array([bm25.get(int(lb), 0.0) for lb in union], dtype=np.float32)
+        with self.index.lock:
+            s_dense = self.index.vectors.view[union] @ query_vec
+        matched = s_lex > 0  # an item with no query term is not a lexical result
+        return (top_labels(union[matched], s_lex[matched], len(union)),
+                top_labels(union, s_dense.astype(np.float32), len(union)))
+
+    def _fuse(self, lex, dense, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        runs, w = [], []
+        if "lexical" in cfg.retrievers:
+            runs.append(as_run(*lex))
+            w.append(cfg.lexical_weight)
+        if "dense" in cfg.retrievers:
+            runs.append(as_run(*dense))
+            w.append(cfg.dense_weight)
+        if len(runs) == 1:
+            return runs[0][0][0], runs[0][1][0]
+        labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
+        return labels[0], scores[0]
+
+    def _hooks(self, query: str, fused, k: int, user_vector: np.ndarray | None):
+        labels, scores = fused
+        keep = labels >= 0
+        labels, scores = labels[keep], scores[keep].astype(np.float64)
+        personal = reranked = None
+        if user_vector is not None and len(labels):
+            u = np.atleast_2d(np.asarray(user_vector, dtype=np.float32))
+            with self.index.lock:
+                vecs = self.index.vectors.view[labels]
+            personal = (vecs @ u.T).max(axis=1)
+            scores = scores / max(scores.max(), 1e-12) + self.config.personal_weight * personal
+        if self.rerank is not None and len(labels):
+            head = np.argsort(-scores, kind="stable")[: max(self.config.rerank_depth, k)]
+            labels, scores = labels[head], scores[head]
+            personal = None if personal is None else personal[head]
+            reranked = np.asarray(self.rerank(query, labels), dtype=np.float64)  # the shopper's own words
+            if reranked.shape != labels.shape:
+                raise ValueError(f"rerank returned shape {reranked.shape} for {len(labels)} labels")
+            scores = reranked
+        order = np.lexsort((labels, -scores))[:k]  # score desc, then lower label
+        out_l = np.full(k, -1, dtype=np.int64)
+        out_s = np.full(k, -np.inf, dtype=np.float32)
+        out_l[: len(order)], out_s[: len(order)] = labels[order], scores[order]
+        return (out_l, out_s, None if personal is None else personal[order],
+                None if reranked is None else reranked[order])
+
+    def _evidence(self, labels, lex, dense, weights, tokens, expansion, personal, reranked) -> list[Evidence]:
+        lex_rank = {int(lb): r for r, lb in enumerate(lex[0], start=1) if lb >= 0}
+        dense_rank = {int(lb): r for r, lb in enumerate(dense[0], start=1) if lb >= 0}
+        shown = {}  # BM25 token -> the term shown for it: the query's own word, else its expansion
+        for e in reversed(expansion):
+            for tok in tokenize(e.term):
+                shown[tok] = e.term
+        shown.update((t, t) for t in tokens)
+        out = []
+        for j, lb in enumerate(labels):
+            if lb < 0:
+                break
+            doc = set(self.lexical.tokens_of(int(lb)))
+            matched = list(dict.fromkeys(shown.get(t, t) for t in weights if t in doc))
+            out.append(Evidence(lex_rank.get(int(lb)), dense_rank.get(int(lb)), matched,
+                                None if reranked is None else float(reranked[j]),
+                                None if personal is None else float(personal[j])))
+        return out
+
+
+def _add_terms(weights: dict[str, float], expansion: list[Expansion]) -> None:
+    """Add expansion terms' tokens to the BM25 query; a token keeps its largest weight."""
+    for e in expansion:
+        for tok in tokenize(e.term):
+            weights[tok] = max(weights.get(tok, 0.0), e.weight)
+
+
+def _norm(scores: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    return s / s.max() if len(s) and s.max() > 0 else np.ones(len(s))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self.t) * 1000, 3)
+        self.t = now

@@ -1,0 +1,71 @@
+"""Everything behind the search box, built once per index: the search engine, completions, the log
+of past queries, and the hooks the service wires in (profile lookup, reranker)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.embed import Embedder
+from indexer.store import ItemIndex
+
+from .engine import SearchConfig, SearchEngine
+from .llm import DEFAULT_CACHE, LLMExpander, load_generator
+from .suggest import QueryLog, Suggester
+
+log = logging.getLogger(__name__)
+
+Profile = Callable[[str], "np.ndarray | None"]
+
+
+@dataclass
+class SearchBox:
+    """``profile(user_id)`` -> the shopper's interest vectors float32 ``(m, dim)`` or None (unknown
+    shopper); set by the service once the profile store is up. ``engine.rerank`` likewise."""
+
+    engine: SearchEngine
+    suggester: Suggester
+    queries: QueryLog
+    profile: Profile | None = None
+    llm_loading: threading.Thread | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
+              llm: str | None = None, llm_cache_dir: str | Path | None = DEFAULT_CACHE,
+              vocab_cache_dir: str | Path | None = None, max_logged_queries: int = 10_000,
+              min_query_count: int = 2) -> SearchBox:
+        """Build the search box for ``index``. ``llm``: generator name (e.g. "smollm2") or None.
+
+        The LLM loads in a background thread (seconds from its cache, ~40 s the first time): until
+        it is ready, searches run without it and report ``llm_status`` "unavailable".
+        """
+        engine = SearchEngine.build(index, embedder, config=config, cache_dir=vocab_cache_dir)
+        queries = QueryLog(max_logged_queries)
+        box = cls(engine, Suggester(index, queries, min_query_count=min_query_count), queries)
+        if llm:
+            box.llm_loading = threading.Thread(target=box._load_llm, args=(llm, llm_cache_dir),
+                                               name="llm-load", daemon=True)
+            box.llm_loading.start()
+        return box
+
+    def _load_llm(self, name: str, cache_dir: str | Path | None) -> None:
+        try:
+            generator = load_generator(name, cache_dir=cache_dir)
+        except (OSError, ImportError, ValueError) as e:
+            # A missing or broken model must not take search down: it runs without LLM terms.
+            log.error("LLM %r could not be loaded; search continues without LLM expansion: %s", name, e)
+            return
+        vocab = self.engine.vocabulary
+        if vocab is not None:
+            self.engine.llm = LLMExpander(generator, vocab.ground, budget_s=self.engine.config.llm_budget_s)
+
+    def user_vector(self, user_id: str | None) -> np.ndarray | None:
+        """The shopper's interest vectors via the ``profile`` hook; None without hook or profile."""
+        if not user_id or self.profile is None:
+            return None
+        return self.profile(user_id)

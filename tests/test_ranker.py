@@ -1,0 +1,136 @@
+"""Pure parts of the reranker: fusion, MMR, explanations, texts and list metrics (known answers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ranker.explain import explain, explain_list, review_snippet
+from ranker.fusion import FusionWeights, fuse, fused_ranking, popularity_prior, rank_normalize, sort_rows, zscore
+from ranker.mmr import mmr
+from ranker.pairs import context_text, history_context, item_text
+from ranker.train import list_loss, list_ranks
+
+
+# ----------------------------------------------------------------------------- fusion
+def test_zscore_and_rank_normalize_known_answers():
+    x = np.array([[1.0, 2.0, 3.0, 99.0]])
+    valid = np.array([[True, True, True, False]])
+    np.testing.assert_allclose(zscore(x, valid), [[-np.sqrt(1.5), 0.0, np.sqrt(1.5), 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(rank_normalize(x, valid), [[0.0, 0.5, 1.0, 0.0]])
+    # constant rows carry no evidence; ties share the better rank
+    assert np.all(zscore(np.array([[5.0, 5.0]]), np.ones((1, 2), bool)) == 0)
+    np.testing.assert_allclose(rank_normalize(np.array([[2.0, 2.0, 1.0]]), np.ones((1, 3), bool)), [[1.0, 1.0, 0.0]])
+
+
+def test_fusion_is_weighted_sum_of_normalised_components():
+    labels = np.array([[10, 11, 12, -1]])
+    rerank = np.array([[0.0, 1.0, 2.0, 7.0]])
+    retrieval = np.array([[2.0, 1.0, 0.0, 7.0]])
+    counts = np.zeros(13)
+    counts[[10, 11, 12]] = [0, np.e - 1, np.e ** 2 - 1]  # log1p -> 0, 1, 2
+    pop = popularity_prior(labels, counts)
+    np.testing.assert_allclose(pop, [[0.0, 1.0, 2.0, 0.0]], atol=1e-6)
+    # reranker and retrieval cancel exactly at equal weights: popularity decides
+    s = fuse(labels, rerank, retrieval, pop, FusionWeights(1.0, 1.0, 0.5, "rank"))
+    np.testing.assert_allclose(s[0, :3], [0.0 + 1.0 + 0.0, 0.5 + 0.5 + 0.25, 1.0 + 0.0 + 0.5])
+    assert np.isneginf(s[0, 3])
+    ranked, scores = fused_ranking(labels, rerank, retrieval, counts, FusionWeights(1.0, 0.0, 0.0))
+    assert ranked.tolist() == [[12, 11, 10, -1]] and np.isneginf(scores[0, 3])
+    ranked, _ = fused_ranking(labels, rerank, retrieval, counts, FusionWeights(0.0, 1.0, 0.0), k=2)
+    assert ranked.tolist() == [[10, 11]]
+    # pure: inputs untouched
+    assert rerank.tolist() == [[0.0, 1.0, 2.0, 7.0]]
+    with pytest.raises(ValueError):
+        fuse(labels, rerank, retrieval, pop, FusionWeights(normalize="minmax"))
+
+
+def test_sort_rows_is_stable_and_pads_last():
+    labels, scores = sort_rows(np.array([[1, 2, 3, -1]]), np.array([[0.5, 0.9, 0.5, -np.inf]]))
+    assert labels.tolist() == [[2, 1, 3, -1]]
+
+
+# ----------------------------------------------------------------------------- MMR
+def _near_duplicates():
+    # items 0,1,2 are near-duplicates (shades of one lipstick); 3 and 4 point elsewhere
+    v = np.array([[1.0, 0.0, 0.0], [0.99, 0.141, 0.0], [0.98, 0.199, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    labels = np.array([[0, 1, 2, 3, 4, -1]])
+    relevance = np.array([[1.0, 0.95, 0.9, 0.6, 0.5, 0.0]])
+    return labels, relevance, v.astype(np.float32)
+
+
+def test_mmr_lambda_one_is_relevance_order():
+    labels, relevance, v = _near_duplicates()
+    out, scores = mmr(labels, relevance, v, k=5, lam=1.0)
+    assert out.tolist() == [[0, 1, 2, 3, 4]]
+    assert np.all(np.diff(scores[0]) <= 0)
+    out, _ = mmr(labels, relevance, v, k=7, lam=1.0)  # padding never picked
+    assert out.tolist() == [[0, 1, 2, 3, 4, -1, -1]]
+
+
+def test_mmr_small_lambda_breaks_up_near_duplicates():
+    labels, relevance, v = _near_duplicates()
+    out, _ = mmr(labels, relevance, v, k=3, lam=0.3)
+    assert out.tolist() == [[0, 3, 4]]  # the best item, then the two unlike it, not its shades
+    out, _ = mmr(labels, relevance, v, k=5, lam=0.3)
+    assert out[0, :3].tolist() == [0, 3, 4] and sorted(out[0, 3:].tolist()) == [1, 2]
+    with pytest.raises(ValueError):
+        mmr(labels, relevance, v, k=3, lam=1.5)
+
+
+# ----------------------------------------------------------------------------- explanations
+def _unit(*rows):
+    a = np.array(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_explain_picks_closest_history_item():
+    history = _unit([1, 0, 0], [0, 1, 0])
+    r = explain(_unit([0.1, 1, 0])[0], history_vectors=history,
+                history_titles=["Argan oil shampoo", "Volume mascara waterproof black extra long lashes in two shades"])
+    assert r.kind == "history" and r.evidence.startswith("Volume mascara")
+    assert r.text == "because you viewed Volume mascara waterproof black extra long lashes in…"
+    assert r.score == pytest.approx(float(_unit([0.1, 1, 0])[0, 1]))
+
+
+def test_explain_prefers_a_closer_interest_and_wins_ties():
+    item = _unit([1, 1, 0])[0]
+    history = _unit([1, 0, 0])
+    interests = _unit([1, 1, 0.1])
+    r = explain(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=interests,
+                interests=["vegan skin care"])
+    assert r.kind == "interest" and r.text == "matches your interest in vegan skin care"
+    tie = explain(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=history,
+                  interests=["hair care"])
+    assert tie.kind == "interest"
+
+
+def test_explain_falls_back_to_review_snippet_then_to_nothing():
+    item = _unit([0, 0, 1])[0]
+    history = _unit([1, 0, 0])
+    reviews = ["Arrived quickly. Great for dry sensitive skin, no irritation at all!", "Smells nice."]
+    r = explain(item, history_vectors=history, history_titles=["Shampoo"], reviews=reviews,
+                context="search: moisturiser for sensitive skin")
+    assert r.kind == "review" and "sensitive skin" in r.text and r.text.startswith("shoppers say")
+    assert explain(item, history_vectors=history, history_titles=["Shampoo"], reviews=reviews,
+                   context="search: tent").kind == "none"
+    assert review_snippet(["Great lipstick. Lasts all day on dry lips."], "dry lips balm") == \
+        ("Lasts all day on dry lips.", 2)
+    reasons = explain_list(_unit([1, 0, 0.1], [0, 0, 1]), history_vectors=history, history_titles=["Shampoo"])
+    assert [x.kind for x in reasons] == ["history", "none"]
+
+
+# ----------------------------------------------------------------------------- texts and list metrics
+def test_texts_are_newest_first_and_cut():
+    assert item_text("A very long product title here", "Brand", ["Beauty", "Skin"], max_words=2) == \
+        "A very | Brand | Skin"
+    short = ["oldest", "middle", "newest"]
+    assert history_context(np.array([0, 1, 2]), short, 2) == "recent: newest ; middle"
+    assert context_text([], ["hair"], "dryer") == "search: dryer | interests: hair"
+
+
+def test_list_ranks_and_loss():
+    s = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 0.0]])
+    assert list_ranks(s, np.array([2, 1])).tolist() == [1, 1]  # ties: earlier column first
+    assert list_loss(np.zeros((1, 4)), np.array([0])) == pytest.approx(np.log(4))

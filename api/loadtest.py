@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -348,6 +349,18 @@ def stored_event_ids(db: Path, prefix: str) -> set[str]:
 
 
 # ---- the run -------------------------------------------------------------------------------------
+def run_coroutine(coro) -> None:
+    """``asyncio.run``, or in a fresh thread when this thread already runs an event loop (a caller
+    inside async code, or a test session that holds Playwright's loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_key: str | None = None,
         admin_key: str | None = None, read_key: str | None = None, duration: float = 60.0,
         rate: float | None = None, workers: int | None = None, max_in_flight: int = 64,
@@ -404,7 +417,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
                     result.update(mode="open", rate=rate,
                                   summary=await open_loop(client, traffic, rate, duration, max_in_flight))
 
-        asyncio.run(drive())
+        run_coroutine(drive())
     finally:
         if server is not None:
             stop_server(server)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from api.settings import Settings
 from indexer.build import EmbedConfig, build_index
 from indexer.clean import clean_catalog
 from indexer.loaders import load_catalog
+from indexer.store import ItemIndex
 
 from .conftest import shared_data
 
@@ -47,12 +49,22 @@ def make_client(index, embedder, tmp_path, **search_settings) -> TestClient:
 
 @pytest.fixture()
 def client(tiny_catalog, embedder, tmp_path, one_thread):
+    """A fresh service per test, for tests that change the catalog or the search box."""
     index = build_index(tiny_catalog, embedder, progress=False)
     with make_client(index, embedder, tmp_path) as c:
         yield c
 
 
-def test_search_results_carry_evidence_and_expansion(client):
+@pytest.fixture(scope="module")
+def shared_client(tiny_catalog, embedder, tmp_path_factory, one_thread):
+    """One service for the tests that only read."""
+    index = build_index(tiny_catalog, embedder, progress=False)
+    with make_client(index, embedder, tmp_path_factory.mktemp("ro")) as c:
+        yield c
+
+
+def test_search_results_carry_evidence_and_expansion(shared_client):
+    client = shared_client
     r = client.get("/search", params={"q": "espresso coffee", "k": 3})
     assert r.status_code == 200
     body = r.json()
@@ -66,7 +78,8 @@ def test_search_results_carry_evidence_and_expansion(client):
     assert client.get("/search", params={"q": "espresso", "llm": "true"}).json()["llm"] == "unavailable"
 
 
-def test_search_filters_and_typos(client):
+def test_search_filters_and_typos(shared_client):
+    client = shared_client
     r = client.get("/search", params={"q": "hair", "brand": "sleek"}).json()
     assert [x["item_id"] for x in r["results"]] == ["straightener"]
     r = client.get("/search", params={"q": "lipstik", "in_stock": "true", "k": 2}).json()
@@ -76,7 +89,8 @@ def test_search_filters_and_typos(client):
 
 @pytest.mark.parametrize("path", ["/search", "/suggest"])
 @pytest.mark.parametrize("q", ["", "   ", "x" * 501, "a\x00b", "\x1b[31mred", "tab\there", "\x7f"])
-def test_bad_queries_are_422_naming_q(client, path, q):
+def test_bad_queries_are_422_naming_q(shared_client, path, q):
+    client = shared_client
     r = client.get(path, params={"q": q})
     assert r.status_code == 422
     detail = r.json()["detail"]
@@ -84,9 +98,10 @@ def test_bad_queries_are_422_naming_q(client, path, q):
 
 
 @pytest.mark.parametrize("path", ["/search", "/suggest"])
-def test_binary_and_missing_queries_are_422(client, path):
-    r = client.get(f"{path}?q=%FF%FEab")  # bytes that are not UTF-8
-    assert r.status_code == 422 and "U+FFFD" in r.json()["detail"][0]["msg"]
+def test_binary_and_missing_queries_are_422(shared_client, path):
+    client = shared_client
+    r = client.get(f"{path}?q=%FF%FEab")  # bytes that are not UTF-8 (they arrive as U+FFFD)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "q"]
     assert client.get(path).status_code == 422
 
 
@@ -132,12 +147,21 @@ def test_personalisation_hook(client):
 
 
 @pytest.fixture(scope="module")
-def demo_client(embedder, tmp_path_factory, one_thread):
+def demo_client(embedder, tmp_path_factory, request, one_thread):
     """The demo catalog (300 products, some Chinese), items embedded without their reviews to keep
-    the build short; search settings as served, expansion on."""
-    catalog, _ = clean_catalog(load_catalog(ROOT / "data" / "demo"))
-    index = build_index(catalog, embedder, kind="flat", cfg=EmbedConfig(max_reviews=0), progress=False)
-    with make_client(index, embedder, tmp_path_factory.mktemp("demo"), expand=True) as c:
+    the build short, kept in pytest's cache between runs (keyed by the catalog's bytes and the
+    model); search settings as served, expansion on."""
+    demo = ROOT / "data" / "demo"
+    digest = hashlib.sha256((demo / "items.jsonl").read_bytes()).hexdigest()[:12]
+    folder = Path(request.config.cache.mkdir("semrec-search-demo")) / f"{embedder.name}-{digest}"
+    if (folder / "CURRENT").exists():
+        index = ItemIndex.load(folder, expect_model=embedder.name)
+    else:
+        catalog, _ = clean_catalog(load_catalog(demo))
+        index = build_index(catalog, embedder, kind="flat", cfg=EmbedConfig(max_reviews=0), progress=False)
+        index.save(folder)
+    with make_client(index, embedder, tmp_path_factory.mktemp("demo"), expand=True,
+                     vocab_cache_dir=folder.parent / "vocab") as c:
         yield c
 
 

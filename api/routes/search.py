@@ -79,7 +79,9 @@ def check_text(value: str, field: str) -> str:
 _BAD = r"\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffd-\uffff" + "".join(
     rf"\U000{p:x}fffe-\U000{p:x}ffff" if p < 16 else r"\U0010fffe-\U0010ffff" for p in range(1, 17))
 TEXT_PATTERN = rf"^[^{_BAD}]*[^\s{_BAD}][^{_BAD}]*$"
-QueryText = Annotated[str, Query(min_length=1, max_length=MAX_QUERY, pattern=TEXT_PATTERN,
+# In the schema only: check_text enforces it with a message that says what to fix.
+TEXT_RULE = {"pattern": TEXT_PATTERN}
+QueryText = Annotated[str, Query(min_length=1, max_length=MAX_QUERY, json_schema_extra=TEXT_RULE,
                                  description="what the shopper typed")]
 
 
@@ -93,8 +95,9 @@ class EvidenceOut(BaseModel):
 
 
 class SearchHit(ScoredItem):
-    score: float = Field(description="fused relevance (reciprocal-rank fusion by default; higher is better); "
-                                     "the reranker's score when one is wired")
+    score: float = Field(description="fused relevance: 0.5 x min-max BM25 + 0.5 x min-max cosine over the "
+                                     "candidates by default (higher is better); the reranker's score when one "
+                                     "is wired")
     evidence: EvidenceOut
 
 
@@ -125,7 +128,7 @@ class SuggestResponse(BaseModel):
 
 @router.get("/search", response_model=SearchResponse)
 def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
-           user_id: Annotated[str | None, Query(min_length=1, max_length=200, pattern=TEXT_PATTERN,
+           user_id: Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=TEXT_RULE,
                                                 description="personalise for this shopper")] = None,
            expand: Annotated[bool | None, Query(description="add catalog and feedback terms "
                                                             "(default: the service setting)")] = None,
@@ -151,7 +154,7 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
 
 
 @router.get("/suggest", response_model=SuggestResponse)
-def suggest(c: ComponentsDep, q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, pattern=TEXT_PATTERN,
+def suggest(c: ComponentsDep, q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, json_schema_extra=TEXT_RULE,
                                                  description="typed prefix")],
             k: Annotated[int, Query(ge=1, le=20, description="number of completions")] = 8) -> SuggestResponse:
     check_text(q, "q")

@@ -113,7 +113,8 @@ def test_llm_terms_reach_search(smollm2, embedder):
 
     catalog = Catalog(make_items(TINY_ITEMS), source="tiny")
     engine = SearchEngine.build(build_index(catalog, embedder, kind="flat", progress=False), embedder)
-    engine.llm = LLMExpander(smollm2, engine.vocabulary.ground, budget_s=120)
+    engine = engine.with_config(llm_budget_s=120)  # the engine's budget is what a search waits
+    engine.llm = LLMExpander(smollm2, engine.vocabulary.ground)
     res = engine.search("blow dryer", 5, use_llm=True, expand=True)
     assert res.llm_status == "generated"
     assert all(engine.vocabulary.ground([e.term]) for e in res.expansion if e.source == "llm")

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     rate_per_minute: float = Field(6000, gt=0, description="requests per minute per key (or per address)")
     rate_burst: int = Field(200, ge=1)
     search_threads: int = Field(1, ge=1, le=256, description="FAISS threads per search; scale with workers")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per request (query embedding)")
     follow_seconds: float = Field(0.25, gt=0, le=60, description="how often a worker applies other workers' writes")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed; none by default")
 

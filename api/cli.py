@@ -278,7 +278,8 @@ def demo(
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=30) as client:
         _show_examples(client)
-    typer.echo(f"\nThe API is up at {base} (docs: {base}/docs). The demo runs without API keys on loopback;"
+    typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs")
+    typer.echo("The demo runs without API keys on loopback;"
                " `semrec serve` needs keys for writes (`semrec keygen`).")
     if exit_after:
         server.should_exit = True

@@ -23,6 +23,18 @@ def shared_data(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module: on a busy 2-core box two spinning threads make each query
+    embedding many times slower. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def embedder():
     return load_embedder("minilm")

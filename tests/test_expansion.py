@@ -18,18 +18,6 @@ from .conftest import TINY_ITEMS
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Torch on one thread while these tests run: a single short text is fastest that way on a shared
-    2-core box (the default, two spinning threads, is ~50x slower under load); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def catalog_parts(embedder, one_thread):
     catalog = Catalog(make_items(TINY_ITEMS), source="tiny")
     index = build_index(catalog, embedder, kind="flat", progress=False)

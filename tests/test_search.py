@@ -41,16 +41,7 @@ def ids(index: ItemIndex, labels: np.ndarray) -> list[str]:
     return [i for i in index.table.ids(np.atleast_2d(labels))[0] if i is not None]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Torch on one thread while these tests run: one short query embeds ~50x faster that way on a
-    busy 2-core box than with two spinning threads; restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,6 @@ from .conftest import shared_data
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Torch on one thread for these tests: one short query embeds ~50x faster that way on a busy
-    2-core box than with two spinning threads; restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_client(index, embedder, tmp_path, **search_settings) -> TestClient:
     settings = Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "events.db", auth=False,
                         rate_per_minute=1e9, rate_burst=1_000_000)  # the ESCI test sends 300 requests at once

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -182,6 +181,47 @@ def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = P
     typer.echo(format_report(ab_report(store.variant_outcomes())))
 
 
+@app.command("train-ranker")
+def train_ranker_cmd(
+    out: Annotated[Path, typer.Option(help="root of the versioned model directories (vNNNN)")] = Path("runs/ranker"),
+    dataset: Annotated[str | None, typer.Option(help="a public dataset (beauty, ...) to train on")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="its folder, or the shared data root")] = None,
+    db: Annotated[Path | None, typer.Option(help="or: the service's event log ...")] = None,
+    index_dir: Annotated[Path | None, typer.Option("--index", help="... with the index holding its items")] = None,
+    users: Annotated[int, typer.Option(help="training users sampled (0 = all)")] = 8000,
+    layers: Annotated[int, typer.Option(help="MiniLM layers kept (of 6): fewer is faster")] = 3,
+    minutes: Annotated[float, typer.Option(help="training time budget")] = 30.0,
+    seed: int = 0,
+) -> None:
+    """Fine-tune the cross-encoder reranker from MiniLM on interactions (a dataset or the event log)."""
+    from indexer.schema import Catalog
+    from ranker.pairs import PairConfig
+    from ranker.train import TrainConfig, train_ranker
+
+    if (dataset is None) == (db is None):
+        raise typer.BadParameter("give either --dataset with --data-dir, or --db with --index", param_hint="--dataset")
+    if db is not None:
+        if index_dir is None or not db.is_file():
+            raise typer.BadParameter("--db needs an existing event log and --index its item index", param_hint="--db")
+        from indexer.store import ItemIndex
+        from retriever.events import EventStore
+        from retriever.personal import reviews_from_events
+
+        items = ItemIndex.load(index_dir).table.live_frame().drop(columns="label")
+        catalog = Catalog(items, reviews_from_events(EventStore(db)), source=f"event log {db}")
+    else:
+        from evaluation.harness import dataset_folder
+        from indexer.loaders import load_dataset
+
+        if data_dir is None:
+            raise typer.BadParameter("--dataset needs --data-dir", param_hint="--data-dir")
+        catalog = load_dataset(dataset, dataset_folder(dataset, data_dir))
+    cfg = TrainConfig(pairs=PairConfig(users=users or None, seed=seed), num_layers=layers, max_minutes=minutes,
+                      seed=seed)
+    path = train_ranker(catalog, out, cfg, command="semrec train-ranker")
+    typer.echo(f"reranker written to {path}; serve it with SEMREC_RANKER_DIR={out}")
+
+
 @app.command("eval")
 def eval_cmd(
     dataset: Annotated[str, typer.Option(help="beauty, scientific, magazine, subscription-boxes or instruments")],
@@ -190,24 +230,24 @@ def eval_cmd(
     quick: Annotated[bool, typer.Option(help="a seeded subsample and small models: minutes, not hours")] = False,
     systems: Annotated[str | None, typer.Option(help="comma-separated subset; default: all")] = None,
     model: Annotated[str, typer.Option(help="embedder for the text systems")] = "minilm",
+    ranker: Annotated[Path | None, typer.Option(help="trained reranker (version dir or root) for semrec-rerank/-mmr")
+                      ] = None,
+    cache: Annotated[Path, typer.Option(help="item vectors are cached here")] = Path("runs/cache"),
     seed: int = 0,
 ) -> None:
     """Offline evaluation: leave-one-out, full ranking, semrec against baselines on public data."""
     from evaluation.harness import run_eval
-    from indexer.build import EmbedConfig, embed_chunks, item_chunks
     from indexer.embed import load_embedder
-    from indexer.schema import Catalog
+    from ranker.pairs import catalog_item_vectors
 
     embedder = load_embedder(model)
 
     def item_vectors(catalog, item_ids):
-        items = catalog.items.set_index("item_id").loc[list(item_ids)].reset_index()
-        cfg = EmbedConfig()
-        return np.concatenate([v for _, v in embed_chunks(item_chunks(Catalog(items, catalog.reviews), cfg),
-                                                          embedder, cfg)])
+        # item text only: a review's text would carry the held-out interaction into the vectors
+        return catalog_item_vectors(catalog.items, item_ids.tolist(), embedder, cache_dir=cache)
 
     run_eval(dataset, str(data_dir), str(out), quick=quick, systems=systems.split(",") if systems else None,
-             seed=seed, item_vectors=item_vectors)
+             seed=seed, item_vectors=item_vectors, ranker=ranker)
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

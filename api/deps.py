@@ -13,6 +13,9 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from indexer.embed import Embedder, load_embedder
 from indexer.store import ItemIndex
 from indexer.table import Filters
+from ranker.fusion import FusionWeights
+from ranker.model import Reranker
+from ranker.serve import RerankConfig
 from retriever.events import EventStore
 from retriever.recommend import InteractionState
 from retriever.searchbox import SearchBox
@@ -31,6 +34,13 @@ class Components:
     events: EventStore | None = None
     state: InteractionState = field(default_factory=InteractionState)
     search: SearchBox | None = None  # built at start-up; routes/search.py builds it on first use otherwise
+    reranker: Reranker | None = None
+
+    @property
+    def rerank_config(self) -> RerankConfig:
+        r = self.settings.rerank
+        return RerankConfig(top_n=r.top_n, weights=FusionWeights(r.reranker, r.retrieval, r.popularity),
+                            mmr_lambda=r.mmr_lambda)
 
 
 def load_components(settings: Settings) -> Components:
@@ -45,11 +55,14 @@ def load_components(settings: Settings) -> Components:
     if embedder.dim != index.dim:
         raise ValueError(f"embedder {embedder.name!r} gives {embedder.dim}-d vectors, the index in "
                          f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
+    # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
+    reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
     index.open_log()
     from .routes.search import build_search  # here, not at the top: the routes import this module
 
-    search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache")
-    return Components(settings, index, embedder, *open_events(settings), search=search)
+    search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache",
+                          reranker=reranker if settings.rerank.search else None)
+    return Components(settings, index, embedder, *open_events(settings), search=search, reranker=reranker)
 
 
 def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
@@ -58,6 +71,14 @@ def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
     state = InteractionState()
     state.catch_up(store)
     return store, state
+
+
+def candidate_counts(c: Components, labels: np.ndarray) -> np.ndarray:
+    """float64 ``(len(labels),)`` interaction counts of ``labels`` (the fusion's popularity prior)."""
+    pop = c.state.popular
+    with c.index.lock, c.state.lock:
+        ids = [c.index.table.records[lab]["item_id"] if lab >= 0 else "" for lab in labels]
+        return np.array([pop.count[pop.index[i]] if i in pop.index else 0 for i in ids], dtype=np.float64)
 
 
 def get_components(request: Request) -> Components:

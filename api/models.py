@@ -158,8 +158,12 @@ class SessionIn(BaseModel):
 
 
 class RecommendedItem(ScoredItem):
+    score: float = Field(description="the list's final score: the fused reranker + retrieval + popularity "
+                                     "score when a reranker runs, else the candidate fusion score")
     sources: list[str] = Field(description="which candidate sources proposed it: dense, covisit, popular, "
                                            "trending, new, catalog")
+    reason: str = Field("", description="why it is here, from the evidence; empty when nothing fits")
+    reason_kind: str = Field("none", description="interest, history, review, new, popular or none")
 
 
 class RecommendationsOut(BaseModel):

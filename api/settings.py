@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .experiments import Variant, check_shares
@@ -18,12 +18,28 @@ DEV_PSEUDONYM_KEY = "semrec-dev-key-change-me"
 DEMO_REVIEWS = Path(__file__).resolve().parent.parent / "data" / "demo" / "reviews.jsonl"
 
 
+class RerankSettings(BaseModel):
+    """The reranking stage (``ranker.serve``): ``SEMREC_RERANK='{"top_n": 20, "similar": true}'``."""
+
+    top_n: int = Field(50, ge=1, le=500, description="candidates scored by the cross-encoder per list")
+    reranker: float = Field(1.0, ge=0, description="fusion weight of the reranker score")
+    retrieval: float = Field(1.0, ge=0, description="fusion weight of the retrieval score")
+    popularity: float = Field(0.5, ge=0, description="fusion weight of log(1 + interactions)")
+    mmr_lambda: float = Field(0.8, ge=0, le=1, description="MMR relevance weight; 1 = no diversification")
+    similar: bool = Field(False, description="also rerank similar-item lists (context: the product itself)")
+    search: bool = Field(False, description="also rerank search results (context: the query)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEMREC_", env_file=".env", extra="ignore")
 
     index_dir: Path = Field(Path("out/index"), description="directory written by `semrec index`")
     db_path: Path = Field(Path("out/events.db"), description="SQLite event log")
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
+    ranker_dir: Path | None = Field(None, description="reranker version dir, or a root of vNNNN versions (the "
+                                                      "newest is loaded); None = no cross-encoder")
+    ranker_variant: str | None = Field(None, pattern="^(fp32|int8)$", description="None = as trained")
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get a 413")

@@ -2,9 +2,11 @@
 
     python -m evaluation.harness beauty --data-dir ../shared/data --out runs/beauty [--quick]
 
-Systems: ``popularity``, ``markov``, ``als``, ``bpr``, ``sasrec`` and, when item vectors are given,
+Systems: ``popularity``, ``markov``, ``als``, ``bpr``, ``sasrec``; when item vectors are given,
 ``text-zero-shot`` (recency-decayed mean of the history's item vectors; see
-``retriever.collaborative.text_scores``). Every system is fitted on ``split.fit`` and evaluated on
+``retriever.collaborative.text_scores``) and semrec's own pipeline (``evaluation.semrec``):
+``semrec-retrieval``, ``semrec-collab`` and, with a trained reranker (``ranker``),
+``semrec-rerank`` and ``semrec-mmr``. Every system is fitted on ``split.fit`` and evaluated on
 the validation and test cases with a full ranking over all items, history excluded (the headline
 numbers) and not excluded, overall and on the warm / cold-item / cold-user slices
 (``evaluation.protocol``). Outputs in ``out_dir``: ``results.json``, ``results.md``, PNG plots and
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from evaluation.metrics import rank_targets, summarize
 from evaluation.protocol import Split, leave_one_out, sample_users, sequences_from_reviews, write_split
 from evaluation.report import plot_results, write_markdown
+from evaluation.semrec import PipelineConfig, RerankScores, SemrecPipeline
 from indexer.schema import Catalog
 from retriever.collaborative import ALS, BPR, Markov, Popularity, Recommender, VectorRecommender
 from retriever.sasrec import SASRec
@@ -39,12 +42,20 @@ Array = np.ndarray
 
 SYSTEMS: tuple[str, ...] = ("popularity", "markov", "als", "bpr", "sasrec")
 TEXT_SYSTEM = "text-zero-shot"
+MMR_LAMBDA = 0.8
+SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
+    "semrec-retrieval": PipelineConfig(),
+    "semrec-collab": PipelineConfig(collaborative=True),
+    "semrec-rerank": PipelineConfig(collaborative=True, rerank=True),
+    "semrec-mmr": PipelineConfig(collaborative=True, rerank=True, mmr_lambda=MMR_LAMBDA),
+}
 QUICK_USERS = 2000
 KS = (10, 20)
 ItemVectorFn = Callable[[Catalog, Array], Array]  # (catalog, item_ids (n_items,) str) -> (n_items, d)
 
 
-def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None = None) -> Recommender:
+def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None = None,
+                rerank: RerankScores | None = None) -> Recommender:
     """The recommender behind a system name, with the settings used by the harness.
 
     Settings were picked on Beauty's validation split (seed 0), not on test:
@@ -69,11 +80,13 @@ def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None
         if quick:
             return SASRec(max_epochs=10, eval_every=5, patience=1, lr=5e-3, seed=seed)
         return SASRec(seed=seed, max_minutes=40.0, progress=True)
-    if name == TEXT_SYSTEM:
+    if name == TEXT_SYSTEM or name in SEMREC_SYSTEMS:
         if item_vectors is None:
-            raise ValueError(f"{TEXT_SYSTEM!r} needs item_vectors")
-        return VectorRecommender(item_vectors)
-    raise ValueError(f"unknown system {name!r}; known: {', '.join((*SYSTEMS, TEXT_SYSTEM))}")
+            raise ValueError(f"{name!r} needs item_vectors")
+        if name == TEXT_SYSTEM:
+            return VectorRecommender(item_vectors)
+        return SemrecPipeline(item_vectors, SEMREC_SYSTEMS[name], rerank, name=name, seed=seed, quick=quick)
+    raise ValueError(f"unknown system {name!r}; known: {', '.join((*SYSTEMS, TEXT_SYSTEM, *SEMREC_SYSTEMS))}")
 
 
 def dataset_folder(dataset: str, data_dir: str | Path) -> Path:
@@ -146,7 +159,8 @@ def evaluate_system(
     for stage in ("valid", "test"):
         histories = split.valid_history if stage == "valid" else split.test_history
         targets = split.valid_target if stage == "valid" else split.test_target
-        excluded, included = rank_targets(model.score, histories, targets, max(KS), desc=f"{name} {stage}")
+        excluded, included = rank_targets(model.score, histories, targets, max(KS), desc=f"{name} {stage}",
+                                          pass_targets=isinstance(model, SemrecPipeline))
         slices = split.slices(stage)
         out[stage] = {
             mode: {
@@ -159,7 +173,7 @@ def evaluate_system(
 
 
 def _fit(model: Recommender, split: Split) -> None:
-    if isinstance(model, SASRec):
+    if isinstance(model, SASRec | SemrecPipeline):
         model.fit(split.fit, split.n_items, split.valid_history, split.valid_target)
     else:
         model.fit(split.fit, split.n_items)
@@ -177,6 +191,9 @@ def _system_info(model: Recommender) -> dict[str, Any]:
             "epoch_seconds": [round(x, 3) for x in secs],
             "validation_curve": [h for h in model.history if "ndcg@10" in h],
         }
+    if isinstance(model, SemrecPipeline):
+        return {"config": asdict(model.cfg), "fusion_weights": asdict(model.weights),
+                "reranker": model.rerank.reranker.info() if model.cfg.rerank else None}
     skip = {"model", "transitions", "popularity", "item_vectors"}
     params = {k: v for k, v in vars(model).items() if k not in skip and not k.startswith("_")}
     inner = getattr(model, "model", None)
@@ -195,8 +212,10 @@ def run_eval(
     systems: list[str] | None = None,
     seed: int = 0,
     item_vectors: Array | ItemVectorFn | None = None,
+    ranker: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``systems`` (default: all, plus text-zero-shot when item_vectors is given) on a dataset.
+    """Evaluate ``systems`` on a dataset. Default: the baselines; with item_vectors also text-zero-shot,
+    semrec-retrieval and semrec-collab; with ``ranker`` as well semrec-rerank and semrec-mmr.
 
     Args:
         dataset: a name known to ``indexer.loaders.load_dataset`` ("beauty", ...).
@@ -206,6 +225,7 @@ def run_eval(
         item_vectors: (n_items, d) float32, L2-normalised, rows in ``item_vector_order`` order; or a
             function ``(catalog, item_ids) -> that array``, called once after loading (saves a
             second load of the dataset when the vectors come from the catalog's text).
+        ranker: a reranker version directory or a root of versions (``ranker.model.Reranker``).
 
     Returns the results dict that is written to results.json.
     """
@@ -221,7 +241,8 @@ def run_eval(
     write_split(split, out / "split.json")
     train_counts = split.train_counts()
     diversity_vectors = item_vectors if item_vectors is not None else category_vectors(catalog, item_ids)
-    names = list(systems) if systems else [*SYSTEMS, *([TEXT_SYSTEM] if item_vectors is not None else [])]
+    rerank = _rerank_scores(ranker, catalog, item_ids) if ranker is not None else None
+    names = list(systems) if systems else default_systems(item_vectors is not None, rerank is not None)
     results: dict[str, Any] = {
         "dataset": dataset,
         "source": catalog.source,
@@ -235,7 +256,7 @@ def run_eval(
     }
     load_seconds = time.perf_counter() - t0
     for name in tqdm(names, desc="systems", leave=False):
-        model = make_system(name, quick=quick, seed=seed, item_vectors=item_vectors)
+        model = make_system(name, quick=quick, seed=seed, item_vectors=item_vectors, rerank=rerank)
         t = time.perf_counter()
         _fit(model, split)
         fit_seconds = time.perf_counter() - t
@@ -248,6 +269,8 @@ def run_eval(
         test = metrics["test"]["excluded"]["all"]
         tqdm.write(f"{name:>16}: fit {fit_seconds:7.1f}s  eval {eval_seconds:6.1f}s  "
                    f"test R@10 {test['recall@10']:.4f}  N@10 {test['ndcg@10']:.4f}")
+    if rerank is not None:
+        results["reranker"] = {**rerank.reranker.info(), "pairs_scored": rerank.pairs}
     results["load_seconds"] = load_seconds
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
@@ -255,6 +278,23 @@ def run_eval(
     plot_results(results, out)
     print(f"{dataset}{' (quick)' if quick else ''}: wall time {results['wall_seconds']:.1f}s -> {out}")
     return results
+
+
+def default_systems(vectors: bool, reranker: bool) -> list[str]:
+    """What runs when no systems are named: everything the given inputs allow."""
+    names = [*SYSTEMS]
+    if vectors:
+        names += [TEXT_SYSTEM, *(n for n, c in SEMREC_SYSTEMS.items() if reranker or not c.rerank)]
+    return names
+
+
+def _rerank_scores(ranker: str | Path, catalog: Catalog, item_ids: Array) -> RerankScores:
+    from ranker.model import Reranker
+    from ranker.pairs import PairConfig, texts_by_index
+
+    model = Reranker(ranker, threads=_cpus())
+    cfg = PairConfig(history_items=model.history_items, words_per_item=model.words_per_item)
+    return RerankScores(model, *texts_by_index(catalog.items, item_ids.tolist(), cfg))
 
 
 def _cpus() -> int:
@@ -280,10 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--systems", default=None, help="comma-separated subset of " + ",".join(SYSTEMS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--item-vectors", default=None, help=".npy file of (n_items, d) item vectors")
+    p.add_argument("--ranker", default=None, help="reranker version directory (or a root of versions)")
     a = p.parse_args(argv)
     vectors = np.load(a.item_vectors).astype(np.float32) if a.item_vectors else None
     systems = a.systems.split(",") if a.systems else None
-    run_eval(a.dataset, a.data_dir, a.out, quick=a.quick, systems=systems, seed=a.seed, item_vectors=vectors)
+    run_eval(a.dataset, a.data_dir, a.out, quick=a.quick, systems=systems, seed=a.seed, item_vectors=vectors,
+             ranker=a.ranker)
 
 
 if __name__ == "__main__":

@@ -129,17 +129,20 @@ def rank_targets(
     *,
     batch_size: int = 1024,
     desc: str | None = None,
+    pass_targets: bool = False,
 ) -> tuple[Ranked, Ranked]:
     """One scoring pass, two rankings: (history excluded, history included).
 
     histories: n int64 arrays; targets: (n,) int64. ``desc`` shows a tqdm bar with that label.
+    ``pass_targets``: call ``score_fn(batch, batch_targets)``, for systems that use the targets only
+    to skip work that cannot change a metric (``evaluation.semrec``).
     """
     out: dict[bool, list[tuple[Array, Array, Array]]] = {True: [], False: []}
     starts = range(0, len(histories), batch_size)
     for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
         batch = histories[start : start + batch_size]
         t = np.asarray(targets[start : start + batch_size], dtype=np.int64)
-        s = np.asarray(score_fn(batch), dtype=np.float32)
+        s = np.asarray(score_fn(batch, t) if pass_targets else score_fn(batch), dtype=np.float32)
         out[False].append((*top_k(s, k), target_ranks(s, t)))
         exclude_items(s, batch)
         out[True].append((*top_k(s, k), target_ranks(s, t)))

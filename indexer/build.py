@@ -94,8 +94,15 @@ def build_index(catalog: Catalog, embedder: Embedder, *, kind: str = "auto",
     index = ItemIndex(model=embedder.name, dim=embedder.dim, kind=auto_kind(n, kind),
                       build={"embed": asdict(cfg), "source": catalog.source})
     bar = tqdm(total=n, unit="item", desc="embedding", disable=not progress)
-    for items, vectors in embed_chunks(item_chunks(catalog, cfg), embedder, cfg):
-        index.add(items, vectors)
+    reviews: dict[str, list[str]] = {}
+
+    def remember(chunks):  # the index keeps a few review texts per item, for explanations
+        for items, texts in chunks:
+            reviews.update(zip(items["item_id"], texts))
+            yield items, texts
+
+    for items, vectors in embed_chunks(remember(item_chunks(catalog, cfg)), embedder, cfg):
+        index.add(items, vectors, [reviews.pop(i) for i in items["item_id"]])
         bar.update(len(items))
     bar.close()
     index.build_info["seconds"] = round(time.perf_counter() - started, 3)

@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 # exact scan of just those rows: a graph walk under a very selective filter may come back short.
 # Larger subsets go through the index with an ID selector (copying them per query would cost more).
 EXACT_SUBSET_MAX = 5_000
+REVIEWS_KEPT = 3      # review texts kept per item, for explanations (the vectors use more)
+REVIEW_CHARS = 600
 
 
 class IndexMismatchError(ValueError):
@@ -73,6 +75,7 @@ class ItemIndex:
         self._wal_offset = 0  # bytes of wal.jsonl applied so far (replayed, written or followed)
         self.origin = uuid.uuid4().hex  # tags our log entries, so followers of the log skip their own
         self._listeners: list[Callable[[str, np.ndarray], None]] = []
+        self.reviews: dict[str, list[str]] = {}  # item_id -> a few review texts, for explanations
 
     def __len__(self) -> int:
         return len(self.table)
@@ -90,14 +93,24 @@ class ItemIndex:
         for listener in self._listeners:
             listener(op, labels)
 
-    def add(self, items: pd.DataFrame, vectors: np.ndarray) -> None:
-        """Upsert ``items`` (items schema) with their unit vectors, float32 ``(len(items), dim)``."""
+    def add(self, items: pd.DataFrame, vectors: np.ndarray, reviews: Sequence[Sequence[str]] | None = None) -> None:
+        """Upsert ``items`` (items schema) with their unit vectors, float32 ``(len(items), dim)``.
+
+        ``reviews``: per item, its review texts; the first ``REVIEWS_KEPT`` (cut to
+        ``REVIEW_CHARS``) are kept for explanations. An upsert replaces an item's reviews.
+        """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(items), self.dim):
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dim})")
+        kept = [[t[:REVIEW_CHARS] for t in r[:REVIEWS_KEPT]] for r in (reviews or [()] * len(items))]
         with self.lock:
-            self._log({"op": "upsert", "items": _records_json(items), "vectors": _b64(vectors)})
+            entry = {"op": "upsert", "items": _records_json(items), "vectors": _b64(vectors)}
+            self._log({**entry, "reviews": kept} if any(kept) else entry)
             retired = [self.table.label_of[i] for i in items["item_id"] if i in self.table.label_of]
+            for item_id, texts in zip(items["item_id"], kept):
+                self.reviews.pop(item_id, None)
+                if texts:
+                    self.reviews[item_id] = texts
             labels = self.table.append(items)
             self.vectors.extend(vectors)
             self.index.add(vectors)
@@ -113,6 +126,7 @@ class ItemIndex:
             self._log({"op": "delete", "item_id": item_id})
             label = self.table.label_of[item_id]
             self.table.retire(item_id)
+            self.reviews.pop(item_id, None)
             self._notify("delete", np.asarray([label], dtype=np.int64))
             return True
 
@@ -168,6 +182,7 @@ class ItemIndex:
             frame = self.table.live_frame()
             _write_items(frame.drop(columns="label"), tmp / "items.parquet")
             np.save(tmp / "vectors.npy", self.vectors.view[frame["label"].to_numpy()])
+            (tmp / "reviews.json").write_text(json.dumps(self.reviews, ensure_ascii=False))
             compact = make_index(self.kind, self.dim) if len(frame) < self.table.n_labels else None
             if compact is not None and len(frame):
                 compact.add(self.vectors.view[frame["label"].to_numpy()])
@@ -218,6 +233,8 @@ class ItemIndex:
         self.table.append(_read_items(snap / "items.parquet"))
         self.vectors.extend(vectors)
         self.index = load_index(m.index_kind, m.dim, str(snap / "index.faiss"), vectors)
+        if (snap / "reviews.json").exists():  # older snapshots have none
+            self.reviews = json.loads((snap / "reviews.json").read_text())
         self._replay(root / "wal.jsonl")
         self.path = root
         return self
@@ -274,7 +291,7 @@ class ItemIndex:
                 if skip_own and entry.get("origin") == self.origin:
                     continue
                 if entry["op"] == "upsert":
-                    self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim))
+                    self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"))
                 elif entry["op"] == "delete":
                     self.delete(entry["item_id"])
                 else:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from indexer.embed import Embedder, normalize
+from indexer.schema import make_reviews
 from indexer.store import ItemIndex
 
 from .events import Event, EventStore, StoredEvent
@@ -38,17 +39,20 @@ def context_vectors(index: ItemIndex, embedder: Embedder, cfg: ProfileConfig, *,
     Unknown categories and items are skipped (the API validates them first and says which).
     Returns ``(vectors (n, dim), weights (n,), evidence)``.
     """
-    vecs, weights, evidence = [], [], {"interests": [], "categories": [], "liked": []}
+    # evidence["stated"]: (text, unit vector) of each stated interest and category, for reasons
+    vecs, weights, evidence = [], [], {"interests": [], "categories": [], "liked": [], "stated": []}
     if text.strip():
         vecs.append(embedder.encode([text])[0])
         weights.append(cfg.interest_weight)
         evidence["interests"].append(text.strip())
+        evidence["stated"].append((text.strip(), vecs[-1]))
     for cat in categories:
         centre = category_centroid(index, cat)
         if centre is not None:
             vecs.append(centre)
             weights.append(cfg.category_weight)
             evidence["categories"].append(cat)
+            evidence["stated"].append((cat, centre))
     known = [i for i in liked if index.table.get(i) is not None]
     if known:
         vecs.extend(index.vectors_of(known))
@@ -109,6 +113,19 @@ def events_from_reviews(reviews: pd.DataFrame, dataset: str) -> Iterator[Event]:
         rated = not np.isnan(rating)
         yield Event(f"import:{dataset}:{rid}", user, item, "rating" if rated else "purchase", float(t),
                     float(rating) if rated else None)
+
+
+def reviews_from_events(store: EventStore, types: tuple[str, ...] = ("click", "add_to_cart", "purchase", "rating"),
+                        batch: int = 50_000) -> pd.DataFrame:
+    """The event log as interactions (reviews schema), for training: one row per event of ``types``
+    (views are left out: too weak a signal for a positive), users by their pseudonymous key,
+    in arrival order."""
+    rows, seq = [], 0
+    while chunk := store.events_after(seq, batch):
+        rows += [{"review_id": f"event:{s}", "user_id": e.user_key, "item_id": e.item_id, "timestamp": e.ts,
+                  "rating": e.value if e.type == "rating" else None} for s, e in chunk if e.type in types]
+        seq = chunk[-1][0]
+    return make_reviews(rows) if rows else make_reviews(pd.DataFrame(columns=["item_id", "user_id"]))
 
 
 def import_reviews(store: EventStore, reviews: pd.DataFrame, dataset: str, batch: int = 20_000) -> tuple[int, int]:

@@ -171,7 +171,10 @@ def recommend(index: ItemIndex, state: InteractionState, profile: Profile, k: in
             fused = _cold(index, fused, allowed, k)
         picks = fused[: max(0, k - cfg.explore_slots) if not profile.is_empty else k]
         if not profile.is_empty and cfg.explore_slots:
-            picks += _explore(index, state, profile, allowed, {p[0] for p in picks}, cfg)
+            fresh = new_item_mask(index, state, allowed, cfg.new_days, time.time())
+            # a new item that another source found is still "new": later stages keep its slot
+            picks = [(i, s, src + ["new"]) if fresh[index.table.label_of[i]] else (i, s, src) for i, s, src in picks]
+            picks += _explore(index, state, profile, fresh, {p[0] for p in picks}, cfg)
         picks += [p for p in fused[len(picks):] if p[0] not in {q[0] for q in picks}][: k - len(picks)]
         labels = np.full(k, -1, dtype=np.int64)
         scores = np.full(k, -np.inf, dtype=np.float32)
@@ -189,8 +192,7 @@ def _cold(index: ItemIndex, fused: list[tuple[str, float, list[str]]], allowed: 
     return [by_id[i] for i in diversify_by_category([f[0] for f in fused], tops, k)]
 
 
-def _explore(index, state, profile, allowed, taken, cfg) -> list[tuple[str, float, list[str]]]:
-    fresh = new_item_mask(index, state, allowed, cfg.new_days, time.time())
+def _explore(index, state, profile, fresh, taken, cfg) -> list[tuple[str, float, list[str]]]:
     if not fresh.any():
         return []
     labels, scores = index.search(profile.interests, cfg.explore_slots, allowed=fresh)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from evaluation.protocol import sequences_from_reviews
 from indexer.build import build_index
 from indexer.embed import load_embedder
+from indexer.loaders import load_dataset
 from indexer.schema import Catalog, make_items, make_reviews
+from ranker.model import EncoderConfig
+from ranker.pairs import PairConfig, catalog_item_vectors
+from ranker.train import TrainConfig, train_ranker
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SEMREC_SHARED", ROOT.parent / "shared"))
@@ -76,3 +82,39 @@ def tiny_catalog() -> Catalog:
 @pytest.fixture(scope="session")
 def tiny_index(tiny_catalog, embedder):
     return build_index(tiny_catalog, embedder, kind="flat", progress=False)
+
+
+# ----------------------------------------------------------------------------- a tiny trained reranker
+TINY_RANKER_CFG = TrainConfig(
+    pairs=PairConfig(users=None, examples_per_user=2, n_text_negatives=2, n_covisit_negatives=1, n_random_negatives=1,
+                     history_items=3, words_per_item=6, max_groups=None),
+    encoder=EncoderConfig(context_tokens=24, item_tokens=14),
+    num_layers=1, lr=3e-4, batch_groups=8, epochs=1, eval_every=10, patience=100, max_minutes=5,
+    val_users=10_000, val_candidates=10, max_val_groups=40, threads=2,
+)
+
+
+@pytest.fixture(scope="session")
+def beauty_small(embedder):
+    """A dense real slice of Beauty: its 300 most popular items, and the first 200 users (by id) with
+    6+ interactions among them. Dense, so a tiny run sees enough decisions the retriever offered."""
+    full = load_dataset("beauty", shared_data("amazon-beauty-2014"))
+    top = set(full.reviews["item_id"].value_counts().index[:300])
+    reviews = full.reviews[full.reviews["item_id"].isin(top)]
+    sizes = reviews.groupby("user_id").size()
+    users = sorted(sizes[sizes >= 6].index)[:200]
+    reviews = reviews[reviews["user_id"].isin(users)].reset_index(drop=True)
+    items = full.items[full.items["item_id"].isin(set(reviews["item_id"]))].reset_index(drop=True)
+    catalog = Catalog(items, reviews, source="beauty: 300 popular items, 200 users")
+    _, item_ids, _ = sequences_from_reviews(reviews)
+    vectors = catalog_item_vectors(items, item_ids.tolist(), embedder=embedder, cache_dir=None)
+    return catalog, vectors
+
+
+@pytest.fixture(scope="session")
+def trained_ranker(beauty_small, tmp_path_factory):
+    """A tiny reranker (1 layer, ~1 minute) trained on ``beauty_small``: (version dir, model card)."""
+    catalog, vectors = beauty_small
+    root = tmp_path_factory.mktemp("ranker")
+    path = train_ranker(catalog, root, TINY_RANKER_CFG, item_vectors=vectors, progress=False)
+    return path, json.loads((path / "model_card.json").read_text())

@@ -12,47 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from evaluation.protocol import sequences_from_reviews
-from indexer.loaders import load_dataset
-from indexer.schema import Catalog
-from ranker.model import EncoderConfig, Reranker, RerankerLoadError, build_network
-from ranker.pairs import PairConfig, catalog_item_vectors, training_groups
-from ranker.train import TrainConfig, list_loss, list_ranks, prepare, score_groups, train_ranker, validate
+from ranker.model import Reranker, RerankerLoadError, build_network
+from ranker.pairs import training_groups
+from ranker.train import list_loss, list_ranks, prepare, score_groups, validate
 
-from .conftest import shared_data
-
-CFG = TrainConfig(
-    pairs=PairConfig(users=None, examples_per_user=2, n_text_negatives=2, n_covisit_negatives=1, n_random_negatives=1,
-                     history_items=3, words_per_item=6, max_groups=None),
-    encoder=EncoderConfig(context_tokens=24, item_tokens=14),
-    num_layers=1, lr=3e-4, batch_groups=8, epochs=1, eval_every=10, patience=100, max_minutes=5,
-    val_users=10_000, val_candidates=10, max_val_groups=40, threads=2,
-)
-
-
-@pytest.fixture(scope="module")
-def beauty_small(embedder):
-    """A dense real slice of Beauty: its 300 most popular items, and the first 200 users (by id) with
-    6+ interactions among them. Dense, so a tiny run sees enough decisions the retriever offered."""
-    full = load_dataset("beauty", shared_data("amazon-beauty-2014"))
-    top = set(full.reviews["item_id"].value_counts().index[:300])
-    reviews = full.reviews[full.reviews["item_id"].isin(top)]
-    sizes = reviews.groupby("user_id").size()
-    users = sorted(sizes[sizes >= 6].index)[:200]
-    reviews = reviews[reviews["user_id"].isin(users)].reset_index(drop=True)
-    items = full.items[full.items["item_id"].isin(set(reviews["item_id"]))].reset_index(drop=True)
-    catalog = Catalog(items, reviews, source="beauty: 300 popular items, 200 users")
-    _, item_ids, _ = sequences_from_reviews(reviews)
-    vectors = catalog_item_vectors(items, item_ids.tolist(), embedder=embedder, cache_dir=None)
-    return catalog, vectors
-
-
-@pytest.fixture(scope="module")
-def trained(beauty_small, tmp_path_factory):
-    catalog, vectors = beauty_small
-    root = tmp_path_factory.mktemp("ranker")
-    path = train_ranker(catalog, root, CFG, item_vectors=vectors, progress=False)
-    return path, json.loads((path / "model_card.json").read_text())
+from .conftest import TINY_RANKER_CFG as CFG
 
 
 def test_training_groups_respect_the_time_split(beauty_small):
@@ -76,8 +40,8 @@ def test_training_groups_respect_the_time_split(beauty_small):
     assert len(unfiltered) > len(data.train) > 0
 
 
-def test_tiny_training_learns(trained, beauty_small):
-    path, card = trained
+def test_tiny_training_learns(trained_ranker, beauty_small):
+    path, card = trained_ranker
     curve = card["validation"]["curve"]
     assert curve[-1]["loss"] < curve[0]["loss"] - 0.2  # validation loss drops (2.34 -> 1.92 when written)
     assert curve[-1]["train_loss"] < curve[1]["train_loss"]  # training loss drops (1.44 -> 1.32)
@@ -96,8 +60,8 @@ def test_tiny_training_learns(trained, beauty_small):
     assert list_loss(after, data.train.positive) < list_loss(before, data.train.positive) - 0.3  # 1.55 -> 1.07
 
 
-def test_model_dir_round_trips(trained, beauty_small):
-    path, card = trained
+def test_model_dir_round_trips(trained_ranker, beauty_small):
+    path, card = trained_ranker
     catalog, vectors = beauty_small
     data = prepare(catalog, CFG, vectors)
     rr = Reranker(path.parent, variant="fp32")  # the root resolves to its newest version
@@ -119,8 +83,8 @@ def test_model_dir_round_trips(trained, beauty_small):
     assert s.dtype == np.float32 and s.shape == (5,)
 
 
-def test_missing_or_incompatible_dir_is_a_clear_error(trained, tmp_path):
-    path, _ = trained
+def test_missing_or_incompatible_dir_is_a_clear_error(trained_ranker, tmp_path):
+    path, _ = trained_ranker
     with pytest.raises(RerankerLoadError, match="no such directory") as e:
         Reranker(tmp_path / "nope")
     assert str(tmp_path / "nope") in str(e.value)

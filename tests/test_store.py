@@ -128,3 +128,19 @@ def test_listeners_see_every_update():
             normalize(RNG.normal(size=(2, DIM))))
     idx.delete("z")
     assert seen == [("delete", [2]), ("upsert", [5, 6]), ("delete", [6])]
+
+
+def test_review_texts_survive_snapshot_and_log(tmp_path):
+    idx, vecs = random_index(3)
+    reviews = [["Great kettle. Boils fast.", "x" * 5000, "third", "fourth"], [], ["ok"]]
+    idx.add(make_items([{"item_id": f"i{j}", "title": f"item {j}"} for j in range(3)]), vecs, reviews)
+    assert idx.reviews["i0"] == ["Great kettle. Boils fast.", "x" * 600, "third"] and "i1" not in idx.reviews
+    idx.save(tmp_path)
+    idx.open_log()
+    idx.add(make_items([{"item_id": "i1", "title": "item 1"}]), vecs[1:2], [["now reviewed"]])
+    idx.add(make_items([{"item_id": "i2", "title": "item 2, replaced"}]), vecs[2:3])  # replaces: no reviews
+    idx.delete("i0")
+    again = ItemIndex.load(tmp_path)
+    assert again.reviews == {"i1": ["now reviewed"]} == idx.reviews
+    again.save(tmp_path)
+    assert ItemIndex.load(tmp_path).reviews == {"i1": ["now reviewed"]}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from fastapi import APIRouter, HTTPException, Response
 
 from indexer.build import EmbedConfig, embed_chunks
 from indexer.documents import review_text
 from indexer.schema import make_items
+from ranker.serve import Evidence, context_text, rerank_list
 from retriever.similar import similar_items
 
-from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, scored
+from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, candidate_counts, scored
 from ..models import HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
 from ..security import require
 
@@ -36,8 +38,16 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
 def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> SimilarOut:
     if c.index.table.get(item_id) is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    labels, scores = similar_items(c.index, [item_id], k, filters)
-    return SimilarOut(item_id=item_id, results=scored(c.index, labels[0], scores[0]))
+    staged = c.reranker is not None and c.settings.rerank.similar
+    cfg = c.rerank_config
+    labels, scores = similar_items(c.index, [item_id], max(k, cfg.top_n) if staged else k, filters)
+    labels, scores = labels[0], scores[0]
+    if staged:  # the product page's item is the context: "shoppers looking at this pick ..."
+        context = context_text(c.reranker, c.index, Evidence(history=[item_id]))
+        labels, scores = rerank_list(c.index, labels, scores, k, reranker=c.reranker, context=context,
+                                     counts=candidate_counts(c, labels),
+                                     cfg=replace(cfg, mmr_lambda=1.0))  # similar should stay similar
+    return SimilarOut(item_id=item_id, results=scored(c.index, labels, scores))
 
 
 @router.put("/items/{item_id}", response_model=UpsertOut, dependencies=[require("admin")])
@@ -50,7 +60,7 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     cfg = EmbedConfig(**c.index.build_info.get("embed", {}))  # embed as the catalog was embedded
     [(_, vectors)] = list(embed_chunks([(items, reviews)], c.embedder, cfg))
     created = c.index.table.get(item_id) is None
-    c.index.add(items, vectors)
+    c.index.add(items, vectors, reviews)
     return UpsertOut(item_id=item_id, created=created)
 
 

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.embed import Embedder
 from indexer.store import ItemIndex
+from ranker.model import Reranker
+from ranker.serve import query_rerank_hook
 from retriever.engine import SearchConfig
 from retriever.searchbox import SearchBox
 
@@ -41,12 +43,16 @@ class SearchSettings(BaseSettings):
 
 
 def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = None,
-                 settings: SearchSettings | None = None) -> SearchBox:
-    """The search box for ``index`` under ``settings`` (read from the environment by default)."""
+                 settings: SearchSettings | None = None, reranker: Reranker | None = None) -> SearchBox:
+    """The search box for ``index`` under ``settings`` (read from the environment by default);
+    ``reranker`` reorders the fused top ``SearchConfig.rerank_depth`` by (query, item) score."""
     s = settings or SearchSettings()
     config = SearchConfig(expand=s.expand, llm=s.llm_default, llm_budget_s=s.llm_budget_s)
-    return SearchBox.build(index, embedder, config=config, llm=s.llm or None,
-                           vocab_cache_dir=s.vocab_cache_dir or cache_dir)
+    box = SearchBox.build(index, embedder, config=config, llm=s.llm or None,
+                          vocab_cache_dir=s.vocab_cache_dir or cache_dir)
+    if reranker is not None:
+        box.engine.rerank = query_rerank_hook(reranker, index)
+    return box
 
 
 _lazy = threading.Lock()
@@ -57,7 +63,8 @@ def search_box(c) -> SearchBox:
     if c.search is None:
         with _lazy:
             if c.search is None:
-                c.search = build_search(c.index, c.embedder)
+                c.search = build_search(c.index, c.embedder,
+                                        reranker=c.reranker if c.settings.rerank.search else None)
     return c.search
 
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
 from indexer.table import Filters
+from ranker.serve import Evidence, context_text, list_reasons, rerank_list
 from retriever.events import Event
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.recommend import recommend
 
-from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, unprocessable
+from ..deps import Components, ComponentsDep, FiltersDep, KDep, candidate_counts, scored, unprocessable
 from ..experiments import Variant, assign
 from ..models import (
     EventIn,
@@ -75,13 +78,38 @@ def _id(raw) -> str | None:
 def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filters: Filters,
              exclude: frozenset[str], forced: Variant | None = None) -> RecommendationsOut:
     variant = forced or assign(user_id or uuid.uuid4().hex, c.settings.variants, c.settings.ab_salt)
-    recs = recommend(c.index, c.state, profile, k, variant.candidate_config(), filters, exclude)
-    items = scored(c.index, recs.labels, recs.scores)
-    results = [RecommendedItem(**item.model_dump(), sources=src) for item, src in zip(items, recs.sources)]
+    cfg = c.rerank_config
+    staged = variant.rerank and not profile.is_empty  # a cold start has nothing to rerank against
+    recs = recommend(c.index, c.state, profile, max(k, cfg.top_n) if staged else k, variant.candidate_config(),
+                     filters, exclude)
+    labels, scores = recs.labels, recs.scores
+    sources = {int(lab): src for lab, src in zip(recs.labels, recs.sources)}
+    evidence = profile_evidence(profile)
+    if staged:
+        # The exploration slot (a new item nobody has seen yet) keeps its place at the end of the list.
+        fresh = np.array([lab >= 0 and "new" in sources[int(lab)] for lab in labels])
+        fresh[np.flatnonzero(fresh)[variant.candidate_config().explore_slots:]] = False
+        keep = labels[fresh][:k]
+        context = context_text(c.reranker, c.index, evidence) if c.reranker is not None else ""
+        head, head_s = rerank_list(c.index, labels[~fresh], scores[~fresh], k - len(keep), reranker=c.reranker,
+                                   context=context, counts=candidate_counts(c, labels[~fresh]), cfg=cfg)
+        labels, scores = np.concatenate([head[head >= 0], keep]), np.concatenate([head_s[head >= 0], scores[fresh][:k]])
+    evidence = replace(evidence, sources=[sources.get(int(lab), []) for lab in labels if lab >= 0])
+    reasons = list_reasons(c.index, labels, evidence)
+    items = scored(c.index, labels, scores)
+    results = [RecommendedItem(**item.model_dump(), sources=sources[int(lab)], reason=why.text, reason_kind=why.kind)
+               for item, lab, why in zip(items, labels[labels >= 0], reasons)]
     request_id = uuid.uuid4().hex
     if user_id is not None and c.events is not None and forced is None:  # a forced variant is no A/B data
         c.events.log_impression(request_id, user_id, variant.name, [r.item_id for r in results])
     return RecommendationsOut(request_id=request_id, variant=variant.name, results=results)
+
+
+def profile_evidence(profile: Profile) -> Evidence:
+    """What a profile rests on, for the reranker's context and the reasons."""
+    stated = profile.evidence.get("stated", [])
+    return Evidence(history=profile.history, interests=[t for t, _ in stated],
+                    interest_vectors=np.array([v for _, v in stated], dtype=np.float32) if stated else None)
 
 
 def _profile_cfg(c: Components) -> ProfileConfig:

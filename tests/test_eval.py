@@ -256,13 +256,14 @@ def test_sasrec_learns_a_cycle():
 
 # ----------------------------------------------------------------------------- quick run on Beauty
 @pytest.mark.skipif(not BEAUTY.is_dir(), reason=f"shared data not found at {BEAUTY} (set SEMREC_SHARED)")
-def test_quick_run_beauty(tmp_path):
-    from evaluation.harness import SYSTEMS, TEXT_SYSTEM, category_vectors, run_eval
+def test_quick_run_beauty(tmp_path, trained_ranker):
+    from evaluation.harness import SEMREC_SYSTEMS, SYSTEMS, TEXT_SYSTEM, category_vectors, run_eval
 
     # stand-in for text embeddings: category-path multi-hot vectors, rows in the harness item order
-    res = run_eval("beauty", str(BEAUTY), str(tmp_path), quick=True, item_vectors=category_vectors)
+    res = run_eval("beauty", str(BEAUTY), str(tmp_path), quick=True, item_vectors=category_vectors,
+                   ranker=trained_ranker[0])
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert set(on_disk["systems"]) == {*SYSTEMS, TEXT_SYSTEM}
+    assert set(on_disk["systems"]) == {*SYSTEMS, TEXT_SYSTEM, *SEMREC_SYSTEMS}
     for name in ("results.md", "metrics.png", "cold_vs_warm.png", "split.json"):
         assert (tmp_path / name).is_file()
     test = {n: r["test"]["excluded"] for n, r in res["systems"].items()}
@@ -274,6 +275,38 @@ def test_quick_run_beauty(tmp_path):
     assert test[TEXT_SYSTEM]["cold_item"]["recall@10"] > 0.0
     for r in test.values():
         assert 0.0 <= r["all"]["ndcg@10"] <= r["all"]["recall@10"] <= 1.0
+    # semrec: retrieval alone is text-zero-shot cut to its candidates; collaborative candidates add
+    # to it; the reranked systems run (their weights were picked on validation)
+    assert test["semrec-retrieval"]["all"]["ndcg@10"] == pytest.approx(test[TEXT_SYSTEM]["all"]["ndcg@10"])
+    assert test["semrec-collab"]["all"]["ndcg@10"] > test["semrec-retrieval"]["all"]["ndcg@10"]
+    assert test["semrec-collab"]["all"]["ndcg@10"] > test["popularity"]["all"]["ndcg@10"]
+    assert res["systems"]["semrec-rerank"]["fusion_weights"]["reranker"] == 1.0
+    assert res["reranker"]["pairs_scored"] > 0
+
+
+@pytest.mark.skipif(not BEAUTY.is_dir(), reason=f"shared data not found at {BEAUTY} (set SEMREC_SHARED)")
+def test_reranking_only_target_lists_changes_no_accuracy_metric(trained_ranker):
+    """The harness reranks only the lists that hold the target; every target's rank must equal the
+    rank when every list is reranked (brute force)."""
+    from evaluation.harness import category_vectors, load_sequences, make_split
+    from evaluation.semrec import PipelineConfig, RerankScores, SemrecPipeline
+    from ranker.model import Reranker
+    from ranker.pairs import PairConfig, texts_by_index
+
+    catalog, sequences, item_ids, user_ids = load_sequences("beauty", BEAUTY)
+    split = make_split(sequences, item_ids, user_ids, quick=True, seed=0)
+    vectors = category_vectors(catalog, item_ids)
+    rr = Reranker(trained_ranker[0])
+    scores = RerankScores(rr, *texts_by_index(catalog.items, item_ids.tolist(), PairConfig(
+        history_items=rr.history_items, words_per_item=rr.words_per_item)))
+    hist, targets = split.test_history[:97], split.test_target[:97]
+    ranks = []
+    for rerank_all in (False, True):
+        cfg = PipelineConfig(collaborative=True, rerank=True, mmr_lambda=0.8, top_n=30, rerank_all=rerank_all)
+        model = SemrecPipeline(vectors, cfg, scores, quick=True).fit(split.fit, split.n_items)
+        s = model.score(hist, targets)
+        ranks.append(target_ranks(s, targets))
+    assert np.array_equal(ranks[0], ranks[1]) and (ranks[0] >= 0).any()
 
 
 def test_unknown_system_is_an_error():

@@ -33,7 +33,6 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,8 @@ from indexer.embed import Embedder, load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
 from indexer.schema import Catalog
 from indexer.store import ItemIndex
+from ranker.model import Reranker
+from ranker.serve import query_rerank_hook
 from retriever.engine import SearchConfig, SearchEngine
 from retriever.expansion import CatalogVocabulary, catalog_terms, embed_cached
 from retriever.lexical import LexicalIndex
@@ -188,11 +189,11 @@ class CachedReplies(TextGenerator):
 
 def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, dict]],
               base: SearchConfig, *, generator: TextGenerator | None = None,
-              rerank: Callable | None = None, lexical_kw: dict | None = None) -> dict[str, np.ndarray]:
+              reranker: Reranker | None = None, lexical_kw: dict | None = None) -> dict[str, np.ndarray]:
     """1-based rank of each case's item per system (0 = not in the top K).
 
-    ``rerank``: the engine's rerank hook (the slot for ranker/'s cross-encoder); ``lexical_kw``:
-    :class:`LexicalIndex` settings (e.g. ``title_weight``)."""
+    ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
+    (``ranker.serve.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings."""
     qvecs = corpus.embedder.encode([c.query for c in cases])
     ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
     for fold in sorted({c.fold for c in cases}):
@@ -202,7 +203,7 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
         vocab = corpus.vocabulary(index, lexical)
         llm = None if generator is None else LLMExpander(generator, vocab.ground, budget_s=3600)
         engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
-                              rerank=rerank)
+                              rerank=None if reranker is None else query_rerank_hook(reranker, index))
         for name, (changes, kwargs) in systems.items():
             eng = engine.with_config(**changes)
             for n in rows:
@@ -274,9 +275,23 @@ def evaluate(args: argparse.Namespace) -> dict:
         report["test"] = {name: metrics(r) for name, r in ranks.items()}
         report["test_ranks"] = {name: r.tolist() for name, r in ranks.items()}  # for paired comparisons
         report["seconds"] = round(time.perf_counter() - started, 1)
+        if args.ranker:
+            sub = test[: args.rerank_queries]
+            started = time.perf_counter()
+            reranked = run_cases(corpus, sub, {"hybrid + reranker": SYSTEMS["hybrid"]}, base,
+                                 reranker=Reranker(args.ranker))
+            report["rerank_seconds"] = round(time.perf_counter() - started, 1)
+            report["reranker"] = {name: metrics(r) for name, r in reranked.items()} | {"queries": len(sub)}
+            report["test_ranks"].update({name: r.tolist() for name, r in reranked.items()})
+            if len(sub) == len(test):
+                ranks.update(reranked)
         out.append(table(f"{args.dataset}: test sample ({len(test)} queries, {report['folds']} folds)", ranks,
-                         {"hybrid + reranker": "slot (ranker/ not wired)"}, base="bm25"))
-        print(out[-1], flush=True)
+                         base="bm25"))
+        if args.ranker and len(sub) < len(test):
+            n = len(sub)
+            out.append(table(f"{args.dataset}: reranker on the first {n} test queries",
+                             {"bm25": ranks["bm25"][:n], "hybrid": ranks["hybrid"][:n], **reranked}, base="bm25"))
+        print("\n\n".join(out), flush=True)
     if args.llm_queries > 0 and not args.sweep_only:
         generator = CachedReplies(load_generator(args.llm), Path(args.cache_dir) / "llm-replies.json")
         sub = test[: args.llm_queries]
@@ -424,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--llm-latency-queries", type=int, default=40,
                    help="ESCI queries timed one at a time with the LLM (--latency; each waits for generation)")
     p.add_argument("--model", default="minilm", help="embedder")
+    p.add_argument("--ranker", help="reranker version dir (or root): adds 'hybrid + reranker'")
+    p.add_argument("--rerank-queries", type=int, default=1000, help="test queries also run with the reranker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding / LLM reply cache")

@@ -85,8 +85,15 @@ def pseudonymize(user_id: str, key: str) -> str:
     return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+IMPRESSION_FLUSH_S = 0.5  # impressions are buffered this long, then written in one commit
+
+
 class EventStore:
-    """SQLite event log. Thread-safe (one connection, one lock); each write is one durable commit."""
+    """SQLite event log. Thread-safe: one writer connection under a lock, each write one durable
+    commit; reads go through one read-only connection per thread, which in WAL mode neither waits
+    for the writer's fsync nor blocks it. Impressions (A/B bookkeeping, never acknowledged to a
+    client) are buffered for up to ``IMPRESSION_FLUSH_S`` and written together: one fsync per
+    batch instead of one per recommendation."""
 
     def __init__(self, path: str | Path, *, pseudonym_key: str):
         if not pseudonym_key:
@@ -98,6 +105,22 @@ class EventStore:
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we acknowledge
         self._lock = threading.Lock()
         self._migrate()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._pending: list[tuple] = []
+        self._pending_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def _read(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA query_only=1")
+            self._local.db = db
+            with self._pending_lock:
+                self._readers.append(db)
+        return db
 
     def user_key(self, user_id: str) -> str:
         return pseudonymize(user_id, self._key)
@@ -141,22 +164,19 @@ class EventStore:
 
     def user_events(self, user_id: str, limit: int = 200) -> list[StoredEvent]:
         """The user's most recent ``limit`` events, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT user_key, item_id, type, value, ts, request_id FROM events WHERE user_key = ? "
-                "ORDER BY ts DESC, seq DESC LIMIT ?", (self.user_key(user_id), limit)).fetchall()
+        rows = self._read().execute(
+            "SELECT user_key, item_id, type, value, ts, request_id FROM events WHERE user_key = ? "
+            "ORDER BY ts DESC, seq DESC LIMIT ?", (self.user_key(user_id), limit)).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
 
     def events_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, StoredEvent]]:
         """Up to ``limit`` events with sequence number above ``seq``, in arrival order, with their seq."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
+        rows = self._read().execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
                                     "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
         return [(r[0], StoredEvent(*r[1:])) for r in rows]
 
     def count_events(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self._read().execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
     # ---- onboarding, impressions -----------------------------------------------------------------
     def set_onboarding(self, user_id: str, interests: str, categories: list[str], liked_items: list[str]) -> None:
@@ -166,18 +186,37 @@ class EventStore:
                               time.time()))
 
     def onboarding(self, user_id: str) -> tuple[str, list[str], list[str]] | None:
-        with self._lock:
-            row = self._db.execute("SELECT interests, categories, liked_items FROM onboarding WHERE user_key = ?",
+        row = self._read().execute("SELECT interests, categories, liked_items FROM onboarding WHERE user_key = ?",
                                    (self.user_key(user_id),)).fetchone()
         return None if row is None else (row[0], json.loads(row[1]), json.loads(row[2]))
 
     def log_impression(self, request_id: str, user_id: str, variant: str, item_ids: list[str]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?)",
-                             (request_id, self.user_key(user_id), variant, json.dumps(item_ids), time.time()))
+        """Buffer an impression; it is written within ``IMPRESSION_FLUSH_S`` (see the class docstring)."""
+        row = (request_id, self.user_key(user_id), variant, json.dumps(item_ids), time.time())
+        with self._pending_lock:
+            self._pending.append(row)
+            if self._timer is None:
+                self._timer = threading.Timer(IMPRESSION_FLUSH_S, self.flush_impressions)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush_impressions(self) -> int:
+        """Write buffered impressions in one transaction. Returns how many were written."""
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if rows:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+        return len(rows)
 
     def variant_outcomes(self) -> list[tuple[str, str, int, int, int]]:
         """Per impression: (variant, request_id, clicked, added to cart, purchased) as 0/1."""
+        self.flush_impressions()
         with self._lock:
             return self._db.execute("""
                 SELECT i.variant, i.request_id,
@@ -189,6 +228,7 @@ class EventStore:
     def delete_user(self, user_id: str) -> list[StoredEvent]:
         """Erase the user's events, onboarding answers and impressions. Returns the erased events."""
         key = self.user_key(user_id)
+        self.flush_impressions()  # buffered impressions of this user are erased with the rest
         with self._lock:
             rows = self._db.execute("SELECT user_key, item_id, type, value, ts, request_id FROM events "
                                     "WHERE user_key = ? ORDER BY ts, seq", (key,)).fetchall()
@@ -199,5 +239,10 @@ class EventStore:
         return [StoredEvent(*r) for r in rows]
 
     def close(self) -> None:
+        self.flush_impressions()
         with self._lock:
             self._db.close()
+        with self._pending_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()

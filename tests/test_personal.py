@@ -185,6 +185,7 @@ def test_recommendations_carry_request_and_variant_and_feed_the_ab_report(client
     clicks = [{"event_id": f"c{n}", "user_id": f"ab{n}", "item_id": item, "type": "click",
                "request_id": shown[n]["request_id"]} for n in range(0, 12, 3)]
     assert client.post("/events", json={"events": clicks}).json()["stored"] == 4
+    client.store.flush_impressions()  # written in batches; test_impressions_reach_disk_on_their_own
     r = CliRunner().invoke(cli, ["ab-report", "--db", str(tmp_path / "events.db"),
                                  "--pseudonym-key", "test-secret-key"])
     assert r.exit_code == 0, r.output
@@ -192,3 +193,23 @@ def test_recommendations_carry_request_and_variant_and_feed_the_ab_report(client
     assert lines[0].startswith("variant") and "b - a" in lines[-1]
     impressions = {line.split()[0]: int(line.split()[1]) for line in lines[1:3]}
     assert sum(impressions.values()) == 12
+
+
+def test_impressions_reach_disk_on_their_own(tmp_path):
+    """Buffered impressions are committed by the store's timer, seen by another connection."""
+    import sqlite3
+
+    from retriever.events import IMPRESSION_FLUSH_S, EventStore
+
+    store = EventStore(tmp_path / "e.db", pseudonym_key="k" * 8)
+    for n in range(3):
+        store.log_impression(f"r{n}", "shopper", "a", ["x", "y"])
+    other = sqlite3.connect(tmp_path / "e.db")
+    deadline = time.time() + 20 * IMPRESSION_FLUSH_S
+    while time.time() < deadline and other.execute("SELECT COUNT(*) FROM impressions").fetchone()[0] < 3:
+        time.sleep(0.05)
+    assert other.execute("SELECT COUNT(*) FROM impressions").fetchone()[0] == 3
+    store.log_impression("r9", "gone", "a", ["x"])
+    store.delete_user("gone")  # a buffered impression is erased with its user
+    assert other.execute("SELECT COUNT(*) FROM impressions WHERE request_id = 'r9'").fetchone()[0] == 0
+    store.close()

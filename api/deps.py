@@ -60,9 +60,11 @@ def load_components(settings: Settings) -> Components:
     index.open_log()
     from .routes.search import build_search  # here, not at the top: the routes import this module
 
-    search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache",
-                          reranker=reranker if settings.rerank.search else None)
-    return Components(settings, index, embedder, *open_events(settings), search=search, reranker=reranker)
+    comps = Components(settings, index, embedder, *open_events(settings), reranker=reranker)
+    comps.search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache",
+                                reranker=reranker if settings.rerank.search else None,
+                                weights=comps.rerank_config.weights)
+    return comps
 
 
 def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:

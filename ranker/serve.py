@@ -91,13 +91,19 @@ def rerank_list(index: ItemIndex, labels: Array, retrieval: Array, k: int, *, re
     return out_l, out_s
 
 
-def query_rerank_hook(reranker: Reranker, index: ItemIndex) -> Callable[[str, Array], Array]:
-    """The search engine's rerank hook: ``(query, labels (m,)) -> (m,)`` cross-encoder scores of
-    (query, item text) (``retriever.engine``)."""
-    def rerank(query: str, labels: Array) -> Array:
+def query_rerank_hook(reranker: Reranker, index: ItemIndex, weights: FusionWeights = FusionWeights()
+                      ) -> Callable[[str, Array, Array], Array]:
+    """The search engine's rerank hook (``retriever.engine``): ``(query, labels (m,), retrieval scores
+    (m,)) -> (m,)`` final scores, the cross-encoder's (query, item text) score fused with the
+    retrieval score (``weights.popularity`` is not used: search answers what was asked)."""
+    w = FusionWeights(weights.reranker, weights.retrieval, 0.0, weights.normalize)
+
+    def rerank(query: str, labels: Array, scores: Array) -> Array:
         with index.lock:
             texts = reranker.texts_for([index.table.records[lab] for lab in labels])
-        return reranker.score(reranker.context_for([], query=query), texts)
+        rr = reranker.score(reranker.context_for([], query=query), texts)
+        return fuse(labels[None], rr[None], np.asarray(scores, dtype=np.float32)[None], np.zeros((1, len(labels))),
+                    w)[0]
 
     return rerank
 

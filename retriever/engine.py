@@ -9,10 +9,11 @@ For one query::
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
     score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
-    order    = rerank(query, top labels)                                          (hook given)
+    order    = rerank(query, top labels, their scores)                            (hook given)
 
-Hooks the caller wires: ``rerank(query: str, labels: int64 (m,)) -> float32 (m,)`` (higher is
-better; e.g. the cross-encoder of ``ranker/``), and a query-side ``user_vector`` float32 ``(dim,)``
+Hooks the caller wires: ``rerank(query: str, labels: int64 (m,), scores: float (m,)) -> float32
+(m,)``, the final scores of the top ``rerank_depth`` (higher is better; e.g. ``ranker.serve``'s
+cross-encoder fused with these retrieval scores), and a query-side ``user_vector`` float32 ``(dim,)``
 or ``(m, dim)`` (a shopper's interest vectors; see ``retriever.profiles``).
 """
 
@@ -34,7 +35,7 @@ from .lexical import LexicalIndex, tokenize, top_labels
 from .llm import LLMExpander
 from .typo import TypoIndex, respell
 
-Rerank = Callable[[str, np.ndarray], np.ndarray]
+Rerank = Callable[[str, np.ndarray, np.ndarray], np.ndarray]  # (query, labels, scores) -> final scores
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ class SearchEngine:
             head = np.argsort(-scores, kind="stable")[: max(self.config.rerank_depth, k)]
             labels, scores = labels[head], scores[head]
             personal = None if personal is None else personal[head]
-            reranked = np.asarray(self.rerank(query, labels), dtype=np.float64)  # the shopper's own words
+            reranked = np.asarray(self.rerank(query, labels, scores), dtype=np.float64)  # the shopper's own words
             if reranked.shape != labels.shape:
                 raise ValueError(f"rerank returned shape {reranked.shape} for {len(labels)} labels")
             scores = reranked

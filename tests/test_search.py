@@ -186,7 +186,8 @@ def test_hybrid_finds_what_either_retriever_finds(engine):
 def test_rerank_and_personal_hooks(engine):
     price = {lb: rec["price"] for lb, rec in enumerate(engine.index.table.records)}
 
-    def cheapest_first(query: str, labels: np.ndarray) -> np.ndarray:
+    def cheapest_first(query: str, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        assert scores.shape == labels.shape and np.all(np.diff(scores) <= 0)  # the fused order
         return np.array([-price[int(lb)] for lb in labels], dtype=np.float32)
 
     reranked = engine.with_config(rerank_depth=5)

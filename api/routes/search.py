@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.embed import Embedder
 from indexer.store import ItemIndex
+from ranker.fusion import FusionWeights
 from ranker.model import Reranker
 from ranker.serve import query_rerank_hook
 from retriever.engine import SearchConfig
@@ -43,7 +44,8 @@ class SearchSettings(BaseSettings):
 
 
 def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = None,
-                 settings: SearchSettings | None = None, reranker: Reranker | None = None) -> SearchBox:
+                 settings: SearchSettings | None = None, reranker: Reranker | None = None,
+                 weights: FusionWeights = FusionWeights()) -> SearchBox:
     """The search box for ``index`` under ``settings`` (read from the environment by default);
     ``reranker`` reorders the fused top ``SearchConfig.rerank_depth`` by (query, item) score."""
     s = settings or SearchSettings()
@@ -51,7 +53,7 @@ def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = 
     box = SearchBox.build(index, embedder, config=config, llm=s.llm or None,
                           vocab_cache_dir=s.vocab_cache_dir or cache_dir)
     if reranker is not None:
-        box.engine.rerank = query_rerank_hook(reranker, index)
+        box.engine.rerank = query_rerank_hook(reranker, index, weights)
     return box
 
 
@@ -63,8 +65,8 @@ def search_box(c) -> SearchBox:
     if c.search is None:
         with _lazy:
             if c.search is None:
-                c.search = build_search(c.index, c.embedder,
-                                        reranker=c.reranker if c.settings.rerank.search else None)
+                c.search = build_search(c.index, c.embedder, reranker=c.reranker if c.settings.rerank.search else None,
+                                        weights=c.rerank_config.weights)
     return c.search
 
 
@@ -97,7 +99,8 @@ class EvidenceOut(BaseModel):
     lexical_rank: int | None = Field(description="1-based BM25 rank; null: not in BM25's candidates")
     dense_rank: int | None = Field(description="1-based embedding rank; null: not in its candidates")
     matched_terms: list[str] = Field(description="query words and expansion terms found in its text")
-    rerank_score: float | None = None
+    rerank_score: float | None = Field(None, description="the reranking stage's score (cross-encoder fused with "
+                                                             "the retrieval score); null: no reranker ran")
     personal_score: float | None = Field(None, description="cosine to the shopper's closest interest")
 
 

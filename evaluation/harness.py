@@ -48,6 +48,7 @@ SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
     "semrec-collab": PipelineConfig(collaborative=True),
     "semrec-rerank": PipelineConfig(collaborative=True, rerank=True),
     "semrec-mmr": PipelineConfig(collaborative=True, rerank=True, mmr_lambda=MMR_LAMBDA),
+    "semrec-explore": PipelineConfig(collaborative=True, rerank=True, mmr_lambda=MMR_LAMBDA, explore_slots=1),
 }
 QUICK_USERS = 2000
 KS = (10, 20)

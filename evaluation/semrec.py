@@ -54,6 +54,8 @@ class PipelineConfig:
     top_n: int = 50
     rrf_k: float = 60.0
     rerank_all: bool = False
+    explore_slots: int = 0  # last slots of the top 10 kept for the best text match with no interactions
+    explore_min_cosine: float = 0.35
 
 
 class RerankScores:
@@ -156,7 +158,27 @@ class SemrecPipeline(Recommender):
             final, relevance = sort_rows(labels, relevance)
         if self.cfg.mmr_lambda is not None:
             final = mmr(final, relevance, self.item_vectors, self.cfg.top_n, self.cfg.mmr_lambda)[0]
+        if self.cfg.explore_slots:
+            final = self.explore(histories, final)
         return final
+
+    def explore(self, histories: Sequence[Array], final: Array, slots_from: int = 10) -> Array:
+        """The service's exploration slot, offline: the ``explore_slots`` text neighbours (cosine >=
+        ``explore_min_cosine``) that no one interacted with in training take the last places of the
+        top ``slots_from``, so a new item reaches the shoppers it suits (``retriever.recommend``)."""
+        n = self.cfg.explore_slots
+        text = exclude_items(text_scores(histories, self.item_vectors), histories)
+        text[:, self.counts > 0] = -np.inf
+        text[text < self.cfg.explore_min_cosine] = -np.inf
+        new, _ = top_k(text, n)
+        out = final.copy()
+        for r in range(len(final)):
+            picks = [i for i in new[r] if i >= 0]
+            rest = [i for i in final[r] if i >= 0 and i not in picks]
+            head = rest[: slots_from - len(picks)]
+            row = head + [i for i in picks if i not in head] + rest[len(head):]
+            out[r] = (row + [-1] * final.shape[1])[: final.shape[1]]
+        return out
 
     def score(self, histories: Sequence[Array], targets: Array | None = None) -> Array:
         final = self.order(histories, targets)

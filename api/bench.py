@@ -17,298 +17,37 @@ Entry points: :func:`run` (returns the figures as a dict) and ``python -m api.be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .bench_scale import bench_synthetic
+from .benchkit import (
+    PeakRss,
+    Section,
+    Timers,
+    fmt_lat,
+    fmt_load,
+    index_memory,
+    latency_stats,
+    loadavg,
+    machine_facts,
+    print_memory,
+    rss_bytes,
+    similar_latency,
+)
+
 K = 10
-INDEX_CHUNK_SYNTHETIC = 65_536  # synthetic vectors added per ItemIndex.add call
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-# ----------------------------------------------------------------------------- machine facts
-
-
-def loadavg() -> tuple[float, float, float]:
-    """The 1, 5 and 15 minute load averages."""
-    with open("/proc/loadavg") as fh:
-        a, b, c = fh.read().split()[:3]
-    return float(a), float(b), float(c)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _meminfo_kb(key: str) -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def machine_facts() -> dict:
-    import faiss
-    import torch
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    mem = _meminfo_kb("MemTotal")
-    return {
-        "nproc": usable,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "mem_total_gib": round(mem / 2**20, 1) if mem else None,
-        "loadavg": loadavg(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "faiss": getattr(faiss, "__version__", "?"),
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "numpy": np.__version__,
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                   "MKL_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ},
-    }
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (``VmRSS`` of /proc/self/status)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakRss:
-    """Samples VmRSS every ``interval`` seconds on a thread; ``peak`` is the largest value seen."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.start = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_bytes())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-
-def _cpu_jiffies() -> tuple[int, int, int]:
-    """(busy, total, steal) jiffies of the whole machine, from the ``cpu`` line of /proc/stat."""
-    with open("/proc/stat") as fh:
-        f = [int(x) for x in fh.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (f + [0] * 8)[:8]
-    total = sum(f[:8])
-    return user + nice + system + irq + softirq + steal, total, steal
-
-
-class Section:
-    """Prints a section header and footer with load average, wall time and who used the CPUs."""
-
-    def __init__(self, title: str, record: dict):
-        self.title, self.record = title, record
-
-    def __enter__(self) -> Section:
-        self.load_before = loadavg()
-        self.t0 = time.perf_counter()
-        self.cpu0 = time.process_time()
-        self.j0 = _cpu_jiffies()
-        print(f"\n=== {self.title} ===")
-        print(f"    load average before: {_fmt_load(self.load_before)}")
-        sys.stdout.flush()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        wall = time.perf_counter() - self.t0
-        cpu = time.process_time() - self.cpu0
-        j1 = _cpu_jiffies()
-        busy, total, steal = (j1[0] - self.j0[0]), (j1[1] - self.j0[1]), (j1[2] - self.j0[2])
-        ncpu = machine_cpus()
-        machine_busy = busy / total if total else float("nan")  # share of all CPUs busy
-        mine = cpu / (wall * ncpu) if wall > 0 else float("nan")
-        self.record["section"] = {
-            "seconds": round(wall, 2), "load_before": self.load_before, "load_after": loadavg(),
-            "machine_cpu_busy": round(machine_busy, 3), "this_process_cpu": round(mine, 3),
-            "others_cpu": round(max(machine_busy - mine, 0.0), 3),
-            "steal": round(steal / total, 3) if total else None,
-        }
-        s = self.record["section"]
-        print(f"    load average after:  {_fmt_load(s['load_after'])}   ({wall:.1f} s; CPUs busy "
-              f"{100 * machine_busy:.0f}%: this process {100 * mine:.0f}%, others/children "
-              f"{100 * s['others_cpu']:.0f}%, steal {100 * (s['steal'] or 0):.0f}%)"
-              + ("   [section FAILED]" if exc_type else ""))
-        sys.stdout.flush()
-
-
-def machine_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _fmt_load(la) -> str:
-    return " ".join(f"{x:.2f}" for x in la)
-
-
-def _mib(b: float) -> str:
-    return f"{b / 2**20:,.1f} MiB"
-
-
-def latency_stats(seconds: list[float], cpu_seconds: list[float] | None = None) -> dict:
-    """Wall-clock percentiles; with ``cpu_seconds`` (process CPU time per call, all threads) also
-    CPU percentiles, which waiting for a CPU on a loaded machine does not inflate."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    out = {"n": len(ms), "p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3),
-           "p99_ms": round(float(p99), 3), "mean_ms": round(float(ms.mean()), 3),
-           "max_ms": round(float(ms.max()), 3)}
-    if cpu_seconds is not None:
-        cpu = np.asarray(cpu_seconds, dtype=np.float64) * 1000.0
-        c50, c99 = np.percentile(cpu, [50, 99])
-        out.update({"cpu_p50_ms": round(float(c50), 3), "cpu_p99_ms": round(float(c99), 3),
-                    "cpu_mean_ms": round(float(cpu.mean()), 3)})
-    return out
-
-
-def _fmt_lat(s: dict) -> str:
-    text = (f"p50 {s['p50_ms']:8.3f} ms   p99 {s['p99_ms']:8.3f} ms   (mean {s['mean_ms']:.3f}, "
-            f"max {s['max_ms']:.3f}, n={s['n']})")
-    if "cpu_p50_ms" in s:
-        text += f"   CPU/query p50 {s['cpu_p50_ms']:.3f} ms, mean {s['cpu_mean_ms']:.3f} ms"
-    if "server_cpu_mean_ms" in s:
-        text += f"   server CPU/request mean {s['server_cpu_mean_ms']:.2f} ms"
-    return text
-
-
-class Timers:
-    """Seconds spent in wrapped methods, by key. Only the outermost wrapped call is counted, so
-    nested wrapped calls (ItemTable.append -> GrowableArray.extend) are not counted twice."""
-
-    def __init__(self, acc: dict | None = None):
-        self.acc: dict[str, float] = acc if acc is not None else {}
-        self._depth = 0
-
-    def _wrap(self, fn: Callable, key: str) -> Callable:
-        self.acc.setdefault(key, 0.0)
-
-        def wrapper(*args, **kwargs):
-            outer = self._depth == 0
-            self._depth += 1
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._depth -= 1
-                if outer:
-                    self.acc[key] += time.perf_counter() - t
-
-        return wrapper
-
-    @contextlib.contextmanager
-    def on_instance(self, obj, name: str, key: str) -> Iterator[None]:
-        """Time ``obj.name`` through an instance attribute that shadows the class's method."""
-        setattr(obj, name, self._wrap(getattr(obj, name), key))
-        try:
-            yield
-        finally:
-            delattr(obj, name)
-
-    @contextlib.contextmanager
-    def on_class(self, cls, name: str, key: str) -> Iterator[None]:
-        """Time every call of ``cls.name`` (a plain function attribute) while the block runs."""
-        original = cls.__dict__[name]
-        setattr(cls, name, self._wrap(original, key))
-        try:
-            yield
-        finally:
-            setattr(cls, name, original)
-
-
-# ----------------------------------------------------------------------------- memory figures
-
-
-def faiss_bytes(index) -> int | None:
-    """Bytes of the serialized FAISS index behind an ItemIndex (None for the numpy kind)."""
-    import faiss
-
-    inner = getattr(index.index, "index", None)
-    if inner is None:
-        return None
-    return int(faiss.serialize_index(inner).nbytes)
-
-
-def index_memory(index, rss_growth: int, rss_peak_growth: int) -> dict:
-    n = max(len(index), 1)
-    fb = faiss_bytes(index)
-    vec = index.vectors.view
-    capacity = index.vectors._data.nbytes  # allocated, incl. the doubling slack of GrowableArray
-    return {
-        "count": len(index),
-        "kind": index.kind,
-        "faiss_serialized_bytes": fb,
-        "faiss_bytes_per_item": round(fb / n, 1) if fb is not None else None,
-        "vectors_bytes": int(vec.nbytes),
-        "vectors_bytes_per_item": round(vec.nbytes / n, 1),
-        "vectors_allocated_bytes": int(capacity),
-        "vectors_allocated_bytes_per_item": round(capacity / n, 1),
-        "rss_growth_bytes": int(rss_growth),
-        "rss_growth_bytes_per_item": round(rss_growth / n, 1),
-        "rss_peak_growth_bytes": int(rss_peak_growth),
-        "rss_peak_growth_bytes_per_item": round(rss_peak_growth / n, 1),
-    }
-
-
-def _print_memory(m: dict) -> None:
-    fb = m["faiss_serialized_bytes"]
-    print(f"    items: {m['count']:,}  kind: {m['kind']}")
-    if fb is not None:
-        print(f"    FAISS index, serialized:    {_mib(fb):>14}  = {m['faiss_bytes_per_item']:>9,.1f} B/item")
-    print(f"    stored vectors (float32):   {_mib(m['vectors_bytes']):>14}  = "
-          f"{m['vectors_bytes_per_item']:>9,.1f} B/item   (allocated {_mib(m['vectors_allocated_bytes'])}"
-          f" = {m['vectors_allocated_bytes_per_item']:,.1f} B/item)")
-    print(f"    RSS growth while building:  {_mib(m['rss_growth_bytes']):>14}  = "
-          f"{m['rss_growth_bytes_per_item']:>9,.1f} B/item   (peak {_mib(m['rss_peak_growth_bytes'])}"
-          f" = {m['rss_peak_growth_bytes_per_item']:,.1f} B/item)")
-
-
-# ----------------------------------------------------------------------------- 1. throughput
 
 
 def load_beauty(shared: Path, limit_items: int | None = None):
@@ -431,22 +170,6 @@ def bench_throughput(catalog, embedder, cfg) -> tuple[dict, object]:
 # ----------------------------------------------------------------------------- 3. latency
 
 
-def similar_latency(index, ids: list[str], k: int = K, filters=None, warmup: int = 50) -> dict:
-    """In-process ``similar_items(index, [id], k, filters)`` latency over ``ids``, one at a time."""
-    from retriever.similar import similar_items
-
-    for item_id in ids[:warmup]:
-        similar_items(index, [item_id], k, filters)
-    times, cpu = [], []
-    for item_id in ids:
-        c = time.process_time()
-        t = time.perf_counter()
-        similar_items(index, [item_id], k, filters)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return latency_stats(times, cpu)
-
-
 def _proc_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (all its threads), from /proc/PID/stat."""
     try:
@@ -523,13 +246,13 @@ def http_latency(index_dir: Path, ids: list[str], category: str | None, k: int =
                     return stats
 
                 out["health"] = timed_get("/health", {}, warmup, ["-"] * max(len(ids) // 2, 1))
-                print(f"    GET /health (framework floor)      {_fmt_lat(out['health'])}")
+                print(f"    GET /health (framework floor)      {fmt_lat(out['health'])}")
                 out["similar"] = timed_get("/items/{}/similar", {"k": k}, warmup, ids)
-                print(f"    GET /items/ID/similar?k={k}        {_fmt_lat(out['similar'])}")
+                print(f"    GET /items/ID/similar?k={k}        {fmt_lat(out['similar'])}")
                 if category is not None:
                     out["similar_filtered"] = timed_get("/items/{}/similar", {"k": k, "category": category},
                                                         warmup, ids)
-                    print(f"    ... &category={category:<12}      {_fmt_lat(out['similar_filtered'])}")
+                    print(f"    ... &category={category:<12}      {fmt_lat(out['similar_filtered'])}")
         finally:
             proc.terminate()
             try:
@@ -537,180 +260,6 @@ def http_latency(index_dir: Path, ids: list[str], category: str | None, k: int =
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return out
-
-
-# ----------------------------------------------------------------------------- 4. synthetic
-
-
-def synthetic_chunks(n: int, dim: int = 384, chunk: int = INDEX_CHUNK_SYNTHETIC, clusters: int = 1000,
-                     noise: float = 1.0, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, float32 (m, dim) unit vectors)`` chunks of ``n`` clustered vectors.
-
-    Each vector is a random unit cluster centre plus isotropic noise of expected norm ``noise``,
-    renormalised: cosine to its centre ~ 1/sqrt(1 + noise^2) (0.71 at noise 1), ~0.5 between two
-    members of a cluster, ~0 across clusters. Only one chunk is in memory at a time.
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    scale = np.float32(noise / np.sqrt(dim))
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        x = rng.standard_normal((m, dim), dtype=np.float32)
-        x *= scale
-        x += centres[rng.integers(0, clusters, m)]
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield start, x
-
-
-def synthetic_items(start: int, m: int):
-    """Minimal item rows for synthetic vectors ``start .. start+m-1``: id, title and two categories.
-
-    ``group g`` holds 10% of the items (filtered search goes through HNSW with an ID selector);
-    ``sub s`` holds 1% (at most EXACT_SUBSET_MAX items: answered by an exact scan of the subset).
-    """
-    import pandas as pd
-
-    idx = range(start + 1, start + m + 1)
-    return pd.DataFrame({
-        "item_id": [f"s{i:07d}" for i in idx],
-        "title": [f"synthetic item {i}" for i in idx],
-        "categories": [["Synthetic", f"group {i % 10}", f"sub {i % 100}"] for i in idx],
-    })
-
-
-def exact_top_k(vectors: np.ndarray, query_labels: np.ndarray, k: int, allowed: np.ndarray | None = None,
-                chunk: int = 131_072) -> np.ndarray:
-    """Exact top-``k`` labels by inner product for the rows ``query_labels`` of ``vectors``,
-    excluding each query itself (as similar_items does), computed in chunks of rows."""
-    q = vectors[query_labels]
-    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
-    best_l = np.zeros((len(q), 0), dtype=np.int64)
-    rows = np.arange(len(q))
-    for start in range(0, len(vectors), chunk):
-        s = q @ vectors[start:start + chunk].T
-        inside = (query_labels >= start) & (query_labels < start + len(s[0]))
-        s[rows[inside], query_labels[inside] - start] = -np.inf
-        if allowed is not None:
-            s[:, ~allowed[start:start + chunk]] = -np.inf
-        labels = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
-        s = np.concatenate([best_s, s], axis=1)
-        labels = np.concatenate([best_l, labels], axis=1)
-        kk = min(k, s.shape[1])
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        best_s = np.take_along_axis(s, part, axis=1)
-        best_l = np.take_along_axis(labels, part, axis=1)
-    return best_l
-
-
-def recall_at_k(index, ids: list[str], k: int = K, filters=None) -> dict:
-    """recall@k of ``similar_items`` (HNSW) against exact brute force over all live vectors."""
-    from retriever.similar import similar_items
-
-    labels = index.table.labels(ids)
-    t = time.perf_counter()
-    got, _ = similar_items(index, ids, k, filters)
-    approx_s = time.perf_counter() - t
-    allowed = index.table.mask(filters) if filters is not None else None
-    t = time.perf_counter()
-    exact = exact_top_k(index.vectors.view, labels, k, allowed)
-    exact_s = time.perf_counter() - t
-    hits = np.array([len(set(g[g >= 0].tolist()) & set(e.tolist())) / k for g, e in zip(got, exact)])
-    # Score ratio: sum of the found neighbours' cosines / sum of the exact ones'. Near 1 with a low
-    # recall means near-ties were swapped; far below 1 means the search missed the neighbourhood.
-    vec = index.vectors.view
-    ratios = [float((vec[g[g >= 0]] @ vec[q]).sum()) / max(float((vec[e] @ vec[q]).sum()), 1e-9)
-              for g, e, q in zip(got, exact, labels)]
-    return {"queries": len(ids), "k": k, "recall": round(float(hits.mean()), 4),
-            "min_recall": round(float(hits.min()), 2), "queries_below_half": int((hits < 0.5).sum()),
-            "score_ratio_mean": round(float(np.mean(ratios)), 4),
-            "score_ratio_min": round(float(np.min(ratios)), 4),
-            "approx_s": round(approx_s, 3), "exact_s": round(exact_s, 3)}
-
-
-def bench_synthetic(n: int, queries: int, seed: int = 0, dim: int = 384) -> dict:
-    from indexer.store import ItemIndex, auto_kind
-    from indexer.table import Filters
-
-    kind = auto_kind(n)
-    out: dict = {"n": n, "dim": dim, "kind": kind, "chunk": INDEX_CHUNK_SYNTHETIC}
-    print(f"    {n:,} clustered unit vectors, {dim}-d float32, kind {kind!r} (auto), added to an "
-          f"ItemIndex in chunks of {INDEX_CHUNK_SYNTHETIC:,}")
-    if kind == "hnsw":
-        print("    HNSW: M=32, efConstruction=80, efSearch=max(64, 2k) (indexer/vectors.py)")
-    gc.collect()
-    rss0 = rss_bytes()
-    timers = Timers({"generate": 0.0, "make_rows": 0.0, "index_add": 0.0})
-    parts = timers.acc
-    from indexer import table as table_mod
-    from indexer import vectors as vectors_mod
-
-    index = ItemIndex(model="synthetic", dim=dim, kind=kind, build={"source": "synthetic"})
-    t_all = time.perf_counter()
-    last_print = t_all
-    with PeakRss() as peak, \
-            timers.on_class(table_mod.ItemTable, "append", "table_append"), \
-            timers.on_class(vectors_mod.FaissIndex, "add", "faiss_add"):
-        t = time.perf_counter()
-        for start, x in synthetic_chunks(n, dim, seed=seed):
-            parts["generate"] += time.perf_counter() - t
-            t = time.perf_counter()
-            rows = synthetic_items(start, len(x))
-            parts["make_rows"] += time.perf_counter() - t
-            t = time.perf_counter()
-            index.add(rows, x)
-            parts["index_add"] += time.perf_counter() - t
-            done = start + len(x)
-            now = time.perf_counter()
-            if now - last_print > 30 or done == n:
-                print(f"      {done:>10,} added  {now - t_all:8.1f} s  "
-                      f"{done / max(parts['index_add'], 1e-9):8.1f} vectors/s (index.add)  "
-                      f"RSS {_mib(rss_bytes())}  load {_fmt_load(loadavg())}")
-                sys.stdout.flush()
-                last_print = now
-            t = time.perf_counter()
-    total = time.perf_counter() - t_all
-    rss1 = rss_bytes()
-    out["build_total_s"] = round(total, 2)
-    out["index_add_s"] = round(parts["index_add"], 2)
-    out["vectors_per_s"] = round(n / parts["index_add"], 1)
-    out["faiss_add_vectors_per_s"] = round(n / parts["faiss_add"], 1)
-    out["breakdown_s"] = {k: round(v, 2) for k, v in parts.items()}
-    out["over_15_min"] = parts["index_add"] > 900
-    print(f"    build: {out['index_add_s']:.1f} s in ItemIndex.add -> {out['vectors_per_s']:,.1f} vectors/s "
-          f"(FAISS add alone {parts['faiss_add']:.1f} s = {out['faiss_add_vectors_per_s']:,.1f}/s; table "
-          f"{parts['table_append']:.1f} s; data generation {parts['generate']:.1f} s + rows "
-          f"{parts['make_rows']:.1f} s, not counted)")
-    if out["over_15_min"]:
-        print(f"    NOTE: the {n:,}-vector build took more than 15 minutes ({total / 60:.1f} min) on this machine")
-
-    print("    memory:")
-    out["memory"] = index_memory(index, rss1 - rss0, peak.peak - rss0)
-    _print_memory(out["memory"])
-
-    rng = np.random.default_rng(seed + 1)
-    all_ids = [f"s{i:07d}" for i in rng.choice(np.arange(1, n + 1), size=min(queries, n), replace=False)]
-    out["latency"] = {}
-    print("    similar_items in-process, k=10, one query at a time:")
-    out["latency"]["none"] = similar_latency(index, all_ids)
-    print(f"      no filter                        {_fmt_lat(out['latency']['none'])}")
-    for name in ("group 3", "sub 7"):
-        f = Filters(category=name)
-        out["latency"][name] = similar_latency(index, all_ids, filters=f)
-        size = int(index.table.mask(f).sum())
-        print(f"      category={name!r:<10} ({size:>7,} items) {_fmt_lat(out['latency'][name])}")
-
-    rec_ids = all_ids[:200]
-    out["recall"] = {"none": recall_at_k(index, rec_ids)}
-    out["recall"]["group 3"] = recall_at_k(index, rec_ids, filters=Filters(category="group 3"))
-    for name, r in out["recall"].items():
-        print(f"    recall@{K} vs exact brute force ({r['queries']} query items, filter {name!r}): "
-              f"{r['recall']:.4f} (worst query {r['min_recall']:.1f}, {r['queries_below_half']} queries below 0.5; "
-              f"score ratio found/exact mean {r['score_ratio_mean']:.4f}, min {r['score_ratio_min']:.3f}; "
-              f"exact scan {r['exact_s']:.1f} s)")
-    del index
-    gc.collect()
     return out
 
 
@@ -736,7 +285,7 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
     print("semrec benchmark")
     print(f"  machine: {facts['nproc']} CPUs usable (nproc), {facts['cpu_model']}, "
           f"{facts['mem_total_gib']} GiB RAM")
-    print(f"  load average: {_fmt_load(facts['loadavg'])}   (other processes may share this machine)")
+    print(f"  load average: {fmt_load(facts['loadavg'])}   (other processes may share this machine)")
     print(f"  python {facts['python']}, torch {facts['torch']} ({facts['torch_threads']} threads, default), "
           f"faiss {facts['faiss']} ({facts['faiss_omp_threads']} OpenMP threads), numpy {facts['numpy']}; "
           f"thread env: {facts['thread_env'] or 'none set'}")
@@ -765,7 +314,7 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
         sec = {}
         with Section("2. Beauty: index memory per item (flat)", sec):
             sec.update(index_memory(index, rss_growth, rss_peak))
-            _print_memory(sec)
+            print_memory(sec)
             print("    (RSS growth covers the whole build_index call: item table, vectors, FAISS, and "
                   "whatever the encoder kept)")
             index_dir = tmp / "beauty-index"
@@ -793,11 +342,11 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
             sec["category_items"] = int(index.table.mask(f).sum()) if f else None
             print(f"    {len(ids)} random item ids, k={K}, sequential, after {50} warm-up calls")
             sec["in_process"] = {"none": similar_latency(index, ids)}
-            print(f"    in-process, no filter              {_fmt_lat(sec['in_process']['none'])}")
+            print(f"    in-process, no filter              {fmt_lat(sec['in_process']['none'])}")
             if f is not None:
                 sec["in_process"]["category"] = similar_latency(index, ids, filters=f)
                 print(f"    in-process, category={category!r} ({sec['category_items']:,} items) "
-                      f"{_fmt_lat(sec['in_process']['category'])}")
+                      f"{fmt_lat(sec['in_process']['category'])}")
             if http:
                 try:
                     sec["http"] = http_latency(index_dir, ids, category)
@@ -828,8 +377,8 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
 def print_summary(r: dict) -> None:
     print("\n=== summary ===")
     m = r["machine"]
-    print(f"  {m['nproc']} CPUs, {m['cpu_model']}; load at start {_fmt_load(m['loadavg'])}, "
-          f"at end {_fmt_load(r['loadavg_end'])}")
+    print(f"  {m['nproc']} CPUs, {m['cpu_model']}; load at start {fmt_load(m['loadavg'])}, "
+          f"at end {fmt_load(r['loadavg_end'])}")
     t = r.get("throughput", {})
     if t:
         print(f"  Beauty indexing: pipeline {t['pipeline_items_per_s']:,.1f} items/s vs raw encode "

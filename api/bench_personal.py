@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from .bench import latency_stats
+from .benchkit import latency_stats
 from .loadtest import read_items, read_users, start_server, stop_server
 
 

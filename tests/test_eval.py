@@ -282,6 +282,17 @@ def test_quick_run_beauty(tmp_path, trained_ranker):
     assert test["semrec-collab"]["all"]["ndcg@10"] > test["popularity"]["all"]["ndcg@10"]
     assert res["systems"]["semrec-rerank"]["fusion_weights"]["reranker"] == 1.0
     assert res["reranker"]["pairs_scored"] > 0
+    # the exploration slot puts never-interacted items in front of the shoppers they suit
+    assert test["semrec-explore"]["cold_item"]["recall@10"] > test["semrec-mmr"]["cold_item"]["recall@10"]
+    # the README block is generated from these results
+    from evaluation.readme import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:beauty:start -->\nold\n<!-- results:beauty:end -->\noutro\n")
+    update_readme(readme, on_disk)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert f"{test['semrec-collab']['all']['ndcg@10']:.4f}" in text and "LC-Rec" in text
 
 
 @pytest.mark.skipif(not BEAUTY.is_dir(), reason=f"shared data not found at {BEAUTY} (set SEMREC_SHARED)")

@@ -270,9 +270,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, db: Path, log_path: Path, startup_s: float) -> tuple[subprocess.Popen, str, dict]:
-    """``semrec serve`` on a free loopback port with fresh admin and ingest keys (rate limits lifted
-    unless SEMREC_RATE_* are set); returns once /health answers."""
+def start_server(index: Path, db: Path, log_path: Path, startup_s: float, workers: int = 1
+                 ) -> tuple[subprocess.Popen, str, dict]:
+    """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin and ingest keys
+    (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers."""
     from .security import new_key
 
     keys = {role: new_key() for role in ("admin", "ingest")}
@@ -283,7 +284,8 @@ def start_server(index: Path, db: Path, log_path: Path, startup_s: float) -> tup
     port = free_port()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--index", str(index), "--host", LOOPBACK,
-                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 "--port", str(port), "--workers", str(workers)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
     url, deadline = f"http://{LOOPBACK}:{port}", time.monotonic() + startup_s
     try:
         while True:
@@ -367,7 +369,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
         mix: dict[str, float] | None = None, batch: int = 10, users: Path | None = None,
         queries: Path | None = None, find_max_rate: bool = False, step_s: float = 10.0, step_factor: float = 1.5,
         max_steps: int = 8, p99_ms: float = 1000.0, timeout: float = 30.0, seed: int = 0,
-        startup_s: float = 600.0, server_log: Path | None = None, log=print) -> dict:
+        startup_s: float = 600.0, server_log: Path | None = None, server_workers: int = 1, log=print) -> dict:
     """Drive mixed traffic at the server (started here unless ``url`` is given) and return the results.
 
     ``rate`` alone: open loop; ``workers`` alone: closed loop; ``find_max_rate``: open-loop steps
@@ -393,7 +395,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
         if started:
             server_log.write_text("")
             log(f"starting semrec serve --index {index} (db {db}, log {server_log}) ...")
-            server, url, keys = start_server(index, db, server_log, startup_s)
+            server, url, keys = start_server(index, db, server_log, startup_s, server_workers)
             ingest_key, admin_key = keys["ingest"], keys["admin"]
         traffic = Traffic(user_ids, items, texts, mix, batch, ingest_key or admin_key, read_key, seed)
         result: dict = {"url": url, "started_server": started, "prefix": traffic.prefix, "mix": mix,
@@ -496,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--server-log", type=Path)
+    p.add_argument("--server-workers", type=int, default=1, help="processes of the server it starts")
     p.add_argument("--json", type=Path, help="write the results here")
     a = p.parse_args(argv)
     try:
@@ -503,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 duration=a.duration, rate=a.rate, workers=a.workers, max_in_flight=a.max_in_flight, mix=a.mix,
                 batch=a.batch, users=a.users, queries=a.queries, find_max_rate=a.find_max, step_s=a.step_duration,
                 step_factor=a.step_factor, max_steps=a.max_steps, p99_ms=a.p99_ms, timeout=a.timeout, seed=a.seed,
-                server_log=a.server_log, log=lambda m: print(m, flush=True))
+                server_log=a.server_log, server_workers=a.server_workers, log=lambda m: print(m, flush=True))
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

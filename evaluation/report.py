@@ -111,4 +111,28 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     paths.append(out_dir / "cold_vs_warm.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
+    paths.append(plot_accuracy_latency(results, out_dir / "accuracy_vs_latency.png"))
     return paths
+
+
+def ms_per_user(results: dict[str, Any], name: str) -> float:
+    """Offline scoring time of one system per evaluated case (validation + test), in milliseconds."""
+    r, s = results["systems"][name], results["split"]
+    return 1000.0 * r["eval_seconds"] / max(2 * s["n_eval_users"], 1)
+
+
+def plot_accuracy_latency(results: dict[str, Any], path: Path) -> Path:
+    """Test NDCG@10 against offline scoring time per user (log scale), one point per system."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, r in results["systems"].items():
+        x, y = ms_per_user(results, name), r["test"]["excluded"]["all"]["ndcg@10"]
+        ax.scatter([x], [y])
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per user, batched offline scoring (reranked systems: lists holding the target only)")
+    ax.set_ylabel("test NDCG@10")
+    ax.set_title(f"{results['dataset']}: accuracy vs latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -264,7 +264,7 @@ def test_quick_run_beauty(tmp_path, trained_ranker):
                    ranker=trained_ranker[0])
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert set(on_disk["systems"]) == {*SYSTEMS, TEXT_SYSTEM, *SEMREC_SYSTEMS}
-    for name in ("results.md", "metrics.png", "cold_vs_warm.png", "split.json"):
+    for name in ("results.md", "metrics.png", "cold_vs_warm.png", "accuracy_vs_latency.png", "split.json"):
         assert (tmp_path / name).is_file()
     test = {n: r["test"]["excluded"] for n, r in res["systems"].items()}
     assert res["split"]["n_eval_users"] == 2000

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexer.store import ItemIndex
+from retriever.profiles import Profile
 
 from .explain import Reason, explain_list
 from .fusion import FusionWeights, fuse, sort_rows
@@ -108,6 +109,31 @@ def query_rerank_hook(reranker: Reranker, index: ItemIndex, weights: FusionWeigh
     return rerank
 
 
+def rerank_keeping(index: ItemIndex, labels: Array, retrieval: Array, keep: Array, k: int, *,
+                   reranker: Reranker | None, context: str, counts: Array,
+                   cfg: RerankConfig = RerankConfig()) -> tuple[Array, Array]:
+    """:func:`rerank_list` over the candidates not marked in ``keep`` (m,) bool; the marked ones (an
+    exploration slot for a new item) follow at the end of the ``k`` in their own order."""
+    keep = np.asarray(keep, dtype=bool) & (np.asarray(labels) >= 0)
+    kept = np.flatnonzero(keep)[:k]
+    head, head_s = rerank_list(index, labels[~keep], retrieval[~keep], k - len(kept), reranker=reranker,
+                               context=context, counts=np.asarray(counts)[~keep], cfg=cfg)
+    live = head >= 0
+    out_l = np.full(k, -1, dtype=np.int64)
+    out_s = np.full(k, -np.inf, dtype=np.float32)
+    n = int(live.sum())
+    out_l[:n], out_s[:n] = head[live], head_s[live]
+    out_l[n:n + len(kept)], out_s[n:n + len(kept)] = labels[kept], retrieval[kept]
+    return out_l, out_s
+
+
+def evidence_of(profile: Profile) -> Evidence:
+    """What a profile rests on (history, stated interests with their vectors), for contexts and reasons."""
+    stated = profile.evidence.get("stated", [])
+    return Evidence(history=profile.history, interests=[t for t, _ in stated],
+                    interest_vectors=np.array([v for _, v in stated], dtype=np.float32) if stated else None)
+
+
 def _pop(cand: Array, counts: Array) -> Array:
     """(1, m) log(1 + count): ``ranker.fusion.popularity_prior`` for counts given per candidate."""
     c = np.where(cand[0] >= 0, np.log1p(np.asarray(counts, dtype=np.float64)), 0.0)
@@ -143,4 +169,5 @@ def _from_sources(sources: Sequence[str]) -> Reason:
     return Reason("none", "", "", 0.0)
 
 
-__all__ = ["Evidence", "RerankConfig", "context_text", "list_reasons", "query_rerank_hook", "rerank_list"]
+__all__ = ["Evidence", "RerankConfig", "context_text", "evidence_of", "list_reasons", "query_rerank_hook",
+           "rerank_keeping", "rerank_list"]

@@ -157,3 +157,16 @@ def test_bad_ranker_dir_fails_at_start_up(small_index, tmp_path):
     for bad in (tmp_path / "missing", tmp_path / "empty"):
         with pytest.raises(RerankerLoadError, match=str(bad.name)):
             load_components(Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "e.db", ranker_dir=bad))
+
+
+def test_the_exploration_slot_keeps_its_place(tiny_index):
+    from ranker.serve import RerankConfig, rerank_keeping
+
+    ids = ["tent", "dryer", "lipstick-red", "espresso", "grinder"]
+    labels = np.array([tiny_index.table.label_of[i] for i in ids])
+    retrieval = np.array([0.1, 0.9, 0.8, 0.7, 0.6], dtype=np.float32)
+    keep = np.array([True, False, False, False, False])
+    out, scores = rerank_keeping(tiny_index, labels, retrieval, keep, 3, reranker=None, context="",
+                                 counts=np.zeros(5), cfg=RerankConfig(mmr_lambda=1.0))
+    assert [tiny_index.table.records[lab]["item_id"] for lab in out] == ["dryer", "lipstick-red", "tent"]
+    assert scores[-1] == np.float32(0.1)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
 from indexer.table import Filters
-from ranker.serve import Evidence, context_text, list_reasons, rerank_list
+from ranker.serve import context_text, evidence_of, list_reasons, rerank_keeping
 from retriever.events import Event
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
@@ -84,16 +84,13 @@ def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filte
                      filters, exclude)
     labels, scores = recs.labels, recs.scores
     sources = {int(lab): src for lab, src in zip(recs.labels, recs.sources)}
-    evidence = profile_evidence(profile)
+    evidence = evidence_of(profile)
     if staged:
-        # The exploration slot (a new item nobody has seen yet) keeps its place at the end of the list.
-        fresh = np.array([lab >= 0 and "new" in sources[int(lab)] for lab in labels])
-        fresh[np.flatnonzero(fresh)[variant.candidate_config().explore_slots:]] = False
-        keep = labels[fresh][:k]
+        explore = np.array([lab >= 0 and "new" in sources[int(lab)] for lab in labels])
+        explore[np.flatnonzero(explore)[variant.candidate_config().explore_slots:]] = False
         context = context_text(c.reranker, c.index, evidence) if c.reranker is not None else ""
-        head, head_s = rerank_list(c.index, labels[~fresh], scores[~fresh], k - len(keep), reranker=c.reranker,
-                                   context=context, counts=candidate_counts(c, labels[~fresh]), cfg=cfg)
-        labels, scores = np.concatenate([head[head >= 0], keep]), np.concatenate([head_s[head >= 0], scores[fresh][:k]])
+        labels, scores = rerank_keeping(c.index, labels, scores, explore, k, reranker=c.reranker, context=context,
+                                        counts=candidate_counts(c, labels), cfg=cfg)
     evidence = replace(evidence, sources=[sources.get(int(lab), []) for lab in labels if lab >= 0])
     reasons = list_reasons(c.index, labels, evidence)
     items = scored(c.index, labels, scores)
@@ -103,13 +100,6 @@ def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filte
     if user_id is not None and c.events is not None and forced is None:  # a forced variant is no A/B data
         c.events.log_impression(request_id, user_id, variant.name, [r.item_id for r in results])
     return RecommendationsOut(request_id=request_id, variant=variant.name, results=results)
-
-
-def profile_evidence(profile: Profile) -> Evidence:
-    """What a profile rests on, for the reranker's context and the reasons."""
-    stated = profile.evidence.get("stated", [])
-    return Evidence(history=profile.history, interests=[t for t, _ in stated],
-                    interest_vectors=np.array([v for _, v in stated], dtype=np.float32) if stated else None)
 
 
 def _profile_cfg(c: Components) -> ProfileConfig:

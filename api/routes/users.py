@@ -79,7 +79,8 @@ def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filte
              exclude: frozenset[str], forced: Variant | None = None) -> RecommendationsOut:
     variant = forced or assign(user_id or uuid.uuid4().hex, c.settings.variants, c.settings.ab_salt)
     cfg = c.rerank_config
-    staged = variant.rerank and not profile.is_empty  # a cold start has nothing to rerank against
+    # a cold start has nothing to rerank against; a history whose weight has decayed away still does
+    staged = variant.rerank and (not profile.is_empty or bool(profile.history))
     recs = recommend(c.index, c.state, profile, max(k, cfg.top_n) if staged else k, variant.candidate_config(),
                      filters, exclude)
     labels, scores = recs.labels, recs.scores

@@ -288,10 +288,10 @@ def test_quick_run_beauty(tmp_path, trained_ranker):
     from evaluation.readme import update_readme
 
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:beauty:start -->\nold\n<!-- results:beauty:end -->\noutro\n")
+    readme.write_text("intro\n<!-- results:beauty:start -->\nSTALE TABLE\n<!-- results:beauty:end -->\noutro\n")
     update_readme(readme, on_disk)
     text = readme.read_text()
-    assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "STALE TABLE" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert f"{test['semrec-collab']['all']['ndcg@10']:.4f}" in text and "LC-Rec" in text
 
 

@@ -302,7 +302,7 @@
 
   /** The API's `reason` when it gives one; else a short text from `sources` and the shopper's history. */
   function reasonFor(item, ctx) {
-    if (item.reason) return item.reason;
+    if (item.reason) return item.reason.charAt(0).toUpperCase() + item.reason.slice(1);  // a sentence on a card
     const src = item.sources || [];
     const cats = item.categories || [];
     const recent = ctx.recent || [];

@@ -111,12 +111,19 @@ class DecayedCounter:
     def top(self, n: int, keep: Callable[[str], bool] | None = None) -> tuple[list[str], np.ndarray]:
         """The ``n`` highest-scoring items passing ``keep`` -> ``(item_ids, scores)``, best scaled to 1."""
         s = self.score[: len(self.ids)]
+        m = len(s)
         out: list[int] = []
-        for i in np.argsort(-s, kind="stable"):
-            if s[i] <= 0 or len(out) == n:
+        # Sort a generous head first (argpartition), the whole array only if ``keep`` rejects too many.
+        for cut in dict.fromkeys((min(m, 4 * n + 64), m)):
+            head = np.argpartition(-s, cut - 1)[:cut] if 0 < cut < m else np.arange(m)
+            out = []
+            for i in head[np.lexsort((head, -s[head]))]:  # score desc, then lower slot: as a stable sort
+                if s[i] <= 0 or len(out) == n:
+                    break
+                if keep is None or keep(self.ids[i]):
+                    out.append(int(i))
+            if len(out) == n or cut == m or s[head].min() <= 0:  # the head held every positive score
                 break
-            if keep is None or keep(self.ids[i]):
-                out.append(int(i))
         best = s[out[0]] if out else 1.0
         return [self.ids[i] for i in out], (s[out] / best).astype(np.float32)
 

@@ -131,9 +131,12 @@ def new_item_mask(index: ItemIndex, state: InteractionState, allowed: np.ndarray
     created = index.table.created_at.view
     with np.errstate(invalid="ignore"):
         mask = allowed & (created >= now - new_days * 86_400.0)  # unknown (NaN) creation: not new
-    for item_id, slot in state.popular.index.items():
-        label = index.table.label_of.get(item_id)
-        if label is not None and state.popular.count[slot] > 0:
+    pop = state.popular
+    # Only the recently created are looked up: a loop over every item with interactions cost ~10 ms
+    # per request on Beauty.
+    for label in np.flatnonzero(mask):
+        slot = pop.index.get(index.table.records[label]["item_id"])
+        if slot is not None and pop.count[slot] > 0:
             mask[label] = False
     return mask
 
@@ -175,7 +178,8 @@ def recommend(index: ItemIndex, state: InteractionState, profile: Profile, k: in
             # a new item that another source found is still "new": later stages keep its slot
             picks = [(i, s, src + ["new"]) if fresh[index.table.label_of[i]] else (i, s, src) for i, s, src in picks]
             picks += _explore(index, state, profile, fresh, {p[0] for p in picks}, cfg)
-        picks += [p for p in fused[len(picks):] if p[0] not in {q[0] for q in picks}][: k - len(picks)]
+        taken = {q[0] for q in picks}
+        picks += [p for p in fused[len(picks):] if p[0] not in taken][: k - len(picks)]
         labels = np.full(k, -1, dtype=np.int64)
         scores = np.full(k, -np.inf, dtype=np.float32)
         for slot, (item, score, _) in enumerate(picks[:k]):

@@ -3,6 +3,7 @@ new items, erasure, A/B buckets, privacy."""
 
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -213,3 +214,23 @@ def test_impressions_reach_disk_on_their_own(tmp_path):
     store.delete_user("gone")  # a buffered impression is erased with its user
     assert other.execute("SELECT COUNT(*) FROM impressions WHERE request_id = 'r9'").fetchone()[0] == 0
     store.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_decayed_top_matches_a_full_stable_sort(seed):
+    """``DecayedCounter.top`` sorts only a head of the scores; it must equal the full stable sort."""
+    import random
+
+    from retriever.covisit import DecayedCounter
+    from retriever.events import StoredEvent
+
+    rng = random.Random(seed)
+    counter = DecayedCounter(86_400.0)
+    events = [StoredEvent("u", f"i{rng.randrange(400)}", rng.choice(["view", "click", "purchase"]), None,
+                          1_000.0 + rng.random() * 1e5) for _ in range(rng.randrange(1, 3000))]
+    counter.add(sorted(events, key=lambda e: e.ts))
+    scores = counter.score[: len(counter.ids)]
+    for n, keep in ((1, None), (7, None), (50, lambda i: int(i[1:]) % 7 == 0), (500, lambda i: i.endswith("3"))):
+        want = [counter.ids[i] for i in np.argsort(-scores, kind="stable") if scores[i] > 0
+                and (keep is None or keep(counter.ids[i]))][:n]
+        assert counter.top(n, keep)[0] == want

@@ -77,10 +77,9 @@ def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
 
 def candidate_counts(c: Components, labels: np.ndarray) -> np.ndarray:
     """float64 ``(len(labels),)`` interaction counts of ``labels`` (the fusion's popularity prior)."""
-    pop = c.state.popular
     with c.index.lock, c.state.lock:
         ids = [c.index.table.records[lab]["item_id"] if lab >= 0 else "" for lab in labels]
-        return np.array([pop.count[pop.index[i]] if i in pop.index else 0 for i in ids], dtype=np.float64)
+        return np.array([c.state.popular.interactions(i) for i in ids], dtype=np.float64)
 
 
 def get_components(request: Request) -> Components:

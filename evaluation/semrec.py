@@ -36,7 +36,7 @@ from indexer.vectors import top_k
 from ranker.fusion import FusionWeights, fuse, popularity_prior, sort_rows
 from ranker.mmr import mmr
 from ranker.model import Reranker, score_pairs
-from ranker.pairs import history_context
+from ranker.pairs import history_context, popularity_counts
 from retriever.collaborative import ALS, Markov, Recommender, exclude_items, text_scores
 
 Array = np.ndarray
@@ -113,7 +113,7 @@ class SemrecPipeline(Recommender):
         if n_items != self.n_items:
             raise ValueError(f"item_vectors has {self.n_items} rows but the data has {n_items} items")
         self._fit_popularity(sequences, n_items)
-        self.counts = np.bincount(np.concatenate(sequences), minlength=n_items).astype(np.float32)
+        self.counts = popularity_counts(sequences, n_items)
         for model in (self.markov, self.als):
             if model is not None:
                 model.fit(sequences, n_items)
@@ -121,31 +121,37 @@ class SemrecPipeline(Recommender):
             self.weights = self.pick_weights(valid_history, valid_target)
         return self
 
-    def candidates(self, histories: Sequence[Array]) -> tuple[Array, Array]:
-        """(labels, retrieval scores), each (n, top_n): text top-N, or the RRF union with Markov + ALS."""
+    def text(self, histories: Sequence[Array]) -> Array:
+        """(n, n_items) text retrieval scores, history excluded."""
+        return exclude_items(text_scores(histories, self.item_vectors), histories)
+
+    def candidates(self, histories: Sequence[Array], text: Array | None = None) -> tuple[Array, Array]:
+        """(labels, retrieval scores), each (n, top_n): text top-N, or the RRF union with Markov + ALS.
+        ``text``: :meth:`text` of ``histories`` when already computed."""
         n = self.cfg.top_n
-        text = exclude_items(text_scores(histories, self.item_vectors), histories)
+        text = self.text(histories) if text is None else text
         if not self.cfg.collaborative:
             return top_k(text, n)
         acc = np.zeros((len(histories), self.n_items), dtype=np.float32)
         rows = np.arange(len(histories))[:, None]
         rank_gain = (1.0 / (self.cfg.rrf_k + np.arange(1, n + 1))).astype(np.float32)
-        for scores in (text, self.markov.score(histories), self.als.score(histories)):
-            ids = top_k(exclude_items(scores, histories), n)[0]
+        for scores in (text, exclude_items(self.markov.score(histories), histories),
+                       exclude_items(self.als.score(histories), histories)):
+            ids = top_k(scores, n)[0]
             np.add.at(acc, (np.broadcast_to(rows, ids.shape)[ids >= 0], ids[ids >= 0]),
                       np.broadcast_to(rank_gain, ids.shape)[ids >= 0])
         acc[acc == 0] = -np.inf
         return top_k(acc, n)
 
-    def order(self, histories: Sequence[Array], targets: Array | None = None,
-              weights: FusionWeights | None = None) -> Array:
+    def order(self, histories: Sequence[Array], targets: Array | None = None) -> Array:
         """(n, top_n) int64 final lists (-1 padding)."""
-        labels, retrieval = self.candidates(histories)
+        text = self.text(histories)
+        labels, retrieval = self.candidates(histories, text)
         if not self.cfg.rerank:
             final = labels
             relevance = np.where(labels >= 0, retrieval, -np.inf)
         else:
-            w = weights or self.weights
+            w = self.weights
             rows = np.arange(len(histories))
             if targets is not None and not self.cfg.rerank_all:
                 rows = np.flatnonzero((labels == np.asarray(targets)[:, None]).any(axis=1))
@@ -159,15 +165,15 @@ class SemrecPipeline(Recommender):
         if self.cfg.mmr_lambda is not None:
             final = mmr(final, relevance, self.item_vectors, self.cfg.top_n, self.cfg.mmr_lambda)[0]
         if self.cfg.explore_slots:
-            final = self.explore(histories, final)
+            final = self.explore(text, final)
         return final
 
-    def explore(self, histories: Sequence[Array], final: Array, slots_from: int = 10) -> Array:
+    def explore(self, text: Array, final: Array, slots_from: int = 10) -> Array:
         """The service's exploration slot, offline: the ``explore_slots`` text neighbours (cosine >=
         ``explore_min_cosine``) that no one interacted with in training take the last places of the
-        top ``slots_from``, so a new item reaches the shoppers it suits (``retriever.recommend``)."""
+        top ``slots_from``, so a new item reaches the shoppers it suits (``retriever.recommend``).
+        ``text``: :meth:`text` scores of the lists' histories (overwritten)."""
         n = self.cfg.explore_slots
-        text = exclude_items(text_scores(histories, self.item_vectors), histories)
         text[:, self.counts > 0] = -np.inf
         text[text < self.cfg.explore_min_cosine] = -np.inf
         new, _ = top_k(text, n)

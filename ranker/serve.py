@@ -22,7 +22,7 @@ from indexer.store import ItemIndex
 from retriever.profiles import Profile
 
 from .explain import Reason, explain_list
-from .fusion import FusionWeights, fuse, sort_rows
+from .fusion import FusionWeights, fuse, popularity_prior, sort_rows
 from .mmr import mmr
 from .model import Reranker
 
@@ -76,7 +76,9 @@ def rerank_list(index: ItemIndex, labels: Array, retrieval: Array, k: int, *, re
         rr = np.zeros(cand.shape, dtype=np.float32)
         live = np.flatnonzero(cand[0] >= 0)
         rr[0, live] = reranker.score(context, [texts[i] for i in live])
-        relevance = fuse(cand, rr, np.where(cand >= 0, retr, 0.0), _pop(cand, counts[:n]), cfg.weights)
+        # counts come per candidate: index them by column, padding stays -1
+        pop = popularity_prior(np.where(cand >= 0, np.arange(n), -1), np.asarray(counts[:n]))
+        relevance = fuse(cand, rr, np.where(cand >= 0, retr, 0.0), pop, cfg.weights)
         cand, relevance = sort_rows(cand, relevance)
     if cfg.mmr_lambda < 1.0:
         with index.lock:
@@ -132,12 +134,6 @@ def evidence_of(profile: Profile) -> Evidence:
     stated = profile.evidence.get("stated", [])
     return Evidence(history=profile.history, interests=[t for t, _ in stated],
                     interest_vectors=np.array([v for _, v in stated], dtype=np.float32) if stated else None)
-
-
-def _pop(cand: Array, counts: Array) -> Array:
-    """(1, m) log(1 + count): ``ranker.fusion.popularity_prior`` for counts given per candidate."""
-    c = np.where(cand[0] >= 0, np.log1p(np.asarray(counts, dtype=np.float64)), 0.0)
-    return c[None].astype(np.float32)
 
 
 def list_reasons(index: ItemIndex, labels: Array, evidence: Evidence, min_similarity: float = 0.35) -> list[Reason]:

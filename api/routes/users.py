@@ -81,14 +81,14 @@ def _respond(c: Components, profile: Profile, user_id: str | None, k: int, filte
     cfg = c.rerank_config
     # a cold start has nothing to rerank against; a history whose weight has decayed away still does
     staged = variant.rerank and (not profile.is_empty or bool(profile.history))
-    recs = recommend(c.index, c.state, profile, max(k, cfg.top_n) if staged else k, variant.candidate_config(),
-                     filters, exclude)
+    candidates = variant.candidate_config()
+    recs = recommend(c.index, c.state, profile, max(k, cfg.top_n) if staged else k, candidates, filters, exclude)
     labels, scores = recs.labels, recs.scores
     sources = {int(lab): src for lab, src in zip(recs.labels, recs.sources)}
     evidence = evidence_of(profile)
     if staged:
         explore = np.array([lab >= 0 and "new" in sources[int(lab)] for lab in labels])
-        explore[np.flatnonzero(explore)[variant.candidate_config().explore_slots:]] = False
+        explore[np.flatnonzero(explore)[candidates.explore_slots:]] = False
         context = context_text(c.reranker, c.index, evidence) if c.reranker is not None else ""
         labels, scores = rerank_keeping(c.index, labels, scores, explore, k, reranker=c.reranker, context=context,
                                         counts=candidate_counts(c, labels), cfg=cfg)

@@ -207,8 +207,13 @@ def train_ranker_cmd(
         from retriever.events import EventStore
         from retriever.personal import reviews_from_events
 
+        from .settings import DEV_PSEUDONYM_KEY
+
         items = ItemIndex.load(index_dir).table.live_frame().drop(columns="label")
-        catalog = Catalog(items, reviews_from_events(EventStore(db)), source=f"event log {db}")
+        # the log already holds only keyed user ids; the key is not needed to read them back
+        store = EventStore(db, pseudonym_key=DEV_PSEUDONYM_KEY)
+        catalog = Catalog(items, reviews_from_events(store), source=f"event log {db}")
+        store.close()
     else:
         from evaluation.harness import dataset_folder
         from indexer.loaders import load_dataset

@@ -3,6 +3,7 @@ items and search; fusion, MMR and reasons as configured; a bad model dir stops s
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -170,3 +171,29 @@ def test_the_exploration_slot_keeps_its_place(tiny_index):
                                  counts=np.zeros(5), cfg=RerankConfig(mmr_lambda=1.0))
     assert [tiny_index.table.records[lab]["item_id"] for lab in out] == ["dryer", "lipstick-red", "tent"]
     assert scores[-1] == np.float32(0.1)
+
+
+def test_train_ranker_from_the_event_log(beauty_small, small_index, tmp_path, monkeypatch):
+    """`semrec train-ranker --db --index`: the service's own events become training data."""
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from api.settings import DEV_PSEUDONYM_KEY
+    from retriever.events import EventStore
+    from retriever.personal import import_reviews
+
+    catalog, _ = beauty_small
+    small_index.save(tmp_path / "ix")
+    store = EventStore(tmp_path / "events.db", pseudonym_key=DEV_PSEUDONYM_KEY)
+    read, stored = import_reviews(store, catalog.reviews, "beauty")
+    store.close()
+    assert read == stored == len(catalog.reviews)
+    monkeypatch.chdir(tmp_path)  # the vector cache goes under runs/ of the working directory
+    args = ["train-ranker", "--db", str(tmp_path / "events.db"), "--index", str(tmp_path / "ix"),
+            "--out", str(tmp_path / "ranker"), "--users", "0", "--layers", "1", "--minutes", "0.3"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    model = Reranker(tmp_path / "ranker")
+    card = json.loads((model.path / "model_card.json").read_text())
+    assert card["data"]["source"].startswith("event log") and card["data"]["n_interactions"] == len(catalog.reviews)
+    assert CliRunner().invoke(cli, ["train-ranker", "--out", str(tmp_path / "r2")]).exit_code == 2  # no data given

@@ -118,10 +118,8 @@ def search(
     """Print the items that best match QUERY."""
     from indexer.embed import load_embedder
     from indexer.store import ItemIndex
-    from retriever.search import dense_search
-
     idx = ItemIndex.load(index_dir)
-    labels, scores = dense_search(idx, load_embedder(idx.model), [query], k)
+    labels, scores = idx.search(load_embedder(idx.model).encode([query]), k)
     _print_rows(idx, labels[0], scores[0])
 
 
@@ -140,13 +138,13 @@ def events_import(
     """Load a public interaction log into the event log (idempotent: a second import adds nothing)."""
     from indexer.clean import clean_catalog
     from indexer.loaders import load_dataset
-    from retriever.events import EventStore
+    from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
     from .settings import DEV_PSEUDONYM_KEY
 
     catalog, _ = clean_catalog(load_dataset(dataset, data_dir))
-    store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    store = open_event_store(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
     started = time.perf_counter()
     read, stored = import_reviews(store, catalog.reviews, dataset)
     typer.echo(f"{read} events read, {stored} new, {read - stored} already there -> {db} "
@@ -170,14 +168,14 @@ def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
 def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = Path("out/events.db"),
                   pseudonym_key: Annotated[str | None, typer.Option(envvar="SEMREC_PSEUDONYM_KEY")] = None) -> None:
     """Per A/B variant: impressions, click-through, add-to-cart and purchase rates with 95% intervals."""
-    from retriever.events import EventStore
+    from retriever.eventstore import open_event_store
 
     from .experiments import ab_report, format_report
     from .settings import DEV_PSEUDONYM_KEY
 
     if not db.exists():
         raise typer.BadParameter(f"no event log at {db}", param_hint="--db")
-    store = EventStore(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    store = open_event_store(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
     typer.echo(format_report(ab_report(store.variant_outcomes())))
 
 
@@ -204,14 +202,14 @@ def train_ranker_cmd(
         if index_dir is None or not db.is_file():
             raise typer.BadParameter("--db needs an existing event log and --index its item index", param_hint="--db")
         from indexer.store import ItemIndex
-        from retriever.events import EventStore
+        from retriever.eventstore import open_event_store
         from retriever.personal import reviews_from_events
 
         from .settings import DEV_PSEUDONYM_KEY
 
         items = ItemIndex.load(index_dir).table.live_frame().drop(columns="label")
         # the log already holds only keyed user ids; the key is not needed to read them back
-        store = EventStore(db, pseudonym_key=DEV_PSEUDONYM_KEY)
+        store = open_event_store(db, pseudonym_key=DEV_PSEUDONYM_KEY)
         catalog = Catalog(items, reviews_from_events(store), source=f"event log {db}")
         store.close()
     else:
@@ -262,8 +260,8 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 def bench(ctx: typer.Context,
           which: Annotated[str, typer.Argument(help="foundation or personal")] = "foundation") -> None:
     """Benchmarks (figures, not tests): `semrec bench foundation --help`, `semrec bench personal --help`."""
-    from . import bench as foundation
-    from . import bench_personal
+    from bench import foundation
+    from bench import personal as bench_personal
 
     mains = {"foundation": foundation.main, "personal": bench_personal.main}
     if which not in mains:
@@ -274,7 +272,7 @@ def bench(ctx: typer.Context,
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def loadtest(ctx: typer.Context) -> None:
     """Mixed traffic against a server on loopback: `semrec loadtest --help`."""
-    from .loadtest import main
+    from bench.loadtest import main
 
     raise typer.Exit(main(ctx.args))
 
@@ -299,7 +297,7 @@ def demo(
 
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
-    from retriever.events import EventStore
+    from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
     from .app import create_app
@@ -309,7 +307,7 @@ def demo(
     settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False)
     index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
           review_weight=0.3, max_reviews=8, unknown_items="drop")
-    store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     read, stored = import_reviews(store, clean_catalog(load_catalog(REPO_DATA / "demo"))[0].reviews, "demo")
     store.close()
     typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")

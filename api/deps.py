@@ -16,9 +16,9 @@ from indexer.table import Filters
 from ranker.fusion import FusionWeights
 from ranker.model import Reranker
 from ranker.serve import RerankConfig
-from retriever.events import EventStore
+from retriever.eventstore import EventStore, open_event_store
 from retriever.recommend import InteractionState
-from retriever.searchbox import SearchBox
+from retriever.search.box import SearchBox
 
 from .models import ItemOut, ScoredItem
 from .settings import Settings
@@ -69,7 +69,7 @@ def load_components(settings: Settings) -> Components:
 
 def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
     """The event log and the collaborative state replayed from it."""
-    store = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     state = InteractionState()
     state.catch_up(store)
     return store, state

@@ -47,10 +47,10 @@ from indexer.schema import Catalog
 from indexer.store import ItemIndex
 from ranker.model import Reranker
 from ranker.serve import query_rerank_hook
-from retriever.engine import SearchConfig, SearchEngine
-from retriever.expansion import CatalogVocabulary, catalog_terms, embed_cached
-from retriever.lexical import LexicalIndex
-from retriever.llm import LLMExpander, TextGenerator, load_generator
+from retriever.search.engine import SearchConfig, SearchEngine
+from retriever.search.expansion import CatalogVocabulary, catalog_terms, embed_cached
+from retriever.search.lexical import LexicalIndex
+from retriever.search.llm import LLMExpander, TextGenerator, load_generator
 
 AUTO_SUMMARY = re.compile(r"^\s*(one|two|three|four|five|[1-5])\s+stars?\s*$", re.IGNORECASE)
 DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "search_eval"
@@ -352,7 +352,7 @@ def _drain(box) -> None:
 
 
 def _not_cached(box, query: str) -> bool:
-    from retriever.llm import normalise_query
+    from retriever.search.llm import normalise_query
 
     return box.engine.llm is not None and normalise_query(query) not in box.engine.llm._cache
 

@@ -96,7 +96,7 @@ def rerank_list(index: ItemIndex, labels: Array, retrieval: Array, k: int, *, re
 
 def query_rerank_hook(reranker: Reranker, index: ItemIndex, weights: FusionWeights = FusionWeights()
                       ) -> Callable[[str, Array, Array], Array]:
-    """The search engine's rerank hook (``retriever.engine``): ``(query, labels (m,), retrieval scores
+    """The search engine's rerank hook (``retriever.search.engine``): ``(query, labels (m,), retrieval scores
     (m,)) -> (m,)`` final scores, the cross-encoder's (query, item text) score fused with the
     retrieval score (``weights.popularity`` is not used: search answers what was asked)."""
     w = FusionWeights(weights.reranker, weights.retrieval, 0.0, weights.normalize)

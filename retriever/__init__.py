@@ -1,6 +1,3 @@
-"""Candidate retrieval: similar items, search, (later) user-history and collaborative candidates."""
-
-from .search import dense_search
-from .similar import similar_items
-
-__all__ = ["dense_search", "similar_items"]
+"""Candidate retrieval over the item index and the event log: similar items, search (``search/``),
+shopper profiles, collaborative signals and the candidate sources of personal recommendations.
+The event log itself lives in ``eventstore/``."""

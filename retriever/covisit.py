@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .events import StoredEvent
+from .eventstore import StoredEvent
 from .profiles import TYPE_WEIGHTS
 
 

@@ -13,7 +13,7 @@ from indexer.embed import Embedder, normalize
 from indexer.schema import make_reviews
 from indexer.store import ItemIndex
 
-from .events import Event, EventStore, StoredEvent
+from .eventstore import Event, EventStore, StoredEvent
 from .profiles import Profile, ProfileConfig, build_profile, event_weights
 
 # Public logs without timestamps (Beauty, Scientific) keep their order: event n of the file gets

@@ -22,7 +22,7 @@ from indexer.store import ItemIndex
 from indexer.table import Filters
 
 from .covisit import CoVisitation, DecayedCounter
-from .events import EventStore, StoredEvent
+from .eventstore import EventStore, StoredEvent
 from .profiles import Profile, allocate
 
 

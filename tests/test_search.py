@@ -11,11 +11,11 @@ from indexer.build import build_index
 from indexer.schema import Catalog, make_items
 from indexer.store import ItemIndex
 from indexer.table import Filters
-from retriever.engine import SearchConfig, SearchEngine
-from retriever.hybrid import minmax, rrf, weighted_fusion
-from retriever.lexical import LexicalIndex, tokenize
-from retriever.suggest import QueryLog, Suggester
-from retriever.typo import TypoIndex, respell, sound_key
+from retriever.search.engine import SearchConfig, SearchEngine
+from retriever.search.hybrid import minmax, rrf, weighted_fusion
+from retriever.search.lexical import LexicalIndex, tokenize
+from retriever.search.suggest import QueryLog, Suggester
+from retriever.search.typo import TypoIndex, respell, sound_key
 
 from .conftest import TINY_ITEMS, shared_data
 

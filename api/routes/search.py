@@ -21,8 +21,8 @@ from indexer.store import ItemIndex
 from ranker.fusion import FusionWeights
 from ranker.model import Reranker
 from ranker.serve import query_rerank_hook
-from retriever.engine import SearchConfig
-from retriever.searchbox import SearchBox
+from retriever.search.box import SearchBox
+from retriever.search.engine import SearchConfig
 
 from ..deps import ComponentsDep, FiltersDep, KDep, scored, unprocessable
 from ..models import ScoredItem

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from indexer.table import Filters
 from ranker.serve import context_text, evidence_of, list_reasons, rerank_keeping
-from retriever.events import Event
+from retriever.eventstore import Event
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.recommend import recommend

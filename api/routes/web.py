@@ -17,7 +17,6 @@ requires keys (``semrec demo`` runs without).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import Counter
 from pathlib import Path
@@ -29,7 +28,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from retriever.events import EventStore
+from retriever.eventstore import EventStore
 
 from ..deps import Components, ComponentsDep, ItemId, KDep, unprocessable
 from ..experiments import assign
@@ -48,7 +47,6 @@ router = APIRouter()
 
 def install(app: FastAPI) -> None:
     """Add the page, its static assets and the helper routes to ``app``."""
-    app.state.ratings = RatingBook()
     app.state.shopper_ids = ShopperIds()
     app.include_router(router, tags=["web"], responses=ERRORS)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="web-static")
@@ -98,62 +96,8 @@ class RatingsOut(BaseModel):
     ratings: dict[str, Rating] = Field(description="per requested item with at least one rating")
 
 
-class RatingBook:
-    """Per-item rating sums from the event log, kept by a read-only connection of its own.
-
-    It reads the ``events`` table (schema version 1: ``seq``, ``item_id``, ``type``, ``value``).
-    The totals are cached and refreshed when the log changes: new rows only (``seq`` beyond the
-    last seen) are added; anything else (an erasure) recounts from scratch.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._path: Path | None = None
-        self._mark = (-1, -1)
-        self._stars: dict[str, np.ndarray] = {}
-        self._sums: dict[str, float] = {}
-
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        if self._conn is None or self._path != path:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            self._path, self._mark, self._stars, self._sums = path, (-1, -1), {}, {}
-        return self._conn
-
-    def _add(self, rows) -> None:
-        for item, value in rows:
-            if value is None:
-                continue
-            stars = self._stars.setdefault(item, np.zeros(5, np.int64))
-            stars[min(5, max(1, int(round(value)))) - 1] += 1
-            self._sums[item] = self._sums.get(item, 0.0) + float(value)
-
-    def ratings(self, store: EventStore, item_ids: list[str]) -> dict[str, Rating]:
-        with self._lock:
-            conn = self._connect(store.path)
-            last, count = conn.execute("SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM events").fetchone()
-            seen_last, seen_count = self._mark
-            if (last, count) != self._mark:
-                grown = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seen_last,)).fetchone()[0]
-                if seen_last < 0 or count != seen_count + grown:
-                    self._stars, self._sums = {}, {}
-                    seen_last = 0
-                self._add(conn.execute("SELECT item_id, value FROM events WHERE type = 'rating' AND seq > ?",
-                                       (seen_last,)))
-                self._mark = (last, count)
-            out = {}
-            for item in item_ids:
-                stars = self._stars.get(item)
-                if stars is not None and stars.sum() > 0:
-                    n = int(stars.sum())
-                    out[item] = Rating(average=round(self._sums[item] / n, 2), count=n, stars=stars.tolist())
-            return out
-
-
 @router.get("/ratings", response_model=RatingsOut)
-def ratings(request: Request, c: ComponentsDep,
+def ratings(c: ComponentsDep,
             ids: Annotated[str, Query(min_length=1, max_length=20_000,
                                       description=f"comma-separated item ids, at most {MAX_RATING_IDS}")]
             ) -> RatingsOut:
@@ -165,7 +109,8 @@ def ratings(request: Request, c: ComponentsDep,
         raise unprocessable("query", "ids", f"at most {MAX_RATING_IDS} ids per request")
     if c.events is None:
         return RatingsOut(ratings={})
-    return RatingsOut(ratings=request.app.state.ratings.ratings(c.events, wanted))
+    return RatingsOut(ratings={item: Rating(average=round(total / sum(stars), 2), count=sum(stars), stars=stars)
+                               for item, (stars, total) in c.events.rating_counts(wanted).items()})
 
 
 # ---- categories -------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     from indexer.build import build_index
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
-    from retriever.events import EventStore
+    from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
     root = tmp_path_factory.mktemp("e2e")
@@ -99,7 +99,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     catalog, _ = clean_catalog(load_catalog(REPO_DATA / "demo"))
     index = build_index(catalog, embedder, progress=False)
     index.save(settings.index_dir)
-    seed = EventStore(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    seed = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     import_reviews(seed, catalog.reviews, "demo")
     seed.close()
     _report(settings.report_dir)

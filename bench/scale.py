@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .benchkit import (
+from .kit import (
     PeakRss,
     Timers,
     fmt_lat,

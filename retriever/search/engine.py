@@ -5,7 +5,7 @@ For one query::
     tokens   = tokenize(q);  typo fixes for tokens the catalog lacks            (source "typo")
     q_vec    = embed(q [+ fixes])
     terms   += catalog terms nearest q_vec, LLM terms (both grounded)           ("catalog", "llm")
-    run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.hybrid)
+    run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.search.hybrid)
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
     score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
@@ -45,7 +45,7 @@ class SearchConfig:
     depth: int = 100                  # candidates taken from each retriever before fusion
     # Fusion: on both evaluation sets' dev samples (1,000 queries each) weighted fusion of complete
     # scores beat RRF (MRR@10 +0.010 / +0.011) and BM25 alone (+0.016 / +0.019); see search_eval.py.
-    fusion: str = "weighted"          # "rrf" or "weighted" (retriever.hybrid)
+    fusion: str = "weighted"          # "rrf" or "weighted" (retriever.search.hybrid)
     rrf_k: float = RRF_K              # RRF's rank constant
     lexical_weight: float = 0.5       # weight of the BM25 run in fusion
     dense_weight: float = 0.5         # weight of the dense run in fusion

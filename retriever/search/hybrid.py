@@ -12,7 +12,7 @@ Ties are broken by the lower label, so results are deterministic.
   run missing ``d`` adds 0 ("relative score fusion"). Keeps how *much* better the top hit is.
 
 Which is the default is decided by measurement (``evaluation/search_eval.py``): see
-``retriever.engine.SearchConfig``.
+``retriever.search.engine.SearchConfig``.
 """
 
 from __future__ import annotations

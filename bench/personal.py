@@ -7,7 +7,7 @@
    recommendations come from their own interests (a ``dense`` source appears instead of the cold-start
    popular list).
 
-``python -m api.bench_personal --index DIR --db EVENTS.db --users Beauty.txt [--json OUT]``. Run it on a
+``python -m bench.personal --index DIR --db EVENTS.db --users Beauty.txt [--json OUT]``. Run it on a
 copy of the event log: it writes events and impressions.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from .benchkit import latency_stats
+from .kit import latency_stats
 from .loadtest import read_items, read_users, start_server, stop_server
 
 

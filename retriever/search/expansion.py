@@ -7,8 +7,8 @@ Sources (recorded on each :class:`Expansion`):
   embedded once and cached, in memory and optionally on disk);
 - ``"feedback"``: pseudo-relevance feedback, terms weighted by tf-idf in the top first-pass results
   (RM3 in spirit, Lavrenko & Croft 2001);
-- ``"llm"``: terms a language model proposes (:mod:`retriever.llm`), through the same grounding filter;
-- ``"typo"``: spelling corrections (:mod:`retriever.typo`).
+- ``"llm"``: terms a language model proposes (:mod:`retriever.search.llm`), through the same grounding filter;
+- ``"typo"``: spelling corrections (:mod:`retriever.search.typo`).
 
 The grounding filter (:meth:`CatalogVocabulary.ground`) is the one gate: a candidate is kept when
 its tokens equal a vocabulary term's tokens; a phrase that is not a term is split and its words

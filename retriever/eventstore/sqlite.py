@@ -1,8 +1,4 @@
-"""The event log: SQLite in WAL mode, durable on acknowledgement, idempotent by ``event_id``.
-
-User ids never reach the database in clear: every table keys users by ``user_key``, a keyed hash
-(HMAC-SHA256 with a secret from the settings) of the shop's user id. Without the key, the log
-cannot be joined back to people; deleting a user removes every row under their key.
+"""The event log on SQLite: WAL mode, durable on acknowledgement, idempotent by ``event_id``.
 
 Schema changes are numbered migrations (``MIGRATIONS``); opening a database applies the ones it
 has not seen, inside a transaction, and records the version in ``meta``.
@@ -10,17 +6,14 @@ has not seen, inside a transaction, and records the version in ``meta``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+from .base import Event, EventStore, StoredEvent
 
 MIGRATIONS: list[str] = [
     # 1: events, onboarding answers, recommendation impressions (for A/B reports)
@@ -54,41 +47,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX impressions_by_user ON impressions (user_key);
     """,
+    # 2: rating lookups by item (the storefront's stars)
+    """
+    CREATE INDEX events_by_item ON events (item_id, type);
+    """,
 ]
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: str
-    user_id: str
-    item_id: str
-    type: str
-    timestamp: float
-    value: float | None = None
-    request_id: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """An event as stored: the user is known only by ``user_key``."""
-
-    user_key: str
-    item_id: str
-    type: str
-    value: float | None
-    ts: float
-    request_id: str | None = None
-
-
-def pseudonymize(user_id: str, key: str) -> str:
-    """Keyed hash of a user id: 32 hex chars, stable for one key, meaningless without it."""
-    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 IMPRESSION_FLUSH_S = 0.5  # impressions are buffered this long, then written in one commit
 
 
-class EventStore:
+class SQLiteEventStore(EventStore):
     """SQLite event log. Thread-safe: one writer connection under a lock, each write one durable
     commit; reads go through one read-only connection per thread, which in WAL mode neither waits
     for the writer's fsync nor blocks it. Impressions (A/B bookkeeping, never acknowledged to a
@@ -96,9 +65,8 @@ class EventStore:
     batch instead of one per recommendation."""
 
     def __init__(self, path: str | Path, *, pseudonym_key: str):
-        if not pseudonym_key:
-            raise ValueError("pseudonym_key must be a non-empty secret")
-        self.path, self._key = Path(path), pseudonym_key
+        super().__init__(pseudonym_key)
+        self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,9 +89,6 @@ class EventStore:
             with self._pending_lock:
                 self._readers.append(db)
         return db
-
-    def user_key(self, user_id: str) -> str:
-        return pseudonymize(user_id, self._key)
 
     @property
     def schema_version(self) -> int:
@@ -177,6 +142,19 @@ class EventStore:
 
     def count_events(self) -> int:
         return self._read().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def rating_counts(self, item_ids: Iterable[str]) -> dict[str, tuple[list[int], float]]:
+        out: dict[str, tuple[list[int], float]] = {}
+        db = self._read()
+        for item in dict.fromkeys(item_ids):
+            rows = db.execute("SELECT value FROM events WHERE item_id = ? AND type = 'rating' AND value IS NOT NULL",
+                              (item,)).fetchall()
+            if rows:
+                stars = [0] * 5
+                for (v,) in rows:
+                    stars[min(5, max(1, int(round(v)))) - 1] += 1
+                out[item] = (stars, float(sum(v for (v,) in rows)))
+        return out
 
     # ---- onboarding, impressions -----------------------------------------------------------------
     def set_onboarding(self, user_id: str, interests: str, categories: list[str], liked_items: list[str]) -> None:

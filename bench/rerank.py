@@ -1,6 +1,6 @@
 """Reranker speed on this machine (a script, not a test).
 
-    python -m ranker.bench [--model runs/ranker] [--threads 2] [--data-dir …/amazon-beauty-2014]
+    python -m bench.rerank [--model runs/ranker] [--threads 2] [--data-dir …/amazon-beauty-2014]
 
 Prints, for each inference variant (fp32, int8 dynamic quantisation of the Linear layers):
 throughput in pairs/s (batches of 50 candidates for one context), latency p50 / p99 of reranking
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import EncoderConfig, PairEncoder, Reranker, build_network, quantize_int8, score_pairs
+from ranker.model import EncoderConfig, PairEncoder, Reranker, build_network, quantize_int8, score_pairs
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -144,7 +144,7 @@ def run(model: str | None, threads: int, data_dir: str | None, base_layers: int 
 def main(argv: list[str] | None = None) -> None:
     from indexer.loaders import shared_data_dir
 
-    p = argparse.ArgumentParser(prog="python -m ranker.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.rerank", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="runs/ranker")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=str(shared_data_dir() / "amazon-beauty-2014"))

@@ -12,7 +12,7 @@ has an error, leaves requests unsent, or exceeds the p99 threshold. In-flight re
 At the end the events acknowledged (``stored`` in 200 responses) are checked against the server's
 event log, by the run's event-id prefix: "zero lost events" is verified, not assumed.
 
-    python -m api.loadtest --index out/beauty --db out/events.db --duration 60 --rate 50 --json lt.json
+    python -m bench.loadtest --index out/beauty --db out/events.db --duration 60 --rate 50 --json lt.json
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def start_server(index: Path, db: Path, log_path: Path, startup_s: float, worker
                  ) -> tuple[subprocess.Popen, str, dict]:
     """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin and ingest keys
     (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers."""
-    from .security import new_key
+    from api.security import new_key
 
     keys = {role: new_key() for role in ("admin", "ingest")}
     env = dict(os.environ, SEMREC_DB_PATH=str(db), SEMREC_API_KEYS=json.dumps(
@@ -375,7 +375,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
     ``rate`` alone: open loop; ``workers`` alone: closed loop; ``find_max_rate``: open-loop steps
     from ``rate`` (default 5/s) of ``step_s`` seconds each. ``users`` defaults to the demo reviews.
     """
-    from .settings import Settings
+    from api.settings import Settings
 
     mix, url = dict(mix or DEFAULT_MIX), url and check_loopback(url)  # loopback only, checked first
     if rate is not None and workers is not None:
@@ -476,7 +476,7 @@ def format_report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m api.loadtest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, required=True, help="index directory (item ids, titles)")
     p.add_argument("--db", type=Path, help="the server's event log (to verify stored events)")
     p.add_argument("--url", help=f"attach to a running server (http://{LOOPBACK}:PORT); default: start one")

@@ -11,7 +11,7 @@ machine, so every figure should be read next to the load it was taken under):
 4. A synthetic index of ``synthetic_n`` clustered unit vectors (HNSW): build time, vectors/s, memory
    per item, latency, and recall@10 against exact brute force.
 
-Entry points: :func:`run` (returns the figures as a dict) and ``python -m api.bench``.
+Entry points: :func:`run` (returns the figures as a dict) and ``python -m bench.foundation``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_scale import bench_synthetic
-from .benchkit import (
+from .kit import (
     PeakRss,
     Section,
     Timers,
@@ -45,6 +44,7 @@ from .benchkit import (
     rss_bytes,
     similar_latency,
 )
+from .scale import bench_synthetic
 
 K = 10
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -421,7 +421,7 @@ def _default_shared() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.foundation", description=__doc__.split("\n\n")[0])
     p.add_argument("--shared", type=Path, default=_default_shared(),
                    help="folder holding data/amazon-beauty-2014 (default: $SEMREC_SHARED or ../shared)")
     p.add_argument("--synthetic-n", type=int, default=1_000_000, help="synthetic vectors (0 skips)")

@@ -26,9 +26,9 @@ def follow(c: Components, every: float, stop: threading.Event) -> None:
     with several workers each one sees any write within about that long."""
     while not stop.wait(every):
         try:
-            c.index.follow()
-            if c.events is not None:
-                c.state.catch_up(c.events)
+            c.svc.index.follow()
+            if c.svc.events is not None:
+                c.svc.state.catch_up(c.svc.events)
         except Exception:  # keep following; a failure here must not stop the service, but is logged
             log.exception("following the shared logs failed")
 
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @app.get("/metrics", tags=["operations"], response_class=Response, responses=ERRORS)
     def metrics(c: ComponentsDep) -> Response:
         """Prometheus text format: requests and latency per route, index size, events, models."""
-        return app.state.metrics.render(c)
+        return app.state.metrics.render(c.svc)
 
     app.include_router(items.router, tags=["items"], responses=ERRORS)
     app.include_router(search.router, tags=["search"], responses=ERRORS)

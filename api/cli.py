@@ -71,10 +71,17 @@ def serve(
     import os
 
     import uvicorn
+    from pydantic import ValidationError
+
+    from .settings import cli_settings
 
     os.environ["SEMREC_INDEX_DIR"] = str(index_dir)
     if model:
         os.environ["SEMREC_MODEL"] = model
+    try:
+        cli_settings()  # a missing secret or a bad setting is one line here, not a traceback per worker
+    except ValidationError as e:
+        raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "), param_hint="settings") from None
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
     uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
 
@@ -98,15 +105,15 @@ def similar(
     max_price: float | None = None, in_stock: bool | None = None,
 ) -> None:
     """Print the items most similar to ITEM_ID."""
-    from indexer.store import ItemIndex
-    from retriever.similar import similar_items
+    from ranker import pipeline
 
-    idx = ItemIndex.load(index_dir)
-    if idx.table.get(item_id) is None:
+    svc = _services(index_dir, embedder=False)
+    if svc.index.table.get(item_id) is None:
         raise typer.BadParameter(f"item {item_id!r} is not in {index_dir}", param_hint="ITEM_ID")
-    labels, scores = similar_items(idx, [item_id], k, _filters(category, brand, min_price, max_price, in_stock))
-    typer.echo(f"similar to {item_id}: {idx.table.get(item_id)['title']}")
-    _print_rows(idx, labels[0], scores[0])
+    labels, scores = pipeline.similar(svc, pipeline.PipelineConfig(), item_id, k,
+                                      _filters(category, brand, min_price, max_price, in_stock))
+    typer.echo(f"similar to {item_id}: {svc.index.table.get(item_id)['title']}")
+    _print_rows(svc.index, labels, scores)
 
 
 @app.command()
@@ -115,12 +122,25 @@ def search(
     index_dir: IndexOpt = Path("out/index"),
     k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
 ) -> None:
-    """Print the items that best match QUERY."""
-    from indexer.embed import load_embedder
+    """Print the items that best match QUERY: the service's search pipeline (hybrid, as /search)."""
+    from ranker import pipeline
+
+    from .deps import search_box_for
+    from .settings import cli_settings
+
+    svc = _services(index_dir)
+    # demo=True: no event log is opened here, so no pseudonym key is needed
+    svc.search = search_box_for(cli_settings(index_dir=index_dir, demo=True), svc)
+    result, _ = pipeline.search(svc, pipeline.PipelineConfig(), query, k)
+    _print_rows(svc.index, result.labels, result.scores)
+
+
+def _services(index_dir: Path, embedder: bool = True):
+    """Services over an index alone (no event log): what similar (no embedder) and search need."""
     from indexer.store import ItemIndex
-    idx = ItemIndex.load(index_dir)
-    labels, scores = idx.search(load_embedder(idx.model).encode([query]), k)
-    _print_rows(idx, labels[0], scores[0])
+    from ranker.services import Services, open_index
+
+    return Services(*open_index(index_dir)) if embedder else Services(ItemIndex.load(index_dir), None)
 
 
 events_app = typer.Typer(no_args_is_help=True, help="The event log.")
@@ -141,14 +161,27 @@ def events_import(
     from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
-    from .settings import DEV_PSEUDONYM_KEY
-
+    key = _pseudonym_key(pseudonym_key)
     catalog, _ = clean_catalog(load_dataset(dataset, data_dir))
-    store = open_event_store(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    store = open_event_store(db, pseudonym_key=key)
     started = time.perf_counter()
     read, stored = import_reviews(store, catalog.reviews, dataset)
     typer.echo(f"{read} events read, {stored} new, {read - stored} already there -> {db} "
                f"({time.perf_counter() - started:.1f} s, {store.count_events()} events in the log)")
+
+
+def _pseudonym_key(given: str | None) -> str:
+    """The pseudonym key from the option, else the settings (SEMREC_PSEUDONYM_KEY / .env); none is
+    a one-line error (user ids are stored only as a keyed hash of it)."""
+    from pydantic import ValidationError
+
+    from .settings import cli_settings
+
+    try:
+        return cli_settings(pseudonym_key=given).pseudonym_key
+    except ValidationError as e:
+        raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "),
+                                 param_hint="--pseudonym-key") from None
 
 
 @app.command()
@@ -171,11 +204,10 @@ def ab_report_cmd(db: Annotated[Path, typer.Option(help="SQLite event log")] = P
     from retriever.eventstore import open_event_store
 
     from .experiments import ab_report, format_report
-    from .settings import DEV_PSEUDONYM_KEY
 
     if not db.exists():
         raise typer.BadParameter(f"no event log at {db}", param_hint="--db")
-    store = open_event_store(db, pseudonym_key=pseudonym_key or DEV_PSEUDONYM_KEY)
+    store = open_event_store(db, pseudonym_key=_pseudonym_key(pseudonym_key))
     typer.echo(format_report(ab_report(store.variant_outcomes())))
 
 
@@ -192,9 +224,10 @@ def train_ranker_cmd(
     seed: int = 0,
 ) -> None:
     """Fine-tune the cross-encoder reranker from MiniLM on interactions (a dataset or the event log)."""
+    from evaluation.training import train_ranker
     from indexer.schema import Catalog
     from ranker.pairs import PairConfig
-    from ranker.train import TrainConfig, train_ranker
+    from ranker.train import TrainConfig
 
     if (dataset is None) == (db is None):
         raise typer.BadParameter("give either --dataset with --data-dir, or --db with --index", param_hint="--dataset")
@@ -205,11 +238,9 @@ def train_ranker_cmd(
         from retriever.eventstore import open_event_store
         from retriever.personal import reviews_from_events
 
-        from .settings import DEV_PSEUDONYM_KEY
-
         items = ItemIndex.load(index_dir).table.live_frame().drop(columns="label")
-        # the log already holds only keyed user ids; the key is not needed to read them back
-        store = open_event_store(db, pseudonym_key=DEV_PSEUDONYM_KEY)
+        # the log already holds only keyed user ids; they are read back as they are
+        store = open_event_store(db, pseudonym_key=_pseudonym_key(None))
         catalog = Catalog(items, reviews_from_events(store), source=f"event log {db}")
         store.close()
     else:
@@ -233,15 +264,18 @@ def eval_cmd(
     quick: Annotated[bool, typer.Option(help="a seeded subsample and small models: minutes, not hours")] = False,
     systems: Annotated[str | None, typer.Option(help="comma-separated subset; default: all")] = None,
     model: Annotated[str, typer.Option(help="embedder for the text systems")] = "minilm",
-    ranker: Annotated[Path | None, typer.Option(help="trained reranker (version dir or root) for semrec-rerank/-mmr")
-                      ] = None,
+    ranker: Annotated[Path | None, typer.Option(
+        help="trained reranker (version dir or root) loaded into the served pipeline, as SEMREC_RANKER_DIR "
+             "loads it into the service")] = None,
+    protocol: Annotated[str, typer.Option(help="standard (no cold slices, eSASRec's) or cold (cold items and "
+                                               "users)")] = "cold",
     cache: Annotated[Path, typer.Option(help="item vectors are cached here")] = Path("runs/cache"),
     seed: int = 0,
 ) -> None:
     """Offline evaluation: leave-one-out, full ranking, semrec against baselines on public data."""
     from evaluation.harness import run_eval
+    from indexer.build import catalog_item_vectors
     from indexer.embed import load_embedder
-    from ranker.pairs import catalog_item_vectors
 
     embedder = load_embedder(model)
 
@@ -249,8 +283,10 @@ def eval_cmd(
         # item text only: a review's text would carry the held-out interaction into the vectors
         return catalog_item_vectors(catalog.items, item_ids.tolist(), embedder, cache_dir=cache)
 
+    if protocol not in ("standard", "cold"):
+        raise typer.BadParameter("choose standard or cold", param_hint="--protocol")
     run_eval(dataset, str(data_dir), str(out), quick=quick, systems=systems.split(",") if systems else None,
-             seed=seed, item_vectors=item_vectors, ranker=ranker)
+             seed=seed, item_vectors=item_vectors, ranker=ranker, protocol=protocol, embedder=embedder)
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -258,15 +294,14 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def bench(ctx: typer.Context,
-          which: Annotated[str, typer.Argument(help="foundation or personal")] = "foundation") -> None:
-    """Benchmarks (figures, not tests): `semrec bench foundation --help`, `semrec bench personal --help`."""
-    from bench import foundation
-    from bench import personal as bench_personal
+          which: Annotated[str, typer.Argument(help="foundation, personal, rerank or search")] = "foundation") -> None:
+    """Benchmarks (figures, not tests): `semrec bench WHICH --help`."""
+    import importlib
 
-    mains = {"foundation": foundation.main, "personal": bench_personal.main}
-    if which not in mains:
-        raise typer.BadParameter(f"choose one of {list(mains)}", param_hint="WHICH")
-    raise typer.Exit(mains[which](ctx.args) or 0)
+    names = ("foundation", "personal", "rerank", "search")
+    if which not in names:
+        raise typer.BadParameter(f"choose one of {list(names)}", param_hint="WHICH")
+    raise typer.Exit(importlib.import_module(f"bench.{which}").main(ctx.args) or 0)
 
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
@@ -304,7 +339,7 @@ def demo(
     from .settings import Settings
 
     # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
-    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False)
+    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False, demo=True)
     index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
           review_weight=0.3, max_reviews=8, unknown_items="drop")
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)

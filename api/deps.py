@@ -2,84 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
-import faiss
 import numpy as np
-import torch
 from fastapi import Depends, HTTPException, Path, Query, Request
 
-from indexer.embed import Embedder, load_embedder
 from indexer.store import ItemIndex
 from indexer.table import Filters
-from ranker.fusion import FusionWeights
 from ranker.model import Reranker
-from ranker.serve import RerankConfig
-from retriever.eventstore import EventStore, open_event_store
-from retriever.recommend import InteractionState
-from retriever.search.box import SearchBox
+from ranker.pipeline import PipelineConfig
+from ranker.services import Services, build_search, open_events, open_index, set_threads
 
+from .experiments import Variant
 from .models import ItemOut, ScoredItem
 from .settings import Settings
 
 
 @dataclass
 class Components:
-    """Everything a request may need, loaded once at start-up."""
+    """The settings and the services (``ranker.services``) every request runs on, loaded once."""
 
     settings: Settings
-    index: ItemIndex
-    embedder: Embedder
-    events: EventStore | None = None
-    state: InteractionState = field(default_factory=InteractionState)
-    search: SearchBox | None = None  # built at start-up; routes/search.py builds it on first use otherwise
-    reranker: Reranker | None = None
+    svc: Services
 
-    @property
-    def rerank_config(self) -> RerankConfig:
-        r = self.settings.rerank
-        return RerankConfig(top_n=r.top_n, weights=FusionWeights(r.reranker, r.retrieval, r.popularity),
-                            mmr_lambda=r.mmr_lambda)
+    def config(self, variant: Variant | None = None) -> PipelineConfig:
+        return self.settings.pipeline_config(variant)
 
 
 def load_components(settings: Settings) -> Components:
-    """Open the index, its embedder and the event log; a missing index or a model mismatch fails
-    here, at start-up, not per request."""
-    # A server answers one small query per request, many at once: one FAISS thread per search is
-    # ~30x faster than two threads fighting for the cores (measured: 0.8 vs 24 ms on 12k items).
-    faiss.omp_set_num_threads(settings.search_threads)
-    torch.set_num_threads(settings.torch_threads)  # query embedding: ~20 ms on 1 thread vs ~1 s contended
-    index = ItemIndex.load(settings.index_dir, expect_model=settings.model)
-    embedder = load_embedder(settings.model or index.model)
-    if embedder.dim != index.dim:
-        raise ValueError(f"embedder {embedder.name!r} gives {embedder.dim}-d vectors, the index in "
-                         f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
+    """Open the index, its embedder, the event log, the reranker and the search box; a missing index,
+    a model mismatch or a bad reranker fails here, at start-up, not per request."""
+    set_threads(settings.search_threads, settings.torch_threads)
+    index, embedder = open_index(settings.index_dir, settings.model)
     # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
     reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
     index.open_log()
-    from .routes.search import build_search  # here, not at the top: the routes import this module
-
-    comps = Components(settings, index, embedder, *open_events(settings), reranker=reranker)
-    comps.search = build_search(index, embedder, cache_dir=settings.index_dir / "search-cache",
-                                reranker=reranker if settings.rerank.search else None,
-                                weights=comps.rerank_config.weights)
-    return comps
+    store, state = open_events(settings.db_path, settings.pseudonym_key, settings.half_lives())
+    svc = Services(index, embedder, store, state, reranker=reranker)
+    svc.search = search_box_for(settings, svc)
+    return Components(settings, svc)
 
 
-def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
-    """The event log and the collaborative state replayed from it."""
-    store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
-    state = InteractionState()
-    state.catch_up(store)
-    return store, state
-
-
-def candidate_counts(c: Components, labels: np.ndarray) -> np.ndarray:
-    """float64 ``(len(labels),)`` interaction counts of ``labels`` (the fusion's popularity prior)."""
-    with c.index.lock, c.state.lock:
-        ids = [c.index.table.records[lab]["item_id"] if lab >= 0 else "" for lab in labels]
-        return np.array([c.state.popular.interactions(i) for i in ids], dtype=np.float64)
+def search_box_for(settings: Settings, svc: Services):
+    """The search box the settings describe, over ``svc``'s index (reranked when asked)."""
+    s = settings.search
+    return build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
+                        vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
+                        reranker=svc.reranker if settings.rerank.search else None,
+                        weights=settings.rerank.config().weights)
 
 
 def get_components(request: Request) -> Components:

@@ -13,13 +13,14 @@ from dataclasses import dataclass, fields, replace
 
 from pydantic import BaseModel, Field, field_validator
 
-from retriever.recommend import CandidateConfig
+from retriever.candidates import CandidateConfig
 
 _TUNABLE = {f.name for f in fields(CandidateConfig)}
 
 
 class Variant(BaseModel):
-    """A named configuration: candidate weights (CandidateConfig fields) and whether to rerank."""
+    """A named configuration: candidate settings (CandidateConfig fields, popularity half-lives
+    included) and whether to run the reranking stage."""
 
     name: str = Field(min_length=1, max_length=50)
     share: float = Field(gt=0, le=1)

@@ -169,6 +169,10 @@ class RecommendedItem(ScoredItem):
 class RecommendationsOut(BaseModel):
     request_id: str = Field(description="send it back with events that follow from this list")
     variant: str
+    stages: list[str] = Field(description="the pipeline stages that shaped the list, in order: cold (a popular "
+                                          "list spread over categories), fusion (candidate sources fused), "
+                                          "rerank (cross-encoder), mmr (reordered for diversity: scores need "
+                                          "not be descending), explore (last places for new items)")
     results: list[RecommendedItem]
 
 

@@ -54,12 +54,13 @@ class Metrics:
         self.model = Gauge("semrec_model_info", "models in use", ["embedder", "index_kind", "ranker"],
                            registry=self.registry)
 
-    def render(self, components) -> Response:
-        self.items.set(len(components.index))
-        if components.events is not None:
-            self.events.set(components.events.count_events())
-        ranker = getattr(getattr(components, "reranker", None), "version", None) or "none"
-        self.model.labels(components.index.model, components.index.kind, ranker).set(1)
+    def render(self, svc) -> Response:
+        """Gauges from ``svc`` (``ranker.services.Services``), then the registry as Prometheus text."""
+        self.items.set(len(svc.index))
+        if svc.events is not None:
+            self.events.set(svc.events.count_events())
+        ranker = svc.reranker.path.name if svc.reranker is not None else "none"
+        self.model.labels(svc.index.model, svc.index.kind, ranker).set(1)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -44,6 +46,7 @@ DEFAULT_MIX = {"recommendations": 0.35, "similar": 0.25, "search": 0.3, "events"
 EVENT_TYPES = (("view", 0.6), ("click", 0.2), ("add_to_cart", 0.1), ("purchase", 0.05), ("rating", 0.05))
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_REVIEWS = ROOT / "data" / "demo" / "reviews.jsonl"  # the demo shoppers, when no --users is given
 
 
 # ---- statistics ----------------------------------------------------------------------------------
@@ -274,11 +277,11 @@ def start_server(index: Path, db: Path, log_path: Path, startup_s: float, worker
                  ) -> tuple[subprocess.Popen, str, dict]:
     """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin and ingest keys
     (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers."""
-    from api.security import new_key
-
-    keys = {role: new_key() for role in ("admin", "ingest")}
+    keys = {role: "sk_" + secrets.token_urlsafe(32) for role in ("admin", "ingest")}
     env = dict(os.environ, SEMREC_DB_PATH=str(db), SEMREC_API_KEYS=json.dumps(
-        [{"name": f"loadtest-{role}", "role": role, "sha256": sha} for role, (_, sha) in keys.items()]))
+        [{"name": f"loadtest-{role}", "role": role, "sha256": hashlib.sha256(key.encode()).hexdigest()}
+         for role, key in keys.items()]))
+    env.setdefault("SEMREC_PSEUDONYM_KEY", secrets.token_urlsafe(24))  # a throwaway server needs a secret too
     env.setdefault("SEMREC_RATE_PER_MINUTE", "1e9")
     env.setdefault("SEMREC_RATE_BURST", "1000000")
     port = free_port()
@@ -295,7 +298,7 @@ def start_server(index: Path, db: Path, log_path: Path, startup_s: float, worker
                 raise RuntimeError(f"server not up after {startup_s:.0f} s:\n{tail(log_path)}")
             try:
                 if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                    return proc, url, {role: key for role, (key, _) in keys.items()}
+                    return proc, url, keys
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
@@ -375,8 +378,6 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
     ``rate`` alone: open loop; ``workers`` alone: closed loop; ``find_max_rate``: open-loop steps
     from ``rate`` (default 5/s) of ``step_s`` seconds each. ``users`` defaults to the demo reviews.
     """
-    from api.settings import Settings
-
     mix, url = dict(mix or DEFAULT_MIX), url and check_loopback(url)  # loopback only, checked first
     if rate is not None and workers is not None:
         raise ValueError("give a rate (open loop) or workers (closed loop), not both")
@@ -387,7 +388,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
     if mix.get("events", 0) > 0 and db is None:
         raise ValueError("events are sent, so --db (the server's event log) is needed to verify them")
     items = read_items(index)
-    user_ids = read_users(users or Settings().shoppers_file)
+    user_ids = read_users(users or DEMO_REVIEWS)
     texts = read_queries(queries) if queries else [" ".join(t.split()[:8]) for _, t in items if t.strip()]
     server, started = None, url is None
     server_log = Path(server_log or Path(tempfile.gettempdir()) / f"semrec-loadtest-{os.getpid()}.log")

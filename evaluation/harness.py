@@ -1,15 +1,16 @@
-"""Offline evaluation: load a dataset, split it, fit every system, rank all items, report.
+"""Offline evaluation: load a dataset, split it, fit every system, rank, report.
 
-    python -m evaluation.harness beauty --data-dir ../shared/data --out runs/beauty [--quick]
+    python -m evaluation.harness beauty --data-dir ../shared/data --out runs/beauty [--quick] [--protocol cold]
 
-Systems: ``popularity``, ``markov``, ``als``, ``bpr``, ``sasrec``; when item vectors are given,
-``text-zero-shot`` (recency-decayed mean of the history's item vectors; see
-``retriever.collaborative.text_scores``) and semrec's own pipeline (``evaluation.semrec``):
-``semrec-retrieval``, ``semrec-collab`` and, with a trained reranker (``ranker``),
-``semrec-rerank`` and ``semrec-mmr``. Every system is fitted on ``split.fit`` and evaluated on
-the validation and test cases with a full ranking over all items, history excluded (the headline
-numbers) and not excluded, overall and on the warm / cold-item / cold-user slices
-(``evaluation.protocol``). Outputs in ``out_dir``: ``results.json``, ``results.md``, PNG plots and
+Systems: the baselines ``popularity``, ``markov``, ``als``, ``bpr``, ``sasrec``; with item vectors
+``text-zero-shot`` (recency-decayed mean of the history's item vectors) and the served pipeline,
+``semrec`` (``ranker.pipeline`` with the service's default config, over the split replayed
+through a real event log and item index: ``evaluation.served``) and its ablations, each a config
+of the same pipeline (``SEMREC_SYSTEMS``). Every system is fitted on ``split.fit`` and evaluated
+on the validation and test cases, history excluded (the headline numbers) and included, on the
+protocol's slices (``evaluation.protocol``: ``standard`` or ``cold``). Baselines rank all items;
+served systems answer their top ``max(KS)`` (an item outside counts as a miss, which is exact for
+every metric reported). Outputs in ``out_dir``: ``results.json``, ``results.md``, PNG plots and
 ``split.json`` (the split, for reproduction).
 
 ``item_vectors`` rows must follow ``load_sequences(...)[2]`` (the sorted unique item ids of the
@@ -23,40 +24,42 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from evaluation.metrics import rank_targets, summarize
-from evaluation.protocol import Split, leave_one_out, sample_users, sequences_from_reviews, write_split
-from evaluation.report import plot_results, write_markdown
-from evaluation.semrec import PipelineConfig, RerankScores, SemrecPipeline
+from indexer.embed import Embedder
 from indexer.schema import Catalog
+from ranker.pipeline import PipelineConfig
 from retriever.collaborative import ALS, BPR, Markov, Popularity, Recommender, VectorRecommender
 from retriever.sasrec import SASRec
+
+from .metrics import Ranked, list_ranks, ndcg_at_k, rank_targets, summarize
+from .protocol import PROTOCOLS, Split, leave_one_out, sample_users, sequences_from_reviews, write_split
+from .report import plot_results, write_markdown
+from .served import Replay
 
 Array = np.ndarray
 
 SYSTEMS: tuple[str, ...] = ("popularity", "markov", "als", "bpr", "sasrec")
 TEXT_SYSTEM = "text-zero-shot"
-MMR_LAMBDA = 0.8
+_SERVED = PipelineConfig()
+# The served pipeline and its ablations: configs of the one pipeline (``ranker.pipeline``).
 SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
-    "semrec-retrieval": PipelineConfig(),
-    "semrec-collab": PipelineConfig(collaborative=True),
-    "semrec-rerank": PipelineConfig(collaborative=True, rerank=True),
-    "semrec-mmr": PipelineConfig(collaborative=True, rerank=True, mmr_lambda=MMR_LAMBDA),
-    "semrec-explore": PipelineConfig(collaborative=True, rerank=True, mmr_lambda=MMR_LAMBDA, explore_slots=1),
+    "semrec": _SERVED,
+    "semrec-no-rerank": replace(_SERVED, use_reranker=False),
+    "semrec-no-mmr": replace(_SERVED, rerank=replace(_SERVED.rerank, mmr_lambda=1.0)),
+    "semrec-no-explore": replace(_SERVED, candidates=replace(_SERVED.candidates, explore_slots=0)),
 }
 QUICK_USERS = 2000
 KS = (10, 20)
 ItemVectorFn = Callable[[Catalog, Array], Array]  # (catalog, item_ids (n_items,) str) -> (n_items, d)
 
 
-def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None = None,
-                rerank: RerankScores | None = None) -> Recommender:
+def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None = None) -> Recommender:
     """The recommender behind a system name, with the settings used by the harness.
 
     Settings were picked on Beauty's validation split (seed 0), not on test:
@@ -79,14 +82,12 @@ def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None
         return BPR(factors=factors, iterations=iterations, learning_rate=0.05, regularization=0.001, seed=seed)
     if name == "sasrec":
         if quick:
-            return SASRec(max_epochs=10, eval_every=5, patience=1, lr=5e-3, seed=seed)
-        return SASRec(seed=seed, max_minutes=40.0, progress=True)
-    if name == TEXT_SYSTEM or name in SEMREC_SYSTEMS:
+            return SASRec(max_epochs=6, eval_every=3, patience=1, lr=5e-3, seed=seed, eval_users=500)
+        return SASRec(seed=seed, max_minutes=30.0, progress=True)
+    if name == TEXT_SYSTEM:
         if item_vectors is None:
             raise ValueError(f"{name!r} needs item_vectors")
-        if name == TEXT_SYSTEM:
-            return VectorRecommender(item_vectors)
-        return SemrecPipeline(item_vectors, SEMREC_SYSTEMS[name], rerank, name=name, seed=seed, quick=quick)
+        return VectorRecommender(item_vectors)
     raise ValueError(f"unknown system {name!r}; known: {', '.join((*SYSTEMS, TEXT_SYSTEM, *SEMREC_SYSTEMS))}")
 
 
@@ -131,11 +132,12 @@ def category_vectors(catalog: Catalog, item_ids: Array) -> Array | None:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def make_split(sequences: list[Array], item_ids: Array, user_ids: Array, *, quick: bool, seed: int) -> Split:
-    """The harness split: leave-one-out, 10% cold items, 10% simulated cold users; quick runs keep
-    a seeded sample of ``QUICK_USERS`` users with >= 3 interactions."""
+def make_split(sequences: list[Array], item_ids: Array, user_ids: Array, *, quick: bool, seed: int,
+               protocol: str = "cold") -> Split:
+    """The harness split: leave-one-out under ``protocol`` ("cold": 10% cold items, 10% simulated
+    cold users); quick runs keep a seeded sample of ``QUICK_USERS`` users with >= 3 interactions."""
     users = sample_users(sequences, QUICK_USERS, seed) if quick else None
-    return leave_one_out(sequences, item_ids, user_ids, seed=seed, users=users)
+    return leave_one_out(sequences, item_ids, user_ids, seed=seed, users=users, protocol=protocol)
 
 
 def _split_stats(split: Split) -> dict[str, Any]:
@@ -160,8 +162,7 @@ def evaluate_system(
     for stage in ("valid", "test"):
         histories = split.valid_history if stage == "valid" else split.test_history
         targets = split.valid_target if stage == "valid" else split.test_target
-        excluded, included = rank_targets(model.score, histories, targets, max(KS), desc=f"{name} {stage}",
-                                          pass_targets=isinstance(model, SemrecPipeline))
+        excluded, included = rank_targets(model.score, histories, targets, max(KS), desc=f"{name} {stage}")
         slices = split.slices(stage)
         out[stage] = {
             mode: {
@@ -173,9 +174,54 @@ def evaluate_system(
     return out
 
 
+def served_runs(names: list[str]) -> list[tuple[str, str, str]]:
+    """(stage, system, mode) of every served pass, in order. One served call per user and pass, so
+    passes are spent where they inform: validation for the served default only (what a learned part
+    would be tuned on), test for every system history excluded, and history included for the
+    served default."""
+    head = "semrec" if "semrec" in names else names[0]
+    return ([("valid", head, "excluded")] + [("test", n, "excluded") for n in names]
+            + [("test", head, "included")])
+
+
+def evaluate_served(replay: Replay, names: list[str], split: Split, train_counts: Array,
+                    diversity_vectors: Array | None, results: dict[str, Any]) -> None:
+    """The served systems over one replay (``served_runs``): validation, then the validation targets
+    happen (``Replay.advance``), then test. Fills ``results["systems"][name]``."""
+    advanced = False
+    for stage, name, mode in served_runs(names):
+        if stage == "test" and not advanced:
+            replay.advance()
+            advanced = True
+        cfg, t = SEMREC_SYSTEMS[name], time.perf_counter()
+        entry = results["systems"].setdefault(name, {"fit_seconds": 0.0, "eval_seconds": 0.0, "config": asdict(cfg)})
+        targets = split.valid_target if stage == "valid" else split.test_target
+        ids, scores = replay.lists(cfg, max(KS), exclude_history=mode == "excluded", desc=f"{name} {stage} {mode}")
+        ranked = Ranked(ids, scores, list_ranks(ids, targets))
+        entry.setdefault(stage, {})[mode] = {
+            s: summarize(ranked, train_counts, ks=KS, item_vectors=diversity_vectors, mask=m)
+            for s, m in split.slices(stage).items()}
+        entry["eval_seconds"] += time.perf_counter() - t
+        if stage == "test" and mode == "excluded":
+            test = entry["test"]["excluded"]["all"]
+            tqdm.write(f"{name:>16}: {entry['eval_seconds']:6.1f}s  test R@10 {test['recall@10']:.4f}  "
+                       f"N@10 {test['ndcg@10']:.4f}")
+
+
+def validation_ndcg(model: Recommender, split: Split, users: int | None = 4000, seed: int = 0) -> float:
+    """NDCG@10 (history excluded) of ``model`` on a seeded sample of ``users`` validation cases:
+    what models that early-stop are stopped on (test is never looked at)."""
+    rows = np.arange(len(split.users))
+    if users is not None and users < len(rows):
+        rows = np.sort(np.random.default_rng([seed, 41]).choice(rows, users, replace=False))
+    excluded, _ = rank_targets(model.score, [split.valid_history[r] for r in rows], split.valid_target[rows], 10)
+    return ndcg_at_k(excluded.ranks, 10)
+
+
 def _fit(model: Recommender, split: Split) -> None:
-    if isinstance(model, SASRec | SemrecPipeline):
-        model.fit(split.fit, split.n_items, split.valid_history, split.valid_target)
+    if isinstance(model, SASRec):
+        model.fit(split.fit, split.n_items, validate=lambda m: validation_ndcg(m, split, model.config.eval_users,
+                                                                              model.config.seed))
     else:
         model.fit(split.fit, split.n_items)
 
@@ -190,11 +236,8 @@ def _system_info(model: Recommender) -> dict[str, Any]:
             "stopped_by": model.stopped_by,
             "seconds_per_epoch": float(np.mean(secs)) if secs else None,
             "epoch_seconds": [round(x, 3) for x in secs],
-            "validation_curve": [h for h in model.history if "ndcg@10" in h],
+            "validation_curve": [h for h in model.history if "valid" in h],
         }
-    if isinstance(model, SemrecPipeline):
-        return {"config": asdict(model.cfg), "fusion_weights": asdict(model.weights),
-                "reranker": model.rerank.reranker.info() if model.cfg.rerank else None}
     skip = {"model", "transitions", "popularity", "item_vectors"}
     params = {k: v for k, v in vars(model).items() if k not in skip and not k.startswith("_")}
     inner = getattr(model, "model", None)
@@ -214,9 +257,11 @@ def run_eval(
     seed: int = 0,
     item_vectors: Array | ItemVectorFn | None = None,
     ranker: str | Path | None = None,
+    protocol: str = "cold",
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``systems`` on a dataset. Default: the baselines; with item_vectors also text-zero-shot,
-    semrec-retrieval and semrec-collab; with ``ranker`` as well semrec-rerank and semrec-mmr.
+    """Evaluate ``systems`` on a dataset. Default: the baselines; with item_vectors also
+    text-zero-shot and the served pipeline ``semrec`` with its ablations.
 
     Args:
         dataset: a name known to ``indexer.loaders.load_dataset`` ("beauty", ...).
@@ -226,10 +271,15 @@ def run_eval(
         item_vectors: (n_items, d) float32, L2-normalised, rows in ``item_vector_order`` order; or a
             function ``(catalog, item_ids) -> that array``, called once after loading (saves a
             second load of the dataset when the vectors come from the catalog's text).
-        ranker: a reranker version directory or a root of versions (``ranker.model.Reranker``).
+        ranker: a reranker version directory or a root of versions (``ranker.model.Reranker``),
+            loaded into the served pipeline as ``SEMREC_RANKER_DIR`` loads it into the service.
+        protocol: "standard" or "cold" (``evaluation.protocol``).
+        embedder: the served pipeline's embedder (the one that made ``item_vectors``; default MiniLM).
 
     Returns the results dict that is written to results.json.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,26 +288,26 @@ def run_eval(
         item_vectors = np.asarray(item_vectors(catalog, item_ids), dtype=np.float32)
     if item_vectors is not None and item_vectors.shape[0] != len(item_ids):
         raise ValueError(f"item_vectors has {item_vectors.shape[0]} rows; {dataset} has {len(item_ids)} items")
-    split = make_split(sequences, item_ids, user_ids, quick=quick, seed=seed)
+    split = make_split(sequences, item_ids, user_ids, quick=quick, seed=seed, protocol=protocol)
     write_split(split, out / "split.json")
     train_counts = split.train_counts()
     diversity_vectors = item_vectors if item_vectors is not None else category_vectors(catalog, item_ids)
-    rerank = _rerank_scores(ranker, catalog, item_ids) if ranker is not None else None
-    names = list(systems) if systems else default_systems(item_vectors is not None, rerank is not None)
+    names = list(systems) if systems else default_systems(item_vectors is not None)
     results: dict[str, Any] = {
         "dataset": dataset,
         "source": catalog.source,
         "quick": quick,
         "seed": seed,
-        "protocol": "leave-one-out, full ranking over all items, 10% cold items, 10% simulated cold users",
+        "protocol": protocol,
+        "protocol_text": PROTOCOL_TEXT[protocol],
         "diversity_vectors": "item_vectors" if item_vectors is not None else "category multi-hot",
         "split": _split_stats(split),
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "systems": {},
     }
     load_seconds = time.perf_counter() - t0
-    for name in tqdm(names, desc="systems", leave=False):
-        model = make_system(name, quick=quick, seed=seed, item_vectors=item_vectors, rerank=rerank)
+    for name in tqdm([n for n in names if n not in SEMREC_SYSTEMS], desc="systems", leave=False):
+        model = make_system(name, quick=quick, seed=seed, item_vectors=item_vectors)
         t = time.perf_counter()
         _fit(model, split)
         fit_seconds = time.perf_counter() - t
@@ -270,32 +320,47 @@ def run_eval(
         test = metrics["test"]["excluded"]["all"]
         tqdm.write(f"{name:>16}: fit {fit_seconds:7.1f}s  eval {eval_seconds:6.1f}s  "
                    f"test R@10 {test['recall@10']:.4f}  N@10 {test['ndcg@10']:.4f}")
-    if rerank is not None:
-        results["reranker"] = {**rerank.reranker.info(), "pairs_scored": rerank.pairs}
+    served = [n for n in names if n in SEMREC_SYSTEMS]
+    if served:
+        if item_vectors is None:
+            raise ValueError(f"{served} need item_vectors (the served pipeline searches the item index)")
+        t = time.perf_counter()
+        replay = _replay(split, catalog, item_vectors, embedder, ranker, out)
+        results["replay_seconds"] = time.perf_counter() - t
+        results["reranker"] = replay.svc.reranker.info() if replay.svc.reranker is not None else None
+        try:
+            evaluate_served(replay, served, split, train_counts, diversity_vectors, results)
+        finally:
+            replay.close()
     results["load_seconds"] = load_seconds
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
     write_markdown(results, out / "results.md")
     plot_results(results, out)
-    print(f"{dataset}{' (quick)' if quick else ''}: wall time {results['wall_seconds']:.1f}s -> {out}")
+    print(f"{dataset}{' (quick)' if quick else ''} [{protocol}]: wall time {results['wall_seconds']:.1f}s -> {out}")
     return results
 
 
-def default_systems(vectors: bool, reranker: bool) -> list[str]:
+PROTOCOL_TEXT = {
+    "standard": "leave-one-out, full ranking over all items, all users, no cold slices; cases whose target "
+                "is already in the history are dropped (eSASRec's protocol)",
+    "cold": "leave-one-out, full ranking over all items, 10% cold items, 10% simulated cold users",
+}
+
+
+def default_systems(vectors: bool) -> list[str]:
     """What runs when no systems are named: everything the given inputs allow."""
-    names = [*SYSTEMS]
-    if vectors:
-        names += [TEXT_SYSTEM, *(n for n, c in SEMREC_SYSTEMS.items() if reranker or not c.rerank)]
-    return names
+    return [*SYSTEMS, *((TEXT_SYSTEM, *SEMREC_SYSTEMS) if vectors else ())]
 
 
-def _rerank_scores(ranker: str | Path, catalog: Catalog, item_ids: Array) -> RerankScores:
+def _replay(split: Split, catalog: Catalog, item_vectors: Array, embedder: Embedder | None,
+            ranker: str | Path | None, out: Path) -> Replay:
+    from indexer.embed import load_embedder
     from ranker.model import Reranker
-    from ranker.pairs import PairConfig, texts_by_index
 
-    model = Reranker(ranker, threads=_cpus())
-    cfg = PairConfig(history_items=model.history_items, words_per_item=model.words_per_item)
-    return RerankScores(model, *texts_by_index(catalog.items, item_ids.tolist(), cfg))
+    reranker = Reranker(ranker) if ranker is not None else None
+    return Replay.build(split, catalog.items, item_vectors, embedder or load_embedder("minilm"), out / "replay",
+                        reranker=reranker)
 
 
 def _cpus() -> int:
@@ -322,11 +387,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--item-vectors", default=None, help=".npy file of (n_items, d) item vectors")
     p.add_argument("--ranker", default=None, help="reranker version directory (or a root of versions)")
+    p.add_argument("--protocol", default="cold", choices=PROTOCOLS)
     a = p.parse_args(argv)
     vectors = np.load(a.item_vectors).astype(np.float32) if a.item_vectors else None
     systems = a.systems.split(",") if a.systems else None
     run_eval(a.dataset, a.data_dir, a.out, quick=a.quick, systems=systems, seed=a.seed, item_vectors=vectors,
-             ranker=a.ranker)
+             ranker=a.ranker, protocol=a.protocol)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.collaborative import ScoreFn, exclude_items, target_ranks, top_k
+from indexer.results import top_k
+from retriever.collaborative import ScoreFn, exclude_items, target_ranks
 
 Array = np.ndarray
 
@@ -40,7 +41,7 @@ def ndcg_at_k(ranks: Array, k: int) -> float:
 
 
 def mrr(ranks: Array, k: int | None = None) -> float:
-    """Mean reciprocal rank 1 / (rank + 1) over the full ranking (or only the top k if given)."""
+    """Mean reciprocal rank 1 / (rank + 1) over the full ranking, or only the top k if given (MRR@k)."""
     ranks = np.asarray(ranks)
     if not len(ranks):
         return float("nan")
@@ -121,6 +122,12 @@ class Ranked(NamedTuple):
 
 
 
+def list_ranks(ids: Array, targets: Array) -> Array:
+    """0-based position of each row's target in its list ``ids`` (n, k); -1 when it is not there."""
+    hit = np.asarray(ids) == np.asarray(targets)[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1).astype(np.int64)
+
+
 def rank_targets(
     score_fn: ScoreFn,
     histories: Sequence[Array],
@@ -129,20 +136,17 @@ def rank_targets(
     *,
     batch_size: int = 1024,
     desc: str | None = None,
-    pass_targets: bool = False,
 ) -> tuple[Ranked, Ranked]:
     """One scoring pass, two rankings: (history excluded, history included).
 
     histories: n int64 arrays; targets: (n,) int64. ``desc`` shows a tqdm bar with that label.
-    ``pass_targets``: call ``score_fn(batch, batch_targets)``, for systems that use the targets only
-    to skip work that cannot change a metric (``evaluation.semrec``).
     """
     out: dict[bool, list[tuple[Array, Array, Array]]] = {True: [], False: []}
     starts = range(0, len(histories), batch_size)
     for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
         batch = histories[start : start + batch_size]
         t = np.asarray(targets[start : start + batch_size], dtype=np.int64)
-        s = np.asarray(score_fn(batch, t) if pass_targets else score_fn(batch), dtype=np.float32)
+        s = np.asarray(score_fn(batch), dtype=np.float32)
         out[False].append((*top_k(s, k), target_ranks(s, t)))
         exclude_items(s, batch)
         out[True].append((*top_k(s, k), target_ranks(s, t)))
@@ -165,8 +169,9 @@ def summarize(
 ) -> dict[str, float]:
     """All metrics for the queries selected by ``mask`` (default all) as a flat dict.
 
-    Keys: n, recall@K, ndcg@K for each K in ks, mrr, and on the top-10 lists coverage@10,
-    novelty@10, popular_share@10 and (with item_vectors) diversity@10.
+    Keys: n, recall@K, ndcg@K for each K in ks, mrr@max(ks) (a served list is that long, so it is
+    the cut-off every system can be compared at), and on the top-10 lists coverage@10, novelty@10,
+    popular_share@10 and (with item_vectors) diversity@10.
     """
     ids, ranks = ranked.ids, ranked.ranks
     if mask is not None:
@@ -175,7 +180,7 @@ def summarize(
     for k in ks:
         out[f"recall@{k}"] = recall_at_k(ranks, k)
         out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
-    out["mrr"] = mrr(ranks)
+    out[f"mrr@{max(ks)}"] = mrr(ranks, max(ks))
     top10 = ids[:, :10]
     out["coverage@10"] = catalog_coverage(top10, len(train_counts))
     out["novelty@10"] = novelty(top10, train_counts)

@@ -15,6 +15,11 @@ Protocol (the usual one for Amazon sequence benchmarks, e.g. SASRec / RecBole):
       Users with fewer than 3 interactions are not evaluated; their whole sequence is training data.
     * validation history = train prefix; test history = train prefix + validation target.
 
+Two protocols (``PROTOCOLS``):
+    * ``standard``: no cold slices; cases whose target is already in the history are dropped from
+      every metric (eSASRec's protocol, RecSys 2025: directly comparable to its published table);
+    * ``cold``: the cold-start slices below.
+
 Cold-start slices (seeded, deterministic for a given ``seed``):
     * cold items: a random ``cold_item_frac`` of the items (drawn among items with interactions).
       ALL their interactions are removed from the fit data and from every evaluation history, as if
@@ -37,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 Array = np.ndarray
+PROTOCOLS = ("standard", "cold")
 
 
 def sequences_from_reviews(reviews: pd.DataFrame) -> tuple[list[Array], Array, Array]:
@@ -75,6 +81,7 @@ class Split:
                                               user's train part (whole sequence for users < 3
                                               interactions), cold items dropped, simulated cold users
                                               dropped; empty sequences are removed
+    fit_users      (len(fit),) int64          the user index of each fit sequence
     users          (E,) int64                 evaluated user indexes, ascending
     valid_history  list[int64 array], len E   input for validation
     valid_target   (E,) int64
@@ -83,11 +90,13 @@ class Split:
     cold_items     (c,) int64, sorted         items held out of fit data and histories
     cold_users     (E,) bool                  per evaluated user: natural or simulated cold user
     seed           int
+    protocol       str                        "standard" or "cold" (see the module docstring)
     """
 
     item_ids: Array
     user_ids: Array
     fit: list[Array]
+    fit_users: Array
     users: Array
     valid_history: list[Array]
     valid_target: Array
@@ -96,6 +105,7 @@ class Split:
     cold_items: Array
     cold_users: Array
     seed: int
+    protocol: str = "cold"
 
     @property
     def n_items(self) -> int:
@@ -104,9 +114,13 @@ class Split:
     def slices(self, stage: str) -> dict[str, Array]:
         """Boolean masks (E,) over evaluated users for ``stage`` in {"valid", "test"}.
 
-        Keys: ``all``, ``warm``, ``cold_item`` (target is a cold item), ``cold_user``.
+        Keys: ``all``, ``warm``, ``cold_item`` (target is a cold item), ``cold_user``; under the
+        standard protocol only ``all``, without the cases whose target is already in the history.
         """
         target = self.valid_target if stage == "valid" else self.test_target
+        if self.protocol == "standard":
+            history = self.valid_history if stage == "valid" else self.test_history
+            return {"all": np.array([t not in set(h.tolist()) for h, t in zip(history, target)], dtype=bool)}
         cold_item = np.isin(target, self.cold_items)
         return {
             "all": np.ones(len(target), dtype=bool),
@@ -131,8 +145,10 @@ def leave_one_out(
     cold_item_frac: float = 0.1,
     cold_user_frac: float = 0.1,
     users: Array | None = None,
+    protocol: str = "cold",
 ) -> Split:
-    """Leave-one-out split with cold-item and cold-user slices (see module docstring).
+    """Leave-one-out split under ``protocol`` (see module docstring): "standard" ignores the cold
+    fractions (no cold items, no simulated cold users); "cold" draws them.
 
     Args:
         sequences: per-user int64 item sequences from ``sequences_from_reviews``.
@@ -143,6 +159,10 @@ def leave_one_out(
         users: optional int64 subset of user indexes to keep (e.g. a quick-run sample); others are
             dropped entirely (not even fit data). Cold items are drawn from all items either way.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if protocol == "standard":
+        cold_item_frac = cold_user_frac = 0.0
     n_items = len(item_ids)
     keep = np.arange(len(sequences)) if users is None else np.sort(np.asarray(users, dtype=np.int64))
     rng_items = np.random.default_rng([seed, 1])
@@ -164,6 +184,7 @@ def leave_one_out(
     simulated_users = set(eval_users[simulated].tolist())
 
     fit: list[Array] = []
+    fit_users: list[int] = []
     for u in keep:
         seq = sequences[u]
         if int(u) in simulated_users:
@@ -171,6 +192,7 @@ def leave_one_out(
         part = warm(seq[:-2] if len(seq) >= 3 else seq)
         if len(part):
             fit.append(part)
+            fit_users.append(int(u))
 
     valid_history, valid_target, test_history, test_target = [], [], [], []
     cold_users = np.zeros(len(eval_users), dtype=bool)
@@ -189,6 +211,7 @@ def leave_one_out(
         item_ids=np.asarray(item_ids),
         user_ids=np.asarray(user_ids),
         fit=fit,
+        fit_users=np.asarray(fit_users, dtype=np.int64),
         users=eval_users,
         valid_history=valid_history,
         valid_target=np.asarray(valid_target, dtype=np.int64),
@@ -197,6 +220,7 @@ def leave_one_out(
         cold_items=cold_items,
         cold_users=cold_users,
         seed=seed,
+        protocol=protocol,
     )
 
 
@@ -211,7 +235,7 @@ def sample_users(sequences: list[Array], n: int, seed: int = 0) -> Array:
 def write_split(split: Split, path: str | Path) -> None:
     """Write ``split`` as one JSON file (ids as strings, so it is readable without this code).
 
-    Layout: ``{"seed", "item_ids", "cold_items": [item_id], "fit": [[item_id]],
+    Layout: ``{"seed", "protocol", "fit_users": [user_id], "item_ids", "cold_items": [item_id], "fit": [[item_id]],
     "users": [{"user", "valid_history", "valid", "test_history", "test", "cold_user"}]}``.
     """
     ids = split.item_ids
@@ -221,6 +245,8 @@ def write_split(split: Split, path: str | Path) -> None:
 
     doc = {
         "seed": split.seed,
+        "protocol": split.protocol,
+        "fit_users": split.user_ids[split.fit_users].tolist(),
         "item_ids": ids.tolist(),
         "cold_items": names(split.cold_items),
         "fit": [names(s) for s in split.fit],
@@ -240,7 +266,7 @@ def write_split(split: Split, path: str | Path) -> None:
 
 
 def read_split(path: str | Path, user_ids: Array | None = None) -> Split:
-    """Read a file written by ``write_split``. ``user_ids`` defaults to the evaluated users only."""
+    """Read a file written by ``write_split``. ``user_ids`` defaults to the users it names."""
     doc = json.loads(Path(path).read_text())
     item_ids = np.asarray(doc["item_ids"], dtype=str)
     index = {s: i for i, s in enumerate(item_ids.tolist())}
@@ -250,12 +276,13 @@ def read_split(path: str | Path, user_ids: Array | None = None) -> Split:
 
     rows = doc["users"]
     if user_ids is None:
-        user_ids = np.asarray(sorted(r["user"] for r in rows), dtype=str)
+        user_ids = np.asarray(sorted({r["user"] for r in rows} | set(doc["fit_users"])), dtype=str)
     user_index = {s: i for i, s in enumerate(np.asarray(user_ids).tolist())}
     return Split(
         item_ids=item_ids,
         user_ids=np.asarray(user_ids, dtype=str),
         fit=[idx(s) for s in doc["fit"]],
+        fit_users=np.array([user_index[u] for u in doc["fit_users"]], dtype=np.int64),
         users=np.array([user_index[r["user"]] for r in rows], dtype=np.int64),
         valid_history=[idx(r["valid_history"]) for r in rows],
         valid_target=idx([r["valid"] for r in rows]),
@@ -264,4 +291,5 @@ def read_split(path: str | Path, user_ids: Array | None = None) -> Split:
         cold_items=idx(doc["cold_items"]),
         cold_users=np.array([r["cold_user"] for r in rows], dtype=bool),
         seed=int(doc["seed"]),
+        protocol=doc["protocol"],
     )

@@ -10,8 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-SLICES = ("all", "warm", "cold_item", "cold_user")
-MAIN_COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr", "coverage@10", "novelty@10",
+
+def slices_of(results: dict[str, Any]) -> list[str]:
+    """The slices the run's protocol reports (cold: all, warm, cold_item, cold_user; standard: all)."""
+    systems = results["systems"]
+    return list(next(iter(systems.values()))["test"]["excluded"]) if systems else ["all"]
+
+
+MAIN_COLUMNS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@20", "coverage@10", "novelty@10",
                 "diversity@10", "popular_share@10")
 
 
@@ -24,7 +30,8 @@ def _fmt(v: Any) -> str:
 
 
 def _table(results: dict[str, Any], stage: str, mode: str, slice_name: str) -> list[str]:
-    systems = results["systems"]
+    """One row per system that ran this stage and mode (served ablations run on test only)."""
+    systems = {n: r for n, r in results["systems"].items() if mode in r.get(stage, {})}
     first = next(iter(systems.values()))[stage][mode][slice_name] if systems else {}
     cols = [c for c in MAIN_COLUMNS if c in first]
     lines = ["| system | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -35,10 +42,11 @@ def _table(results: dict[str, Any], stage: str, mode: str, slice_name: str) -> l
 
 
 def _slice_table(results: dict[str, Any], stage: str, metric: str) -> list[str]:
-    lines = ["| system | " + " | ".join(f"{s} (n={_n(results, stage, s)})" for s in SLICES) + " |",
-             "|---|" + "---:|" * len(SLICES)]
+    slices = slices_of(results)
+    lines = ["| system | " + " | ".join(f"{s} (n={_n(results, stage, s)})" for s in slices) + " |",
+             "|---|" + "---:|" * len(slices)]
     for name, r in results["systems"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(r[stage]["excluded"][s][metric]) for s in SLICES) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(r[stage]["excluded"][s][metric]) for s in slices) + " |")
     return lines
 
 
@@ -85,7 +93,7 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     systems = list(results["systems"])
     paths = []
-    metrics = ("recall@10", "ndcg@10", "mrr")
+    metrics = ("recall@10", "ndcg@10", "mrr@20")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, metric in zip(axes, metrics, strict=True):
         vals = [results["systems"][n]["test"]["excluded"]["all"][metric] for n in systems]
@@ -99,9 +107,10 @@ def plot_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    width = 0.8 / len(SLICES)
+    slices = slices_of(results)
+    width = 0.8 / len(slices)
     for ax, metric in zip(axes, ("ndcg@10", "recall@10"), strict=True):
-        for j, s in enumerate(SLICES):
+        for j, s in enumerate(slices):
             vals = [results["systems"][n]["test"]["excluded"][s][metric] for n in systems]
             ax.bar([i + j * width for i in range(len(systems))], vals, width, label=s)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(systems))], systems, rotation=45)
@@ -129,7 +138,7 @@ def plot_accuracy_latency(results: dict[str, Any], path: Path) -> Path:
         ax.scatter([x], [y])
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("ms per user, batched offline scoring (reranked systems: lists holding the target only)")
+    ax.set_xlabel("ms per user (baselines: batched scoring; semrec: one served call per user and mode)")
     ax.set_ylabel("test NDCG@10")
     ax.set_title(f"{results['dataset']}: accuracy vs latency")
     fig.tight_layout()

@@ -15,25 +15,18 @@ j-th query of every item is in fold j, and each fold is one index with its queri
 A disjoint dev sample (``--sweep``) is where settings are compared; the test sample reports.
 Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
 
-Latency::
-
-    python -m evaluation.search_eval --latency [--data-dir ../shared/data]
-
-Builds the demo catalog (data/demo, MiniLM), sends the 150 ESCI shopper queries through ``/search``
-(HTTP, in-process TestClient) with and without expansion and the LLM, and their prefixes through
-``/suggest``; prints p50 / p99 in milliseconds. Torch runs on one thread (see --threads).
+Every query goes through the search pipeline the service runs (``ranker.pipeline.search``), one
+services object per fold; a system is a ``SearchConfig`` of that pipeline. Latency over HTTP is a
+benchmark: ``semrec bench search`` (``bench/search.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import logging
 import re
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +38,22 @@ from indexer.embed import Embedder, load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
 from indexer.schema import Catalog
 from indexer.store import ItemIndex
+from ranker import pipeline
 from ranker.model import Reranker
-from ranker.serve import query_rerank_hook
+from ranker.rerank import query_rerank_hook
+from ranker.services import Services
+from retriever.search import SearchBox
 from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.expansion import CatalogVocabulary, catalog_terms, embed_cached
 from retriever.search.lexical import LexicalIndex
 from retriever.search.llm import LLMExpander, TextGenerator, load_generator
+from retriever.search.suggest import QueryLog, Suggester
 
 AUTO_SUMMARY = re.compile(r"^\s*(one|two|three|four|five|[1-5])\s+stars?\s*$", re.IGNORECASE)
 DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "search_eval"
 ROOT = Path(__file__).resolve().parent.parent
 K = 10
+CONFIG = pipeline.PipelineConfig()  # the service's default: personalisation needs a shopper, none here
 
 # name -> (SearchConfig changes, search() keyword arguments)
 SYSTEMS: dict[str, tuple[dict, dict]] = {
@@ -193,7 +191,7 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
     """1-based rank of each case's item per system (0 = not in the top K).
 
     ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
-    (``ranker.serve.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings."""
+    (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings."""
     qvecs = corpus.embedder.encode([c.query for c in cases])
     ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
     for fold in sorted({c.fold for c in cases}):
@@ -204,10 +202,12 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
         llm = None if generator is None else LLMExpander(generator, vocab.ground, budget_s=3600)
         engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
                               rerank=None if reranker is None else query_rerank_hook(reranker, index))
+        box = SearchBox(engine, Suggester(index, QueryLog(1)), QueryLog(1))
         for name, (changes, kwargs) in systems.items():
-            eng = engine.with_config(**changes)
+            svc = Services(index, corpus.embedder, search=replace(box, engine=engine.with_config(**changes)))
             for n in rows:
-                res = eng.search(cases[n].query, K, query_vec=qvecs[n], explain=False, **kwargs)
+                res, _ = pipeline.search(svc, CONFIG, cases[n].query, K, query_vec=qvecs[n], explain=False,
+                                         expand=kwargs.get("expand"), llm=kwargs.get("use_llm"))
                 hit = np.flatnonzero(res.labels == index.table.label_of[cases[n].item_id])
                 ranks[name][n] = hit[0] + 1 if len(hit) else 0
         if llm is not None:
@@ -311,123 +311,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     return report
 
 
-def demo_index(embedder: Embedder, cache_dir: Path) -> ItemIndex:
-    """The demo catalog's index, built once per catalog content and model, then loaded from disk."""
-    from indexer.build import build_index
-    from indexer.clean import clean_catalog
-    from indexer.loaders import load_catalog
-
-    demo = ROOT / "data" / "demo"
-    digest = hashlib.sha256(b"".join((demo / f).read_bytes() for f in ("items.jsonl", "reviews.jsonl")))
-    folder = cache_dir / f"demo-{embedder.name}-{digest.hexdigest()[:12]}"
-    if (folder / "CURRENT").exists():
-        return ItemIndex.load(folder, expect_model=embedder.name)
-    catalog, _ = clean_catalog(load_catalog(demo))
-    index = build_index(catalog, embedder, progress=False)
-    index.save(folder)
-    return index
-
-
-def timed(client, path: str, params: list[dict]) -> tuple[np.ndarray, list[dict]]:
-    """Milliseconds per request (client side, in-process HTTP) and the JSON answers."""
-    ms, answers = [], []
-    for p in params:
-        started = time.perf_counter()
-        r = client.get(path, params=p)
-        ms.append((time.perf_counter() - started) * 1000)
-        if r.status_code != 200:
-            raise RuntimeError(f"{path} {p} -> {r.status_code}: {r.text[:300]}")
-        answers.append(r.json())
-    return np.array(ms), answers
-
-
-def _statuses(answers: list[dict]) -> str:
-    return ", ".join(f"{s}: {n}" for s, n in Counter(a["llm"] for a in answers).most_common())
-
-
-def _drain(box) -> None:
-    """Wait until the LLM worker has nothing queued or running."""
-    while box.engine.llm is not None and box.engine.llm._pending:
-        time.sleep(0.05)
-
-
-def _not_cached(box, query: str) -> bool:
-    from retriever.search.llm import normalise_query
-
-    return box.engine.llm is not None and normalise_query(query) not in box.engine.llm._cache
-
-
-def latency(args: argparse.Namespace) -> dict:
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from api.deps import Components
-    from api.routes.search import SearchSettings, build_search
-    from api.settings import Settings
-
-    logging.getLogger("semrec.access").setLevel(logging.WARNING)  # one log line per request drowns the table
-    root = Path(args.data_dir) if args.data_dir else shared_data_dir()
-    esci = root / "esci-judgments-partial" / "esci_us_queryset.json"
-    queries = [q["queryText"] for q in json.loads(esci.read_text())["querySetQueries"]]
-    embedder = load_embedder(args.model)
-    index = demo_index(embedder, Path(args.cache_dir))
-    tmp = Path(args.cache_dir) / "latency-run"
-    settings = Settings(index_dir=tmp / "ix", db_path=tmp / "events.db", auth=False, rate_per_minute=1e9,
-                        rate_burst=1_000_000)
-    search_settings = SearchSettings(llm=args.llm, llm_budget_s=args.llm_budget)
-    box = build_search(index, embedder, Path(args.cache_dir), search_settings)
-    rows: dict[str, np.ndarray] = {}
-    notes: dict[str, str] = {}
-    with TestClient(create_app(components=Components(settings, index, embedder, search=box))) as client:
-        timed(client, "/search", [{"q": q} for q in queries[:5]])  # warm-up
-        rows["/search expand=false"], _ = timed(client, "/search", [{"q": q, "expand": "false"} for q in queries])
-        rows["/search expand=true (catalog + feedback)"], _ = timed(
-            client, "/search", [{"q": q, "expand": "true"} for q in queries])
-        if box.llm_loading is not None:
-            box.llm_loading.join()
-        llm_params = [{"q": q, "expand": "true", "llm": "true"} for q in queries]
-        name = "/search llm=true, back-to-back (burst)"
-        rows[name], answers = timed(client, "/search", llm_params)
-        notes[name] = _statuses(answers)
-        _drain(box)
-        # One shopper at a time: the worker is idle when each query arrives, so each waits its budget
-        # once, and its answer is cached for the next time.
-        cold = [p for p in llm_params[: args.llm_latency_queries] if _not_cached(box, p["q"])]
-        gen_s: list[float] = []
-        ms, answers = [], []
-        for p in cold:
-            m, a = timed(client, "/search", [p])
-            ms.append(m[0])
-            answers += a
-            started = time.perf_counter()
-            _drain(box)
-            gen_s.append(m[0] / 1000 + time.perf_counter() - started)
-        name = f"/search llm=true, one at a time, first time ({len(cold)} queries)"
-        rows[name] = np.array(ms)
-        notes[name] = _statuses(answers)
-        if gen_s:
-            notes[name] += f"; generation p50 {np.percentile(gen_s, 50):.1f} s, max {max(gen_s):.1f} s"
-        name = f"/search llm=true, same queries again ({len(cold)})"
-        rows[name], answers = timed(client, "/search", cold)
-        notes[name] = _statuses(answers)
-        prefixes = [{"q": q[:n]} for q in queries for n in range(1, min(len(q), 20) + 1) if q[:n].strip()]
-        rows[f"/suggest ({len(prefixes)} prefixes)"], _ = timed(client, "/suggest", prefixes)
-    lines = [f"### latency on the demo catalog ({len(index)} items, {embedder.name}, torch threads "
-             f"{args.threads}, LLM {args.llm} budget {args.llm_budget}s), {len(queries)} ESCI queries", "",
-             "| request | n | p50 ms | p99 ms | mean ms | LLM status |", "|---|---|---|---|---|---|"]
-    for name, ms in rows.items():
-        lines.append(f"| {name} | {len(ms)} | {np.percentile(ms, 50):.1f} | {np.percentile(ms, 99):.1f} | "
-                     f"{ms.mean():.1f} | {notes.get(name, '')} |")
-    print("\n".join(lines), flush=True)
-    return {name: {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
-            for name, ms in rows.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m evaluation.search_eval", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=["subscription-boxes", "instruments"])
     p.add_argument("--data-dir", help="shared data root (holding the dataset folders) or one dataset's folder")
-    p.add_argument("--latency", action="store_true", help="time /search and /suggest on the ESCI queries")
     p.add_argument("--queries", type=int, default=1000, help="test queries (default 1000)")
     p.add_argument("--dev-queries", type=int, default=300, help="dev queries for --sweep (default 300)")
     p.add_argument("--sweep", action="store_true", help="compare fusion / expansion settings on a dev sample")
@@ -435,9 +322,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--llm-only", action="store_true", help="only the LLM subsample (with --llm-queries)")
     p.add_argument("--llm-queries", type=int, default=0, help="test queries also run with LLM expansion")
     p.add_argument("--llm", default="smollm2", help="generator for LLM expansion (name, hub id or folder)")
-    p.add_argument("--llm-budget", type=float, default=0.5, help="seconds /search waits for the LLM (--latency)")
-    p.add_argument("--llm-latency-queries", type=int, default=40,
-                   help="ESCI queries timed one at a time with the LLM (--latency; each waits for generation)")
     p.add_argument("--model", default="minilm", help="embedder")
     p.add_argument("--ranker", help="reranker version dir (or root): adds 'hybrid + reranker'")
     p.add_argument("--rerank-queries", type=int, default=1000, help="test queries also run with the reranker")
@@ -449,12 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.latency:
-        latency(args)
-    elif args.dataset:
-        evaluate(args)
-    else:
-        p.error("give --dataset or --latency")
+    if not args.dataset:
+        p.error("give --dataset")
+    evaluate(args)
 
 
 if __name__ == "__main__":

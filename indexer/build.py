@@ -14,9 +14,11 @@ metadata) takes its vector from its reviews alone (w = 1).
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,3 +110,39 @@ def build_index(catalog: Catalog, embedder: Embedder, *, kind: str = "auto",
     index.build_info["seconds"] = round(time.perf_counter() - started, 3)
     index.build_info["items_per_s"] = round(n / max(index.build_info["seconds"], 1e-9), 1)
     return index
+
+
+def catalog_item_vectors(items: pd.DataFrame, item_ids: Sequence[str], embedder=None,
+                         cache_dir: str | Path | None = "runs/cache",
+                         reviews: pd.DataFrame | None = None) -> np.ndarray:
+    """(len(item_ids), dim) float32 unit item vectors, built exactly as the item index builds them.
+
+    Uses :func:`build_index` with the MiniLM embedder (or ``embedder``), so offline training and
+    evaluation see the vectors the service searches. Cached as ``.npy`` under
+    ``cache_dir`` keyed by a hash of the ids, their documents and the model name.
+    """
+    from .embed import load_embedder
+    from .schema import empty_reviews
+
+    frame = items.drop_duplicates("item_id").set_index("item_id", drop=False)
+    missing = [i for i in item_ids if i not in frame.index]
+    if missing:
+        raise KeyError(f"{len(missing)} item ids have no catalog row, e.g. {missing[:3]}")
+    frame = frame.loc[list(item_ids)].reset_index(drop=True)
+    model = getattr(embedder, "name", "minilm")
+    h = hashlib.sha256(model.encode())
+    for i, d in zip(frame["item_id"], documents(frame)):
+        h.update(f"{i}\t{d}\n".encode())
+    cache = Path(cache_dir) / f"item-vectors-{h.hexdigest()[:16]}.npy" if cache_dir is not None else None
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    embedder = embedder or load_embedder("minilm")
+    catalog = Catalog(frame, reviews if reviews is not None else empty_reviews(), source="ranker")
+    index = build_index(catalog, embedder, kind="numpy", progress=False)
+    vectors = index.vectors_of(list(item_ids))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(cache)
+    return vectors

@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from .documents import documents
+from .results import top_k
 from .schema import make_items
 from .table import Filters, GrowableArray, ItemTable
-from .vectors import VectorIndex, choose_kind, load_index, make_index, save_index, top_k
+from .vectors import VectorIndex, choose_kind, load_index, make_index, save_index
 
 FORMAT_VERSION = 1
 # On an approximate index (HNSW, IVF), filters that leave at most this many items are answered by an

@@ -4,8 +4,8 @@ Labels are row numbers: the i-th vector ever added has label i. Deletion is the 
 (it passes an ``allowed`` mask), which keeps every index kind able to "delete" in O(1), including
 HNSW, which FAISS cannot remove from.
 
-Every search returns ``(labels, scores)``: int64 and float32 arrays of shape ``(n_queries, k)``,
-best first, padded with label -1 / score -inf where fewer than ``k`` vectors qualify.
+Every search returns the one result shape (``indexer.results``): ``(labels, scores)``, int64 and
+float32 arrays of shape ``(n_queries, k)``, best first, padded with label -1 / score -inf.
 Vectors are L2-normalised by the caller, so scores are cosine similarities.
 """
 
@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 
 import faiss
 import numpy as np
+
+from .results import top_k
 
 INDEX_KINDS = ("numpy", "flat", "hnsw", "ivf")
 
@@ -44,38 +46,6 @@ class VectorIndex(ABC):
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` labels by inner product. ``allowed``: bool ``(ntotal,)`` mask, or None for all."""
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k per row of ``scores`` (n, m): order by score desc, ties by lower column index.
-
-    Returns (ids (n, k) int64, scores (n, k) float32); columns at -inf and columns beyond m are
-    padding (id -1, score -inf). Equals ``np.argsort(-scores, kind="stable")[:, :k]`` on the
-    non-padding part.
-    """
-    n, m = scores.shape
-    kk = min(k, m)
-    ids = np.full((n, k), -1, dtype=np.int64)
-    vals = np.full((n, k), -np.inf, dtype=np.float32)
-    if kk == 0 or n == 0:
-        return ids, vals
-    rows = np.arange(n)[:, None]
-    cols = np.argpartition(scores, m - kk, axis=1)[:, m - kk :]
-    v = scores[rows, cols]
-    kth = v.min(axis=1)  # the k-th largest value per row
-    eq_in = (v == kth[:, None]).sum(axis=1)
-    eq_all = (scores == kth[:, None]).sum(axis=1)
-    for r in np.flatnonzero(eq_all > eq_in):  # ties at the cut: keep the lowest indexes
-        above = v[r] > kth[r]
-        cols[r] = np.concatenate([cols[r][above], np.flatnonzero(scores[r] == kth[r])[: eq_in[r]]])
-        v[r] = scores[r, cols[r]]
-    order = np.lexsort((cols, -v))  # by score desc, then index asc
-    cols, v = np.take_along_axis(cols, order, 1), np.take_along_axis(v, order, 1)
-    pad = np.isneginf(v)
-    ids[:, :kk] = np.where(pad, -1, cols)
-    vals[:, :kk] = v
-    return ids, vals
-
 
 
 class NumpyIndex(VectorIndex):

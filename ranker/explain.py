@@ -3,7 +3,8 @@
 Evidence, in the order it is weighed:
 
 1. the onboarding interest closest to the item (cosine of their vectors): "matches your interest in …";
-2. the history item closest to the item: "because you viewed …";
+2. the history item closest to the item: "because you viewed …" (the verb says what the shopper
+   did with it: viewed, added to your cart, bought, rated);
    the higher similarity of 1 and 2 wins if it reaches ``min_similarity`` (an interest wins a tie:
    the shopper stated it);
 3. otherwise, a review sentence of the item sharing the most content words with the context
@@ -68,11 +69,13 @@ def review_snippet(reviews: Sequence[str], context: str, words: int = 14) -> tup
 
 
 def explain(item_vector: Array, *, history_vectors: Array | None = None, history_titles: Sequence[str] = (),
-            interest_vectors: Array | None = None, interests: Sequence[str] = (), reviews: Sequence[str] = (),
+            history_verbs: Sequence[str] = (), interest_vectors: Array | None = None,
+            interests: Sequence[str] = (), reviews: Sequence[str] = (),
             context: str = "", min_similarity: float = 0.35, title_words: int = 8) -> Reason:
     """The reason for one item (see module docstring).
 
-    item_vector: (d,) unit vector; history_vectors: (h, d) unit rows aligned with ``history_titles``;
+    item_vector: (d,) unit vector; history_vectors: (h, d) unit rows aligned with ``history_titles``
+    and ``history_verbs`` (default "viewed");
     interest_vectors: (i, d) unit rows aligned with ``interests``; reviews: the item's review texts;
     context: text the review snippet should match (query, interests, history titles).
     """
@@ -88,7 +91,8 @@ def explain(item_vector: Array, *, history_vectors: Array | None = None, history
         j = int(np.argmax(sims))
         if sims[j] >= min_similarity and sims[j] > best.score:
             title = shorten(history_titles[j], title_words)
-            best = Reason("history", f"because you viewed {title}", history_titles[j], float(sims[j]))
+            verb = history_verbs[j] if j < len(history_verbs) else "viewed"
+            best = Reason("history", f"because you {verb} {title}", history_titles[j], float(sims[j]))
     if best.kind != "none":
         return best
     snippet, shared = review_snippet(reviews, context)
@@ -98,12 +102,13 @@ def explain(item_vector: Array, *, history_vectors: Array | None = None, history
 
 
 def explain_list(item_vectors: Array, *, history_vectors: Array | None = None, history_titles: Sequence[str] = (),
-                 interest_vectors: Array | None = None, interests: Sequence[str] = (),
+                 history_verbs: Sequence[str] = (), interest_vectors: Array | None = None,
+                 interests: Sequence[str] = (),
                  reviews: Sequence[Sequence[str]] | None = None, context: str = "",
                  min_similarity: float = 0.35) -> list[Reason]:
     """:func:`explain` for each row of ``item_vectors`` (n, d); ``reviews[i]`` are item i's reviews."""
     reviews = reviews if reviews is not None else [()] * len(item_vectors)
-    return [explain(v, history_vectors=history_vectors, history_titles=history_titles,
+    return [explain(v, history_vectors=history_vectors, history_titles=history_titles, history_verbs=history_verbs,
                     interest_vectors=interest_vectors, interests=interests, reviews=r, context=context,
                     min_similarity=min_similarity)
             for v, r in zip(item_vectors, reviews)]

@@ -1,6 +1,6 @@
 """The reranker at serving time: a fine-tuned cross-encoder loaded from a versioned directory.
 
-Model directory (written by :func:`ranker.train.train_ranker`, atomically)::
+Model directory (written by :func:`evaluation.training.train_ranker`, atomically)::
 
     runs/ranker/v0001/
         ranker.json       format version, token budgets, text settings, chosen inference variant
@@ -289,7 +289,7 @@ class Reranker:
 
     def context_for(self, history: Sequence[dict], interests: Sequence[str] = (), query: str = "") -> str:
         """Context text from item records (items schema dicts, oldest first), as in training."""
-        from .pairs import context_text, item_text
+        from .texts import context_text, item_text
 
         recent = [item_text(r.get("title", ""), r.get("brand", ""), r.get("categories", []), self.words_per_item)
                   for r in list(history)[::-1][: self.history_items]]
@@ -298,7 +298,7 @@ class Reranker:
     @staticmethod
     def texts_for(items: Sequence[dict]) -> list[str]:
         """Candidate texts from item records (items schema dicts), as in training."""
-        from .pairs import item_text
+        from .texts import item_text
 
         return [item_text(r.get("title", ""), r.get("brand", ""), r.get("categories", [])) for r in items]
 

@@ -36,65 +36,18 @@ two items); validation uses each user's second-last item, test the last (leave-o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from retriever.collaborative import Markov, exclude_items, text_scores, top_k
+from indexer.results import top_k
+from retriever.collaborative import Markov, exclude_items, text_scores
+
+from .texts import context_text, history_context, item_text, item_texts
 
 Array = np.ndarray
-
-
-# ----------------------------------------------------------------------------- texts
-def item_text(title: str, brand: str = "", categories: Sequence[str] = (), max_words: int | None = None) -> str:
-    """The short text the reranker reads for one item: title, brand, most specific category.
-
-    ``max_words`` cuts the title (the brand and category are kept: they are short and telling).
-
-    >>> item_text("Matte red lipstick long lasting", "Rouge", ["Beauty", "Makeup", "Lips"], max_words=3)
-    'Matte red lipstick | Rouge | Lips'
-    """
-    words = title.split()
-    t = " ".join(words[:max_words]) if max_words is not None else " ".join(words)
-    parts = [t, brand.strip(), categories[-1].strip() if len(categories) else ""]
-    return " | ".join(p for p in parts if p)
-
-
-def item_texts(items: pd.DataFrame, item_ids: Sequence[str], max_words: int | None = None) -> list[str]:
-    """:func:`item_text` for each of ``item_ids`` (an items frame in the catalog schema).
-
-    Ids missing from ``items`` get the id itself as text, so the lists stay aligned.
-    """
-    by_id = {str(i): (t, b, c) for i, t, b, c in zip(items["item_id"], items["title"], items["brand"],
-                                                       items["categories"])}
-    return [item_text(*by_id[i], max_words=max_words) if i in by_id else str(i) for i in map(str, item_ids)]
-
-
-def context_text(history_texts: Sequence[str], interests: Sequence[str] = (), query: str = "") -> str:
-    """The shopper's side of a pair. ``history_texts`` newest first, already cut per item.
-
-    >>> context_text(["red lipstick | Rouge", "lip liner"], ["vegan makeup"], "gloss")
-    'search: gloss | interests: vegan makeup | recent: red lipstick | Rouge ; lip liner'
-    """
-    parts = []
-    if query.strip():
-        parts.append(f"search: {query.strip()}")
-    if len(interests):
-        parts.append("interests: " + ", ".join(i.strip() for i in interests))
-    if len(history_texts):
-        parts.append("recent: " + " ; ".join(history_texts))
-    return " | ".join(parts)
-
-
-def history_context(history: Array, short_texts: Sequence[str], n_items: int, interests: Sequence[str] = (),
-                    query: str = "") -> str:
-    """Context of an item-index history (oldest first): its last ``n_items`` short texts, newest first."""
-    recent = [short_texts[i] for i in np.asarray(history)[::-1][:n_items]]
-    return context_text(recent, interests, query)
 
 
 # ----------------------------------------------------------------------------- groups
@@ -235,44 +188,6 @@ def candidate_groups(histories: Sequence[Array], targets: Array, candidates: Arr
     return Groups(contexts, candidates[rows], hit[rows].argmax(axis=1).astype(np.int64), users[rows]), rows
 
 
-# ----------------------------------------------------------------------------- item vectors
-def catalog_item_vectors(items: pd.DataFrame, item_ids: Sequence[str], embedder=None,
-                         cache_dir: str | Path | None = "runs/cache", reviews: pd.DataFrame | None = None) -> Array:
-    """(len(item_ids), dim) float32 unit item vectors, built exactly as the item index builds them.
-
-    Uses :func:`indexer.build.build_index` with the MiniLM embedder (or ``embedder``), so the
-    retriever inside training sees the vectors the service searches. Cached as ``.npy`` under
-    ``cache_dir`` keyed by a hash of the ids, their documents and the model name.
-    """
-    from indexer.build import build_index
-    from indexer.documents import documents
-    from indexer.embed import load_embedder
-    from indexer.schema import Catalog, empty_reviews
-
-    frame = items.drop_duplicates("item_id").set_index("item_id", drop=False)
-    missing = [i for i in item_ids if i not in frame.index]
-    if missing:
-        raise KeyError(f"{len(missing)} item ids have no catalog row, e.g. {missing[:3]}")
-    frame = frame.loc[list(item_ids)].reset_index(drop=True)
-    model = getattr(embedder, "name", "minilm")
-    h = hashlib.sha256(model.encode())
-    for i, d in zip(frame["item_id"], documents(frame)):
-        h.update(f"{i}\t{d}\n".encode())
-    cache = Path(cache_dir) / f"item-vectors-{h.hexdigest()[:16]}.npy" if cache_dir is not None else None
-    if cache is not None and cache.exists():
-        return np.load(cache)
-    embedder = embedder or load_embedder("minilm")
-    catalog = Catalog(frame, reviews if reviews is not None else empty_reviews(), source="ranker")
-    index = build_index(catalog, embedder, kind="numpy", progress=False)
-    vectors = index.vectors_of(list(item_ids))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(cache)
-    return vectors
-
-
 def popularity_counts(sequences: Sequence[Array], n_items: int) -> Array:
     """(n_items,) int64 interaction counts over ``sequences`` (the popularity prior's input)."""
     return np.bincount(np.concatenate(sequences), minlength=n_items).astype(np.int64) if len(sequences) \
@@ -285,6 +200,6 @@ def texts_by_index(items: pd.DataFrame, item_ids: Sequence[str], cfg: PairConfig
 
 
 __all__ = [
-    "Groups", "PairConfig", "candidate_groups", "catalog_item_vectors", "context_text", "history_context",
+    "Groups", "PairConfig", "candidate_groups", "context_text", "history_context",
     "item_text", "item_texts", "popularity_counts", "texts_by_index", "training_groups",
 ]

@@ -25,7 +25,9 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.vectors import top_k
+from indexer.results import top_k
+
+from .mf import least_squares_fold_in
 
 Array = np.ndarray
 ScoreFn = Callable[[Sequence[Array]], Array]
@@ -189,35 +191,6 @@ class Markov(Recommender):
         s = np.asarray(w.dot(self.transitions).todense(), dtype=np.float32)
         s += np.float32(self.pop_weight) * self.popularity
         return s
-
-
-def least_squares_fold_in(
-    item_factors: Array, histories: Sequence[Array], alpha: float = 1.0, reg: float = 0.1,
-    gram: Array | None = None,
-) -> Array:
-    """User vectors for fixed item factors by the implicit-ALS user solve (Hu et al. 2008).
-
-    u = argmin sum_j c_j (p_j - u.v_j)^2 + reg |u|^2 over ALL items j, with p_j = 1, c_j = 1 + alpha
-    for the history's items and p_j = 0, c_j = 1 otherwise; i.e.
-    u = (V'V + alpha V_h'V_h + reg I)^-1 (1 + alpha) V_h'1. item_factors: (n_items, f) float32;
-    ``gram`` = V'V (f, f) if already computed. Returns (len(histories), f) float32; empty history -> 0.
-    """
-    v = np.asarray(item_factors, dtype=np.float64)
-    f = v.shape[1]
-    gram = v.T @ v if gram is None else gram
-    uniq = [np.unique(h) for h in histories]
-    out = np.zeros((len(uniq), f), dtype=np.float32)
-    order = np.argsort([len(h) for h in uniq], kind="stable")
-    for start in range(0, len(order), 256):  # similar lengths together: little padding
-        rows = order[start : start + 256]
-        width = max(len(uniq[r]) for r in rows)
-        padded = np.zeros((len(rows), width, f))  # (b, L, f) history factors, zero rows pad
-        for j, r in enumerate(rows):
-            padded[j, : len(uniq[r])] = v[uniq[r]]
-        a = gram + reg * np.eye(f) + alpha * np.matmul(padded.transpose(0, 2, 1), padded)
-        rhs = (1.0 + alpha) * padded.sum(axis=1)
-        out[rows] = np.linalg.solve(a, rhs[..., None])[..., 0]
-    return out
 
 
 def _user_items(sequences: Sequence[Array], n_items: int) -> sp.csr_matrix:

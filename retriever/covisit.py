@@ -127,6 +127,14 @@ class DecayedCounter:
         best = s[out[0]] if out else 1.0
         return [self.ids[i] for i in out], (s[out] / best).astype(np.float32)
 
+    def relative(self, item_ids: list[str]) -> np.ndarray:
+        """float32 ``(len(item_ids),)``: each item's decayed score over the best item's (0 unknown)."""
+        s = self.score[: len(self.ids)]
+        best = s.max() if len(s) else 0.0
+        slots = np.fromiter((self.index.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        vals = np.where(slots >= 0, s[np.maximum(slots, 0)], 0.0) if len(s) else np.zeros(len(item_ids))
+        return (vals / best if best > 0 else np.zeros(len(item_ids))).astype(np.float32)
+
     def interactions(self, item_id: str) -> int:
         i = self.index.get(item_id)
         return 0 if i is None else int(self.count[i])

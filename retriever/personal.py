@@ -14,7 +14,7 @@ from indexer.schema import make_reviews
 from indexer.store import ItemIndex
 
 from .eventstore import Event, EventStore, StoredEvent
-from .profiles import Profile, ProfileConfig, build_profile, event_weights
+from .profiles import Profile, ProfileConfig, build_profile, event_weights, strongest_actions
 
 # Public logs without timestamps (Beauty, Scientific) keep their order: event n of the file gets
 # IMPORT_EPOCH + n seconds, so "newest" still means "latest in the file".
@@ -75,7 +75,8 @@ def profile_from_events(index: ItemIndex, events: list[StoredEvent], cfg: Profil
     history = [e.item_id for e in live]
     # A rating (e.g. a review) means the shopper has the item: it counts as bought for exclusion.
     purchased = frozenset(e.item_id for e in live if e.type in ("purchase", "rating"))
-    return build_profile(vecs, w, cfg, history, purchased, evidence)
+    actions = strongest_actions(history, [e.type for e in live])
+    return build_profile(vecs, w, cfg, history, purchased, evidence, actions)
 
 
 def user_profile(store: EventStore, index: ItemIndex, embedder: Embedder, user_id: str,

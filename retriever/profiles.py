@@ -40,6 +40,7 @@ class Profile:
     masses: np.ndarray
     history: list[str] = field(default_factory=list)      # item ids touched, oldest first
     purchased: frozenset[str] = frozenset()
+    actions: dict[str, str] = field(default_factory=dict)  # item id -> strongest event type on it
     evidence: dict = field(default_factory=dict)          # texts behind the profile, for explanations
 
     @property
@@ -102,12 +103,21 @@ def _merge_close(c: np.ndarray, mass: np.ndarray, merge_cosine: float) -> tuple[
     return c, mass
 
 
+def strongest_actions(item_ids: list[str], types: list[str]) -> dict[str, str]:
+    """Per item, the event type that says most (``TYPE_WEIGHTS``; ties: the later event)."""
+    out: dict[str, str] = {}
+    for item, t in zip(item_ids, types):
+        if item not in out or TYPE_WEIGHTS[t] >= TYPE_WEIGHTS[out[item]]:
+            out[item] = t
+    return out
+
+
 def build_profile(vectors: np.ndarray, weights: np.ndarray, cfg: ProfileConfig = ProfileConfig(),
                   history: list[str] | None = None, purchased: frozenset[str] = frozenset(),
-                  evidence: dict | None = None) -> Profile:
+                  evidence: dict | None = None, actions: dict[str, str] | None = None) -> Profile:
     """A profile from weighted unit vectors (history items, onboarding text, chosen categories)."""
     centres, masses = interest_vectors(vectors, weights, cfg.max_interests, cfg.merge_cosine)
-    return Profile(centres, masses, history or [], purchased, evidence or {})
+    return Profile(centres, masses, history or [], purchased, actions or {}, evidence or {})
 
 
 def allocate(masses: np.ndarray, n: int) -> np.ndarray:

@@ -9,16 +9,36 @@ from pathlib import Path
 import pytest
 
 from evaluation.protocol import sequences_from_reviews
-from indexer.build import build_index
+from evaluation.training import train_ranker
+from indexer.build import build_index, catalog_item_vectors
 from indexer.embed import load_embedder
 from indexer.loaders import load_dataset
 from indexer.schema import Catalog, make_items, make_reviews
 from ranker.model import EncoderConfig
-from ranker.pairs import PairConfig, catalog_item_vectors
-from ranker.train import TrainConfig, train_ranker
+from ranker.pairs import PairConfig
+from ranker.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SEMREC_SHARED", ROOT.parent / "shared"))
+# The service refuses to run without a pseudonym secret of its own; the tests (and the servers they
+# start as subprocesses) use this one.
+os.environ.setdefault("SEMREC_PSEUDONYM_KEY", "semrec-tests-pseudonym-key")
+
+
+def make_app(settings, index, embedder, events=None, state=None, reranker=None, search=None):
+    """The app over components already in memory (``api.deps.Components``)."""
+    from api.app import create_app
+    from api.deps import Components
+    from ranker.services import Services
+
+    return create_app(components=Components(settings, Services(index, embedder, events, state, reranker, search)))
+
+
+def open_events_for(settings):
+    """The event log and interaction state a server with ``settings`` opens."""
+    from ranker.services import open_events
+
+    return open_events(settings.db_path, settings.pseudonym_key, settings.half_lives())
 
 
 def shared_data(name: str) -> Path:

@@ -3,10 +3,10 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import Components
 from api.settings import Settings
 from indexer.build import build_index
+
+from .conftest import make_app
 
 
 @pytest.fixture()
@@ -14,7 +14,7 @@ def client(tiny_catalog, embedder, tmp_path):
     index = build_index(tiny_catalog, embedder, progress=False)
     index.save(tmp_path / "ix")
     index.open_log()
-    app = create_app(components=Components(Settings(index_dir=tmp_path / "ix", auth=False), index, embedder))
+    app = make_app(Settings(index_dir=tmp_path / "ix", auth=False), index, embedder)
     with TestClient(app) as c:
         yield c
 
@@ -103,4 +103,4 @@ def test_updates_survive_a_restart(client, tmp_path, embedder):
     client.put("/items/kettle", json={"title": "Gooseneck pour-over kettle", "categories": ["Kitchen"]})
     client.delete("/items/tent")
     c = load_components(Settings(index_dir=tmp_path / "ix"))
-    assert c.index.table.get("kettle") is not None and c.index.table.get("tent") is None
+    assert c.svc.index.table.get("kettle") is not None and c.svc.index.table.get("tent") is None

@@ -10,12 +10,11 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from api.app import create_app
-from api.deps import Components, open_events
 from api.security import ApiKey, digest
 from api.settings import Settings
 from indexer.build import build_index
 
+from .conftest import make_app, open_events_for
 from .test_crash import free_port
 
 ADMIN = "sk_fuzz_admin"
@@ -29,9 +28,9 @@ def api_schema(tiny_catalog, embedder, tmp_path_factory):
     index.open_log()
     cfg = Settings(index_dir=root / "ix", db_path=root / "ev.db", rate_per_minute=1e6, rate_burst=100_000,
                    api_keys=[ApiKey(name="fuzz", role="admin", sha256=digest(ADMIN))])
-    store, state = open_events(cfg)
+    store, state = open_events_for(cfg)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(components=Components(cfg, index, embedder, store, state)),
+    server = uvicorn.Server(uvicorn.Config(make_app(cfg, index, embedder, store, state),
                                            host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

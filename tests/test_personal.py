@@ -8,9 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api.app import create_app
 from api.cli import app as cli
-from api.deps import Components, open_events
 from api.experiments import Variant, assign, bucket
 from api.settings import Settings
 from indexer.build import build_index
@@ -19,7 +17,7 @@ from indexer.loaders import load_dataset
 from indexer.schema import Catalog
 from retriever.eventstore import Event, open_event_store
 
-from .conftest import shared_data
+from .conftest import make_app, open_events_for, shared_data
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +38,8 @@ def client(beauty_index, embedder, tmp_path):
     settings = Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "events.db", pseudonym_key="test-secret-key",
                         variants=variants, auth=False)
     beauty_index.save(settings.index_dir)  # the shared index is read-only here: updates go to the log
-    store, state = open_events(settings)
-    with TestClient(create_app(components=Components(settings, beauty_index, embedder, store, state))) as c:
+    store, state = open_events_for(settings)
+    with TestClient(make_app(settings, beauty_index, embedder, store, state)) as c:
         c.store = store
         yield c
     store.close()

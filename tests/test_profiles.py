@@ -3,10 +3,11 @@
 import numpy as np
 
 from indexer.embed import normalize
+from retriever.candidates import round_robin
 from retriever.covisit import CoVisitation, DecayedCounter
 from retriever.eventstore import StoredEvent
+from retriever.fusion import fuse
 from retriever.profiles import allocate, event_weights, interest_vectors
-from retriever.recommend import diversify_by_category, fuse
 
 DAY = 86_400.0
 
@@ -39,17 +40,22 @@ def test_allocate_slots_by_mass():
     assert allocate(np.zeros(0), 5).tolist() == []
 
 
-def test_fuse_known_answer():
-    fused = fuse({"dense": ["a", "b"], "popular": ["b", "c"]}, {"dense": 1.0, "popular": 0.5}, rrf_k=0)
-    assert [(i, round(s, 4), src) for i, s, src in fused] == [
-        ("a", 1.0, ["dense"]), ("b", 1.0, ["dense", "popular"]), ("c", 0.25, ["popular"])]
-    off = fuse({"dense": ["a"], "covisit": ["a", "b"]}, {"dense": 1.0, "covisit": 0.0}, rrf_k=0)
-    assert off == [("a", 1.0, ["dense"])]
+def run(labels):
+    return np.array([labels]), np.array([[1.0] * len(labels)], dtype=np.float32)
 
 
-def test_diversify_by_category_round_robin():
-    out = diversify_by_category(["a1", "a2", "a3", "b1", "c1", "b2"], ["A", "A", "A", "B", "C", "B"], 5)
-    assert out == ["a1", "b1", "c1", "a2", "b2"]
+def test_rrf_known_answer():
+    # 0: 1/1; 1: 1/2 + .5/1 (a tie with 0: the lower label first); 2: .5/2
+    labels, scores = fuse([run([0, 1]), run([1, 2])], 4, "rrf", weights=[1.0, 0.5], rrf_k=0)
+    assert labels.tolist() == [[0, 1, 2, -1]]
+    np.testing.assert_allclose(scores[0, :3], [1.0, 1.0, 0.25])
+    off, _ = fuse([run([0]), run([0, 1])], 2, "rrf", weights=[1.0, 0.0], rrf_k=0)  # weight 0: no part at all
+    assert off.tolist() == [[0, -1]]
+
+
+def test_round_robin_over_categories():
+    out = round_robin(np.array([10, 11, 12, 20, 30, 21]), ["A", "A", "A", "B", "C", "B"], 5)
+    assert out.tolist() == [10, 20, 30, 11, 21]
 
 
 def ev(user, item, t=0.0, kind="view"):

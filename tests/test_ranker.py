@@ -5,22 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexer.results import top_labels
 from ranker.explain import explain, explain_list, review_snippet
-from ranker.fusion import FusionWeights, fuse, fused_ranking, popularity_prior, rank_normalize, sort_rows, zscore
 from ranker.mmr import mmr
-from ranker.pairs import context_text, history_context, item_text
+from ranker.rerank import FusionWeights, fused_scores
+from ranker.texts import context_text, history_context, item_text
 from ranker.train import list_loss, list_ranks
+from retriever.fusion import fuse, popularity_prior, rank_normalize, zscore
 
 
 # ----------------------------------------------------------------------------- fusion
 def test_zscore_and_rank_normalize_known_answers():
-    x = np.array([[1.0, 2.0, 3.0, 99.0]])
-    valid = np.array([[True, True, True, False]])
-    np.testing.assert_allclose(zscore(x, valid), [[-np.sqrt(1.5), 0.0, np.sqrt(1.5), 0.0]], rtol=1e-6)
-    np.testing.assert_allclose(rank_normalize(x, valid), [[0.0, 0.5, 1.0, 0.0]])
+    x = np.array([[1.0, 2.0, 3.0, -np.inf]])  # -inf: padding, no evidence
+    z, r = zscore(x), rank_normalize(x)
+    np.testing.assert_allclose(z[0, :3], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-6)
+    np.testing.assert_allclose(r[0, :3], [0.0, 0.5, 1.0])
+    assert np.isnan(z[0, 3]) and np.isnan(r[0, 3])
     # constant rows carry no evidence; ties share the better rank
-    assert np.all(zscore(np.array([[5.0, 5.0]]), np.ones((1, 2), bool)) == 0)
-    np.testing.assert_allclose(rank_normalize(np.array([[2.0, 2.0, 1.0]]), np.ones((1, 3), bool)), [[1.0, 1.0, 0.0]])
+    assert np.all(zscore(np.array([[5.0, 5.0]])) == 0)
+    np.testing.assert_allclose(rank_normalize(np.array([[2.0, 2.0, 1.0]])), [[1.0, 1.0, 0.0]])
 
 
 def test_fusion_is_weighted_sum_of_normalised_components():
@@ -30,24 +33,26 @@ def test_fusion_is_weighted_sum_of_normalised_components():
     counts = np.zeros(13)
     counts[[10, 11, 12]] = [0, np.e - 1, np.e ** 2 - 1]  # log1p -> 0, 1, 2
     pop = popularity_prior(labels, counts)
-    np.testing.assert_allclose(pop, [[0.0, 1.0, 2.0, 0.0]], atol=1e-6)
-    # reranker and retrieval cancel exactly at equal weights: popularity decides
-    s = fuse(labels, rerank, retrieval, pop, FusionWeights(1.0, 1.0, 0.5, "rank"))
-    np.testing.assert_allclose(s[0, :3], [0.0 + 1.0 + 0.0, 0.5 + 0.5 + 0.25, 1.0 + 0.0 + 0.5])
+    np.testing.assert_allclose(pop[0, :3], [0.0, 1.0, 2.0], atol=1e-6)
+    assert np.isneginf(pop[0, 3])
+    # rank-normalised: 10 -> 0 + 1 + 0, 11 -> .5 + .5 + .25, 12 -> 1 + 0 + .5; padding never comes back
+    out, s = fuse([(labels, rerank), (labels, retrieval), (labels, pop)], 4, "rank", weights=[1.0, 1.0, 0.5])
+    assert out.tolist() == [[12, 11, 10, -1]]
+    np.testing.assert_allclose(s[0, :3], [1.5, 1.25, 1.0])
     assert np.isneginf(s[0, 3])
-    ranked, scores = fused_ranking(labels, rerank, retrieval, counts, FusionWeights(1.0, 0.0, 0.0))
-    assert ranked.tolist() == [[12, 11, 10, -1]] and np.isneginf(scores[0, 3])
-    ranked, _ = fused_ranking(labels, rerank, retrieval, counts, FusionWeights(0.0, 1.0, 0.0), k=2)
-    assert ranked.tolist() == [[10, 11]]
-    # pure: inputs untouched
-    assert rerank.tolist() == [[0.0, 1.0, 2.0, 7.0]]
+    aligned = counts[np.maximum(labels[0], 0)]
+    ranked, _ = fused_scores(labels[0], rerank[0], retrieval[0], aligned, FusionWeights(1.0, 0.0, 0.0), 4)
+    assert ranked.tolist() == [12, 11, 10, -1]
+    ranked, _ = fused_scores(labels[0], rerank[0], retrieval[0], aligned, FusionWeights(0.0, 1.0, 0.0), 2)
+    assert ranked.tolist() == [10, 11]
+    assert rerank.tolist() == [[0.0, 1.0, 2.0, 7.0]]  # pure: inputs untouched
     with pytest.raises(ValueError):
-        fuse(labels, rerank, retrieval, pop, FusionWeights(normalize="minmax"))
+        fuse([(labels, rerank)], 4, "nope")
 
 
-def test_sort_rows_is_stable_and_pads_last():
-    labels, scores = sort_rows(np.array([[1, 2, 3, -1]]), np.array([[0.5, 0.9, 0.5, -np.inf]]))
-    assert labels.tolist() == [[2, 1, 3, -1]]
+def test_top_labels_breaks_ties_by_label_and_pads_last():
+    labels, scores = top_labels(np.array([[1, 3, 2, -1]]), np.array([[0.5, 0.5, 0.9, -np.inf]]), 5)
+    assert labels.tolist() == [[2, 1, 3, -1, -1]] and np.isneginf(scores[0, 3:]).all()
 
 
 # ----------------------------------------------------------------------------- MMR

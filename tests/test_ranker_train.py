@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from evaluation.training import prepare, validate
 from ranker.model import Reranker, RerankerLoadError, build_network
 from ranker.pairs import training_groups
-from ranker.train import list_loss, list_ranks, prepare, score_groups, validate
+from ranker.train import list_loss, list_ranks, score_groups
 
 from .conftest import TINY_RANKER_CFG as CFG
 

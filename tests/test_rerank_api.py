@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import Components, load_components, open_events
+from api.deps import load_components
 from api.experiments import Variant
 from api.settings import RerankSettings, Settings
 from evaluation.protocol import sequences_from_reviews
 from indexer.store import ItemIndex
-from ranker.fusion import FusionWeights, fuse, sort_rows
 from ranker.model import Reranker, RerankerLoadError
-from ranker.serve import Evidence, list_reasons, rerank_list
+from ranker.reasons import Evidence, list_reasons
+from ranker.rerank import FusionWeights, RerankConfig, fused_scores, rerank_list
+
+from .conftest import make_app, open_events_for
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,8 @@ def make_client(small_index, embedder, trained_ranker, tmp_path):
                             ranker_dir=trained_ranker[0], rerank=RerankSettings(**rerank),
                             variants=[Variant(name="on", share=0.5), Variant(name="off", share=0.5, rerank=False)])
         small_index.save(settings.index_dir)
-        store, state = open_events(settings)
-        comps = Components(settings, small_index, embedder, store, state, reranker=Reranker(trained_ranker[0]))
-        client = TestClient(create_app(components=comps))
+        store, state = open_events_for(settings)
+        client = TestClient(make_app(settings, small_index, embedder, store, state, Reranker(trained_ranker[0])))
         client.__enter__()
         clients.append((client, store))
         return client
@@ -80,11 +80,11 @@ def test_recommendations_follow_the_fused_reranker_order(make_client, small_inde
     rr = Reranker(trained_ranker[0])
     records = [small_index.table.get(i) for i in items]
     context = rr.context_for(records)
-    labels = np.array([[small_index.table.label_of[r["item_id"]] for r in off]])
-    scores = rr.score(context, rr.texts_for([small_index.table.get(r["item_id"]) for r in off]))[None]
-    retrieval = np.array([[r["score"] for r in off]])
-    counts = np.log1p([[float(r["item_id"] in items) for r in off]])  # the clicks are the only interactions
-    want = sort_rows(labels, fuse(labels, scores, retrieval, counts, FusionWeights()))[0][0, :10]
+    labels = np.array([small_index.table.label_of[r["item_id"]] for r in off])
+    scores = rr.score(context, rr.texts_for([small_index.table.get(r["item_id"]) for r in off]))
+    retrieval = np.array([r["score"] for r in off], dtype=np.float32)
+    counts = np.array([float(r["item_id"] in items) for r in off])  # the clicks are the only interactions
+    want = fused_scores(labels, scores, retrieval, counts, FusionWeights(), 10)[0]
     assert [r["item_id"] for r in on] == [small_index.table.records[lab]["item_id"] for lab in want]
     assert all(r["reason"] for r in on[:3])
     assert {r["reason_kind"] for r in on} <= {"history", "review", "popular", "none"}
@@ -127,14 +127,19 @@ def test_similar_and_search_rerank_when_asked(make_client, small_index):
 def test_reasons_from_history_interest_and_review(tiny_index, embedder):
     dryer_vec = tiny_index.vectors_of(["dryer-travel"])
     ev = Evidence(history=["dryer-travel"])
-    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev)
-    assert why.kind == "history" and "Compact travel hair dryer" in why.text
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense"]])
+    assert why.kind == "history" and why.text.startswith("because you viewed Compact travel hair dryer")
+    ev = Evidence(history=["dryer-travel"], actions={"dryer-travel": "purchase"})
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense"]])
+    assert why.text.startswith("because you bought Compact travel hair dryer")  # the verb says what they did
     ev = Evidence(interests=["coffee"], interest_vectors=embedder.encode(["coffee"]))
-    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["espresso"]]), ev)
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["espresso"]]), ev, [["dense"]])
     assert why.kind == "interest" and why.text == "matches your interest in coffee"
     ev = Evidence(query="frizzy curly hair")  # no vectors to compare: the dryer's review speaks
-    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev)
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense"]])
     assert why.kind == "review" and "curly hair" in why.text
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["tent"]]), Evidence(), [["popular"]])
+    assert why.kind == "popular"  # no evidence fits: the source says it
     assert dryer_vec.shape == (1, embedder.dim)
 
 
@@ -142,7 +147,6 @@ def test_rerank_list_without_reranker_is_mmr_over_retrieval(tiny_index):
     labels = np.array([tiny_index.table.label_of[i] for i in ("lipstick-red", "lipstick-red-2", "lipstick-nude",
                                                                  "dryer", "tent")])
     retrieval = np.array([0.9, 0.89, 0.88, 0.5, 0.4], dtype=np.float32)
-    from ranker.serve import RerankConfig
 
     same, _ = rerank_list(tiny_index, labels, retrieval, 3, reranker=None, context="", counts=np.zeros(5),
                           cfg=RerankConfig(mmr_lambda=1.0))
@@ -160,17 +164,17 @@ def test_bad_ranker_dir_fails_at_start_up(small_index, tmp_path):
             load_components(Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "e.db", ranker_dir=bad))
 
 
-def test_the_exploration_slot_keeps_its_place(tiny_index):
-    from ranker.serve import RerankConfig, rerank_keeping
-
-    ids = ["tent", "dryer", "lipstick-red", "espresso", "grinder"]
-    labels = np.array([tiny_index.table.label_of[i] for i in ids])
-    retrieval = np.array([0.1, 0.9, 0.8, 0.7, 0.6], dtype=np.float32)
-    keep = np.array([True, False, False, False, False])
-    out, scores = rerank_keeping(tiny_index, labels, retrieval, keep, 3, reranker=None, context="",
-                                 counts=np.zeros(5), cfg=RerankConfig(mmr_lambda=1.0))
-    assert [tiny_index.table.records[lab]["item_id"] for lab in out] == ["dryer", "lipstick-red", "tent"]
-    assert scores[-1] == np.float32(0.1)
+def test_the_exploration_slot_keeps_its_place(make_client, small_index, embedder):
+    """A new item close to the shopper's interests takes the last place, through reranking and MMR."""
+    client = make_client(top_n=20, mmr_lambda=0.8)
+    items = [r["item_id"] for r in small_index.table.records[:40:7]]
+    history(client, "u5", items)
+    title = small_index.table.get(items[-1])["title"]
+    assert client.put("/items/brand-new", json={"title": title + " (new edition)"}).status_code == 200
+    r = client.get("/users/u5/recommendations", params={"k": 10, "variant": "on"}).json()
+    assert r["results"][-1]["item_id"] == "brand-new" and "new" in r["results"][-1]["sources"]
+    assert r["stages"] == ["fusion", "rerank", "mmr", "explore"]
+    assert sum("new" in x["sources"] for x in r["results"]) == 1
 
 
 def test_train_ranker_from_the_event_log(beauty_small, small_index, tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ from indexer.build import build_index
 from indexer.schema import Catalog, make_items
 from indexer.store import ItemIndex
 from indexer.table import Filters
+from retriever.fusion import minmax, rrf, weighted_fusion
 from retriever.search.engine import SearchConfig, SearchEngine
-from retriever.search.hybrid import minmax, rrf, weighted_fusion
 from retriever.search.lexical import LexicalIndex, tokenize
 from retriever.search.suggest import QueryLog, Suggester
 from retriever.search.typo import TypoIndex, respell, sound_key

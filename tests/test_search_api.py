@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import Components
-from api.routes.search import SearchSettings, build_search
-from api.settings import Settings
+from api.settings import SearchSettings, Settings
 from indexer.build import EmbedConfig, build_index
 from indexer.clean import clean_catalog
 from indexer.loaders import load_catalog
 from indexer.store import ItemIndex
 
-from .conftest import shared_data
+from .conftest import make_app, open_events_for, shared_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_client(index, embedder, tmp_path, **search_settings) -> TestClient:
     settings = Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "events.db", auth=False,
                         rate_per_minute=1e9, rate_burst=1_000_000)  # the ESCI test sends 300 requests at once
-    components = Components(settings, index, embedder)
     if search_settings:
-        components.search = build_search(index, embedder, settings=SearchSettings(**search_settings))
-    return TestClient(create_app(components=components))
+        settings = settings.model_copy(update={"search": SearchSettings(**search_settings)})
+    return TestClient(make_app(settings, index, embedder))
 
 
 @pytest.fixture()
@@ -113,7 +109,7 @@ def test_updates_reach_search_and_suggest(client):
     top = client.get("/search", params={"q": "KX-9000", "k": 1}).json()["results"][0]
     assert top["item_id"] == "kettle" and top["evidence"]["lexical_rank"] == 1
     c = client.app.state.components
-    c.search.suggester.wait()
+    c.svc.search.suggester.wait()
     assert "Pourwell" in [s["text"] for s in client.get("/suggest", params={"q": "pour"}).json()["suggestions"]]
     assert client.delete("/items/kettle").status_code == 204
     assert "kettle" not in [x["item_id"] for x in client.get("/search", params={"q": "KX-9000"}).json()["results"]]
@@ -121,17 +117,23 @@ def test_updates_reach_search_and_suggest(client):
         s["text"] for s in client.get("/suggest", params={"q": "gooseneck"}).json()["suggestions"]]
 
 
-def test_personalisation_hook(client):
-    c = client.app.state.components
-    client.get("/search", params={"q": "warm up"})  # builds the search box
-    tent = c.index.vectors_of(["tent"])[0]
-    c.search.profile = lambda user_id: tent[None, :] if user_id == "camper" else None
-    c.search.engine.config = replace(c.search.engine.config, personal_weight=2.0)
-    r = client.get("/search", params={"q": "waterproof gear", "user_id": "camper", "k": 3}).json()
-    assert r["personalised"] is True and r["results"][0]["item_id"] == "tent"
-    assert r["results"][0]["evidence"]["personal_score"] == pytest.approx(1.0, abs=1e-4)
-    assert client.get("/search", params={"q": "waterproof gear", "user_id": "stranger"}).json()["personalised"] is False
-    assert client.get("/search", params={"q": "x", "user_id": "a\x00"}).status_code == 422
+def test_personalised_search_follows_the_shoppers_events(tiny_catalog, embedder, tmp_path, one_thread):
+    settings = Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "events.db", auth=False)
+    store, state = open_events_for(settings)
+    with TestClient(make_app(settings, build_index(tiny_catalog, embedder, progress=False), embedder, store,
+                             state)) as client:
+        client.get("/search", params={"q": "warm up"})  # builds the search box
+        c = client.app.state.components
+        c.svc.search.engine.config = replace(c.svc.search.engine.config, personal_weight=2.0)
+        event = {"event_id": "e1", "user_id": "camper", "item_id": "tent", "type": "purchase"}
+        assert client.post("/events", json={"events": [event]}).json()["stored"] == 1
+        r = client.get("/search", params={"q": "waterproof gear", "user_id": "camper", "k": 3}).json()
+        # one purchase: the shopper's one interest is the tent's own vector
+        assert r["personalised"] is True and r["results"][0]["item_id"] == "tent"
+        assert r["results"][0]["evidence"]["personal_score"] == pytest.approx(1.0, abs=1e-4)
+        stranger = client.get("/search", params={"q": "waterproof gear", "user_id": "stranger"}).json()
+        assert stranger["personalised"] is False
+        assert client.get("/search", params={"q": "x", "user_id": "a\x00"}).status_code == 422
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import Components
 from api.security import ApiKey, TokenBuckets, digest, find_key, new_key
 from api.settings import Settings
 from indexer.build import build_index
+
+from .conftest import make_app
 
 ADMIN, INGEST, READ = "sk_admin_secret", "sk_ingest_secret", "sk_read_secret"
 KEYS = [ApiKey(name="ops", role="admin", sha256=digest(ADMIN)),
@@ -27,7 +27,7 @@ def index(tiny_catalog, embedder, tmp_path_factory):
 
 def make_client(index, embedder, **overrides):
     settings = Settings(index_dir=index.path, api_keys=KEYS, **overrides)
-    return TestClient(create_app(components=Components(settings, index, embedder)))
+    return TestClient(make_app(settings, index, embedder))
 
 
 def test_writes_need_a_key_with_the_right_role(index, embedder):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from indexer.embed import normalize
-from indexer.vectors import FaissIndex, choose_kind, make_index, top_k
+from indexer.results import top_k
+from indexer.vectors import FaissIndex, choose_kind, make_index
 
 RNG = np.random.default_rng(7)
 DIM = 24

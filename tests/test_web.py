@@ -8,10 +8,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.deps import Components, open_events
 from api.experiments import Variant, assign
 from api.settings import Settings
+
+from .conftest import make_app, open_events_for
 
 VARIANTS = [Variant(name="a", share=0.5), Variant(name="b", share=0.5, candidates={"covisit": 0})]
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -27,8 +27,8 @@ def make_client(tiny_index, embedder, tmp_path):
                                "pseudonym_key": "test-secret-key", "variants": VARIANTS, "auth": False,
                                "report_dir": tmp_path / "report", "shoppers_file": tmp_path / "reviews.jsonl",
                                **overrides})
-        store, state = open_events(settings)
-        client = TestClient(create_app(components=Components(settings, tiny_index, embedder, store, state)))
+        store, state = open_events_for(settings)
+        client = TestClient(make_app(settings, tiny_index, embedder, store, state))
         client.__enter__()
         client.store, client.settings = store, settings
         opened.append(client)

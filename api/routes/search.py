@@ -1,73 +1,34 @@
-"""The search box: hybrid search with evidence and expansions, and completions.
-
-Settings (environment, prefix ``SEMREC_SEARCH_``): ``LLM`` (generator name, e.g. "smollm2"; empty =
-no LLM), ``LLM_BUDGET_S``, ``EXPAND`` (default of the ``expand`` parameter), ``LLM_DEFAULT`` (ask
-the LLM when a request does not say), ``VOCAB_CACHE_DIR``.
-"""
+"""The search box: hybrid search with evidence and expansions, and completions. Settings: the
+``search`` group of ``api.settings.Settings`` (``SEMREC_SEARCH__LLM`` ...)."""
 
 from __future__ import annotations
 
 import threading
 import unicodedata
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer.embed import Embedder
-from indexer.store import ItemIndex
-from ranker.fusion import FusionWeights
-from ranker.model import Reranker
-from ranker.serve import query_rerank_hook
-from retriever.search.box import SearchBox
-from retriever.search.engine import SearchConfig
+from ranker import pipeline
+from retriever.search import SearchBox
 
-from ..deps import ComponentsDep, FiltersDep, KDep, scored, unprocessable
+from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, search_box_for, unprocessable
 from ..models import ScoredItem
 
 router = APIRouter()
 
 MAX_QUERY = 500
-
-
-class SearchSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEMREC_SEARCH_", env_file=".env", extra="ignore")
-
-    llm: str = Field("", description="LLM for query expansion ('smollm2', a hub id or a folder); empty = none")
-    llm_budget_s: float = Field(0.5, gt=0, le=30, description="longest a search waits for the LLM")
-    llm_default: bool = Field(False, description="use the LLM when a request does not say (it is slow on CPU)")
-    expand: bool = Field(False, description="catalog + feedback expansion when a request does not say")
-    vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
-                                                           "default: <index_dir>/search-cache")
-
-
-def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = None,
-                 settings: SearchSettings | None = None, reranker: Reranker | None = None,
-                 weights: FusionWeights = FusionWeights()) -> SearchBox:
-    """The search box for ``index`` under ``settings`` (read from the environment by default);
-    ``reranker`` reorders the fused top ``SearchConfig.rerank_depth`` by (query, item) score."""
-    s = settings or SearchSettings()
-    config = SearchConfig(expand=s.expand, llm=s.llm_default, llm_budget_s=s.llm_budget_s)
-    box = SearchBox.build(index, embedder, config=config, llm=s.llm or None,
-                          vocab_cache_dir=s.vocab_cache_dir or cache_dir)
-    if reranker is not None:
-        box.engine.rerank = query_rerank_hook(reranker, index, weights)
-    return box
-
-
 _lazy = threading.Lock()
 
 
-def search_box(c) -> SearchBox:
-    """The components' search box, built on first use when start-up did not build one (tests, demo)."""
-    if c.search is None:
+def search_box(c: Components) -> SearchBox:
+    """The services' search box, built on first use when start-up did not build one (tests, demo)."""
+    if c.svc.search is None:
         with _lazy:
-            if c.search is None:
-                c.search = build_search(c.index, c.embedder, reranker=c.reranker if c.settings.rerank.search else None,
-                                        weights=c.rerank_config.weights)
-    return c.search
+            if c.svc.search is None:
+                c.svc.search = search_box_for(c.settings, c.svc)
+    return c.svc.search
 
 
 def check_text(value: str, field: str) -> str:
@@ -149,17 +110,15 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
     if user_id is not None:
         check_text(user_id, "user_id")
     box = search_box(c)
-    user_vector = box.user_vector(user_id)
-    res = box.engine.search(q, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                            user_vector=user_vector)
-    items = scored(c.index, res.labels, res.scores)
+    res, personalised = pipeline.search(c.svc, c.config(), q, k, filters, user_id=user_id, expand=expand, llm=llm)
+    items = scored(c.svc.index, res.labels, res.scores)
     hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
             for item, ev in zip(items, res.evidence)]
     if hits:
         box.queries.add(q)
     return SearchResponse(query=q, results=hits,
                           expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
-                          llm=res.llm_status, personalised=user_vector is not None,
+                          llm=res.llm_status, personalised=personalised,
                           took_ms=round(sum(res.timings_ms.values()), 3))
 
 

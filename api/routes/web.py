@@ -71,13 +71,13 @@ class AlsoBoughtOut(BaseModel):
 def also_bought(item_id: ItemId, c: ComponentsDep, k: KDep) -> AlsoBoughtOut:
     """Items that shoppers touched right before or after this one (co-visitation counts of the
     event log), most frequent first. Empty until someone has interacted with the item."""
-    if c.index.table.get(item_id) is None:
+    if c.svc.index.table.get(item_id) is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    with c.state.lock:
-        ids, scores = c.state.covisit.neighbours([item_id], 4 * k)
+    with c.svc.state.lock:
+        ids, scores = c.svc.state.covisit.neighbours([item_id], 4 * k)
     out = []
     for other, score in zip(ids, scores):
-        rec = c.index.table.get(other)
+        rec = c.svc.index.table.get(other)
         if rec is not None and len(out) < k:
             out.append(CoItem(item_id=other, title=rec["title"], brand=rec["brand"], categories=rec["categories"],
                               price=None if rec["price"] != rec["price"] else float(rec["price"]),
@@ -107,10 +107,10 @@ def ratings(c: ComponentsDep,
         raise unprocessable("query", "ids", "ids must name at least one item")
     if len(wanted) > MAX_RATING_IDS:
         raise unprocessable("query", "ids", f"at most {MAX_RATING_IDS} ids per request")
-    if c.events is None:
+    if c.svc.events is None:
         return RatingsOut(ratings={})
     return RatingsOut(ratings={item: Rating(average=round(total / sum(stars), 2), count=sum(stars), stars=stars)
-                               for item, (stars, total) in c.events.rating_counts(wanted).items()})
+                               for item, (stars, total) in c.svc.events.rating_counts(wanted).items()})
 
 
 # ---- categories -------------------------------------------------------------------------------------
@@ -129,9 +129,9 @@ def categories(c: ComponentsDep) -> CategoriesOut:
     """Top-level categories and their subcategories, by live item count."""
     tops: Counter = Counter()
     subs: dict[str, Counter] = {}
-    with c.index.lock:
-        for label in np.flatnonzero(c.index.table.mask()):
-            cats = c.index.table.records[label]["categories"]
+    with c.svc.index.lock:
+        for label in np.flatnonzero(c.svc.index.table.mask()):
+            cats = c.svc.index.table.records[label]["categories"]
             if cats:
                 tops[cats[0]] += 1
                 if len(cats) > 1:
@@ -148,9 +148,9 @@ def _by_count(kv: tuple[str, int]) -> tuple[int, str]:
 
 # ---- shoppers and their history ----------------------------------------------------------------------
 def _store(c: Components) -> EventStore:
-    if c.events is None:
+    if c.svc.events is None:
         raise HTTPException(503, detail="this server runs without an event log")
-    return c.events
+    return c.svc.events
 
 
 class ShopperIds:
@@ -210,7 +210,7 @@ def shoppers(c: ComponentsDep, request: Request) -> ShoppersOut:
             continue
         cats = Counter()
         for e in events:
-            rec = c.index.table.get(e.item_id)
+            rec = c.svc.index.table.get(e.item_id)
             if rec is not None and rec["categories"]:
                 cats[rec["categories"][min(1, len(rec["categories"]) - 1)]] += 1
         out.append(ShopperOut(user_id=uid, events=len(events), top_categories=[k for k, _ in cats.most_common(3)],
@@ -249,7 +249,7 @@ def history(user_id: UserPath, c: ComponentsDep,
     store = _store(c)
     rows = []
     for e in reversed(store.user_events(user_id, limit)):
-        rec = c.index.table.get(e.item_id)
+        rec = c.svc.index.table.get(e.item_id)
         price = None if rec is None or rec["price"] != rec["price"] else float(rec["price"])
         rows.append(HistoryEvent(item_id=e.item_id, title=rec["title"] if rec else None,
                                  categories=rec["categories"] if rec else [], price=price, type=e.type,

@@ -1,15 +1,12 @@
-"""Everything behind the search box, built once per index: the search engine, completions, the log
-of past queries, and the hooks the service wires in (profile lookup, reranker)."""
+"""Everything behind the search box, built once per index: the search engine, completions and the
+log of past queries. Personalisation and reranking are wired by ``ranker`` (the engine's hooks)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from indexer.embed import Embedder
 from indexer.store import ItemIndex
@@ -20,18 +17,14 @@ from .suggest import QueryLog, Suggester
 
 log = logging.getLogger(__name__)
 
-Profile = Callable[[str], "np.ndarray | None"]
-
 
 @dataclass
 class SearchBox:
-    """``profile(user_id)`` -> the shopper's interest vectors float32 ``(m, dim)`` or None (unknown
-    shopper); set by the service once the profile store is up. ``engine.rerank`` likewise."""
+    """The engine, its suggester and query log (and, while it loads, the LLM loader thread)."""
 
     engine: SearchEngine
     suggester: Suggester
     queries: QueryLog
-    profile: Profile | None = None
     llm_loading: threading.Thread | None = field(default=None, repr=False)
 
     @classmethod
@@ -63,9 +56,3 @@ class SearchBox:
         vocab = self.engine.vocabulary
         if vocab is not None:
             self.engine.llm = LLMExpander(generator, vocab.ground, budget_s=self.engine.config.llm_budget_s)
-
-    def user_vector(self, user_id: str | None) -> np.ndarray | None:
-        """The shopper's interest vectors via the ``profile`` hook; None without hook or profile."""
-        if not user_id or self.profile is None:
-            return None
-        return self.profile(user_id)

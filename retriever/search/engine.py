@@ -12,7 +12,7 @@ For one query::
     order    = rerank(query, top labels, their scores)                            (hook given)
 
 Hooks the caller wires: ``rerank(query: str, labels: int64 (m,), scores: float (m,)) -> float32
-(m,)``, the final scores of the top ``rerank_depth`` (higher is better; e.g. ``ranker.serve``'s
+(m,)``, the final scores of the top ``rerank_depth`` (higher is better; e.g. ``ranker.rerank``'s
 cross-encoder fused with these retrieval scores), and a query-side ``user_vector`` float32 ``(dim,)``
 or ``(m, dim)`` (a shopper's interest vectors; see ``retriever.profiles``).
 """
@@ -26,12 +26,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from indexer.embed import Embedder, normalize
+from indexer.results import empty, top_labels
 from indexer.store import ItemIndex
 from indexer.table import Filters
 
+from ..fusion import RRF_K, as_run, fuse
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
-from .hybrid import RRF_K, as_run, fuse
-from .lexical import LexicalIndex, tokenize, top_labels
+from .lexical import LexicalIndex, tokenize
 from .llm import LLMExpander
 from .typo import TypoIndex, respell
 
@@ -196,8 +197,8 @@ class SearchEngine:
         cosine, instead of counting as absent from the other run.
         """
         cfg = self.config
-        empty = (np.full(depth, -1, dtype=np.int64), np.full(depth, -np.inf, dtype=np.float32))
-        lex = dense = empty
+        nothing = tuple(a[0] for a in empty(1, depth))
+        lex = dense = nothing
         all_l = all_s = np.zeros(0)
         if "lexical" in cfg.retrievers and weights:
             all_l, all_s = self.lexical.score_labels(weights, filters)
@@ -251,9 +252,8 @@ class SearchEngine:
             if reranked.shape != labels.shape:
                 raise ValueError(f"rerank returned shape {reranked.shape} for {len(labels)} labels")
             scores = reranked
-        order = np.lexsort((labels, -scores))[:k]  # score desc, then lower label
-        out_l = np.full(k, -1, dtype=np.int64)
-        out_s = np.full(k, -np.inf, dtype=np.float32)
+        order = np.lexsort((labels, -scores))[:k]  # score desc, then lower label (as top_labels)
+        out_l, out_s = (a[0] for a in empty(1, k))
         out_l[: len(order)], out_s[: len(order)] = labels[order], scores[order]
         return (out_l, out_s, None if personal is None else personal[order],
                 None if reranked is None else reranked[order])

@@ -33,9 +33,9 @@ import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
+from indexer.results import empty, top_labels
 from indexer.store import ItemIndex
 from indexer.table import Filters
-from indexer.vectors import top_k
 
 K1, B = 1.5, 0.75
 # Title tokens are counted this many times: the title says what the item is, a review may mention
@@ -334,22 +334,11 @@ class LexicalIndex:
 
         A query is a string (tokenised here, each token weight 1) or a ``{token: weight}`` map.
         """
-        out_l = np.full((len(queries), k), -1, dtype=np.int64)
-        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_l, out_s = empty(len(queries), k)
         for i, q in enumerate(queries):
             weights = query_weights(q) if isinstance(q, str) else q
             out_l[i], out_s[i] = top_labels(*self.score_labels(weights, filters), k)
         return out_l, out_s
-
-
-def top_labels(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of unordered ``(labels (m,), scores (m,))`` -> ``(k,)`` arrays, padded with -1 / -inf.
-    Ties go to the lower label (the older item)."""
-    if not len(labels):
-        return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
-    order = np.argsort(labels, kind="stable")  # top_k breaks ties by position
-    idx, vals = top_k(np.asarray(scores, dtype=np.float32)[order][None, :], k)
-    return np.where(idx[0] >= 0, labels[order][np.maximum(idx[0], 0)], -1), vals[0]
 
 
 def query_weights(text: str) -> dict[str, float]:

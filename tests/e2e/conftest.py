@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import make_app, open_events_for
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SEMREC_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -80,9 +82,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     """The app on a free loopback port, serving the demo catalog and its shoppers; yields its URL."""
     import uvicorn
 
-    from api.app import create_app
     from api.cli import REPO_DATA
-    from api.deps import Components, open_events
     from api.experiments import Variant
     from api.settings import Settings
     from indexer.build import build_index
@@ -103,9 +103,9 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     import_reviews(seed, catalog.reviews, "demo")
     seed.close()
     _report(settings.report_dir)
-    store, state = open_events(settings)
+    store, state = open_events_for(settings)
     port = _free_port()
-    app = create_app(components=Components(settings, index, embedder, store, state))
+    app = make_app(settings, index, embedder, store, state)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -1,0 +1,165 @@
+"""Fitting the served pipeline's learned parts on a replayed split, as the harness and
+``semrec train`` both do: MF factors and the history encoder on the fit sequences, then the
+learned ranking on the validation shoppers' candidates (the pipeline's own candidate stage, at
+validation time), never on test.
+
+    record = fit_learned(replay, item_vectors, LearnedConfig())   # sets replay.svc.mf / encoder / ranking
+
+Validation is the second-last interaction of each evaluated shopper (``evaluation.protocol``);
+the encoder early-stops on its own validation NDCG@10, the ranking model on LightGBM's NDCG@10 of
+a held-out fifth of the validation groups.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ranker.features import NAMES
+from ranker.ltr import RankingModel
+from ranker.pipeline import PipelineConfig, candidates_for, user_vectors
+from retriever.encoder import HistoryEncoder
+from retriever.mf import MFConfig, MFModel, fit_factors
+from retriever.personal import user_profile
+from retriever.sequence import SequenceConfig, SequenceNet, user_states
+from retriever.sequence_train import fit_sequence_model
+
+from .metrics import ndcg_at_k, rank_targets
+from .served import Replay
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    users: int | None = 12_000      # validation shoppers whose candidates train the ranking (seeded sample)
+    negatives: int = 60             # non-target candidates kept per group (seeded sample)
+    holdout: float = 0.2            # share of groups held out for early stopping
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    rounds: int = 600
+    min_data_in_leaf: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    mf: MFConfig = field(default_factory=MFConfig)
+    encoder: SequenceConfig = field(default_factory=lambda: SequenceConfig(item_input="text+id", hidden=64))
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    parts: tuple[str, ...] = ("mf", "encoder", "ranking")
+
+
+def fit_learned(replay: Replay, item_vectors: Array, cfg: LearnedConfig = LearnedConfig(),
+                pipeline: PipelineConfig = PipelineConfig(), progress: bool = False) -> dict:
+    """Fit ``cfg.parts`` on ``replay`` (before ``replay.advance``) and put them into its services.
+    Returns the record for the model cards: sizes, settings, validation figures, seconds."""
+    split, svc, record = replay.split, replay.svc, {}
+    item_ids = [str(i) for i in split.item_ids]
+    if "mf" in cfg.parts:
+        t = time.perf_counter()
+        svc.mf = MFModel(item_ids, fit_factors(split.fit, None, split.n_items, cfg.mf), cfg.mf)
+        record["mf"] = {"config": asdict(cfg.mf), "seconds": round(time.perf_counter() - t, 1),
+                        "fit_sequences": len(split.fit)}
+    if "encoder" in cfg.parts:
+        t = time.perf_counter()
+        net, curve = fit_encoder(split, item_vectors, cfg.encoder, progress)
+        svc.encoder = HistoryEncoder(net, item_ids, {"curve": curve}).attach(svc.index)
+        record["encoder"] = {"config": asdict(cfg.encoder), "seconds": round(time.perf_counter() - t, 1),
+                             **{k: curve[k] for k in ("best_epoch", "best_valid", "stopped_by", "epoch_seconds")}}
+    if "ranking" in cfg.parts:
+        t = time.perf_counter()
+        svc.ranking, info = fit_ranking(replay, pipeline, cfg.ranking)
+        record["ranking"] = {"config": asdict(cfg.ranking), "seconds": round(time.perf_counter() - t, 1), **info}
+    return record
+
+
+def encoder_ndcg(net: SequenceNet, split, rows: Array) -> float:
+    """Validation NDCG@10 of the encoder alone over all items, history excluded."""
+    hist = [split.valid_history[r] for r in rows]
+    table = net.item_table().detach()
+
+    def score(batch):
+        return user_states(net, batch, table) @ table[1:].numpy().T
+
+    excluded, _ = rank_targets(score, hist, split.valid_target[rows], 10)
+    return ndcg_at_k(excluded.ranks, 10)
+
+
+def fit_encoder(split, item_vectors: Array, cfg: SequenceConfig, progress: bool = False) -> tuple[SequenceNet, dict]:
+    """The history encoder on the fit sequences, early-stopped on validation; items no fit
+    sequence holds keep no ID embedding (their text projection alone speaks for them)."""
+    rng = np.random.default_rng([cfg.seed, 43])
+    rows = np.arange(len(split.users))
+    if cfg.eval_users is not None and cfg.eval_users < len(rows):
+        rows = np.sort(rng.choice(rows, cfg.eval_users, replace=False))
+    net, curve = fit_sequence_model(split.fit, split.n_items, cfg, text=item_vectors,
+                                    validate=lambda n: encoder_ndcg(n, split, rows), progress=progress)
+    if net.item_emb is not None:
+        seen = np.zeros(split.n_items + 1, dtype=bool)
+        seen[np.concatenate(split.fit) + 1] = True
+        with torch.no_grad():
+            net.item_emb.weight[torch.from_numpy(~seen)] = 0.0
+    return net, curve
+
+
+def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) -> tuple[Array, Array, Array]:
+    """(features (n, F), labels (n,) 0/1, group sizes) of the validation shoppers whose candidates
+    hold their target: the pipeline's candidate stage as served, at validation time."""
+    split, svc = replay.split, replay.svc
+    rng = np.random.default_rng([cfg.seed, 47])
+    rows = np.arange(len(split.users))
+    if cfg.users is not None and cfg.users < len(rows):
+        rows = np.sort(rng.choice(rows, cfg.users, replace=False))
+    untrained = replace(pipeline, learned_ranking=False)  # the features of the candidates as the sources fuse them
+    feats, labels, groups = [], [], []
+    for start in range(0, len(rows), 64):
+        batch = rows[start:start + 64]
+        profiles = [user_profile(svc.events, svc.index, svc.embedder, str(split.user_ids[split.users[r]]),
+                                 untrained.profile) for r in batch]
+        mf_u, enc_u = user_vectors(svc, untrained, profiles)
+        for i, (r, profile) in enumerate(zip(batch, profiles)):
+            with svc.index.lock, svc.state.lock:
+                cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, mf_u[i], enc_u[i],
+                                         depth=10**9, features=True)
+            hit = cand.labels == split.valid_target[r]
+            if not hit.any() or x is None:
+                continue
+            neg = np.flatnonzero(~hit)
+            keep = np.concatenate([np.flatnonzero(hit), rng.choice(neg, min(cfg.negatives, len(neg)), replace=False)])
+            feats.append(x[keep])
+            labels.append(hit[keep].astype(np.int32))
+            groups.append(len(keep))
+    if not groups:
+        return np.zeros((0, len(NAMES)), np.float32), np.zeros(0, np.int32), np.zeros(0, np.int64)
+    return np.vstack(feats), np.concatenate(labels), np.asarray(groups, dtype=np.int64)
+
+
+def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) -> tuple[RankingModel | None, dict]:
+    """A LightGBM LambdaRank model on :func:`ranking_groups`; None when too few groups hold a target."""
+    import lightgbm
+
+    x, y, groups = ranking_groups(replay, pipeline, cfg)
+    info = {"groups": int(len(groups)), "rows": int(len(y)), "features": list(NAMES)}
+    if len(groups) < 20:
+        return None, {**info, "skipped": "fewer than 20 validation shoppers with their target among the candidates"}
+    rng = np.random.default_rng([cfg.seed, 53])
+    held = rng.random(len(groups)) < cfg.holdout
+    starts = np.concatenate([[0], np.cumsum(groups)])
+    rows_of = [np.arange(starts[g], starts[g + 1]) for g in range(len(groups))]
+    tr = np.concatenate([rows_of[g] for g in np.flatnonzero(~held)])
+    va = np.concatenate([rows_of[g] for g in np.flatnonzero(held)]) if held.any() else tr
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "num_leaves": cfg.num_leaves,
+              "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf, "seed": cfg.seed,
+              "num_threads": 2, "verbose": -1, "deterministic": True, "force_row_wise": True}
+    train = lightgbm.Dataset(x[tr], y[tr], group=groups[~held], feature_name=list(NAMES))
+    valid = lightgbm.Dataset(x[va], y[va], group=groups[held] if held.any() else groups[~held], reference=train)
+    booster = lightgbm.train(params, train, cfg.rounds, valid_sets=[valid],
+                             callbacks=[lightgbm.early_stopping(50, verbose=False)])
+    best = booster.best_score.get("valid_0", {}).get("ndcg@10")
+    importance = dict(zip(NAMES, booster.feature_importance("gain").round(1).tolist()))
+    info.update(best_iteration=int(booster.best_iteration), holdout_ndcg10=best, importance_gain=importance)
+    return RankingModel(booster, info), info

@@ -1,0 +1,298 @@
+"""The one pipeline per use. The HTTP routes, the CLI and the evaluation harness call these and
+nothing else, so what is measured is what is served.
+
+    recommend_users(svc, cfg, user_ids, k)            personal recommendations
+    recommend_session(svc, cfg, recent_items, text, k) an anonymous session, from inline context
+    similar(svc, cfg, item_id, k)                     similar items (a product page)
+    search(svc, cfg, query, k)                        the search box
+
+A personal list, step by step (``cfg`` decides each step; ablations are configs, not code paths):
+
+1. profile: the shopper's latest events and onboarding answers -> interest vectors (``retriever.personal``);
+2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), each
+   restricted to live items passing the filters, without what the shopper already bought;
+3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``);
+4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
+   by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
+   MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
+5. exploration: up to ``explore_slots`` new items (no interactions yet) close to an interest take
+   the last places of the list;
+6. reasons (``ranker.reasons``).
+
+A shopper with nothing known (no history, no onboarding) gets the popular list spread over
+top-level categories. Every function returns the one result shape (``indexer.results``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from indexer.results import empty, top_labels
+from indexer.table import Filters
+from retriever.candidates import (
+    CandidateConfig,
+    allowed_mask,
+    explore,
+    gather,
+    new_item_mask,
+    spread_over_categories,
+)
+from retriever.fusion import as_run, fuse
+from retriever.personal import session_profile, user_profile
+from retriever.profiles import Profile, ProfileConfig
+from retriever.search import SearchResult
+from retriever.similar import similar_items
+
+from .explain import Reason
+from .features import candidate_features
+from .reasons import Evidence, context_text, evidence_of, list_reasons
+from .rerank import RerankConfig, rerank_list
+from .services import Services
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides a list. The service's defaults are these defaults (``api.settings``
+    builds one from its settings; a test holds them equal)."""
+
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    use_reranker: bool = True      # the A/B switch: False skips the reranking stage (fusion + MMR)
+    learned_ranking: bool = True   # rank candidates with the learned model (``ranker.ltr``) when one is loaded
+    exclude_purchased: bool = True  # leave out what the shopper bought or rated
+
+
+@dataclass
+class Recommendations:
+    """``labels`` int64 / ``scores`` float32 ``(n, k)``; per row and live slot its candidate
+    ``sources`` and ``reasons``; per row the ``stages`` that ran, in order."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    sources: list[list[list[str]]]
+    reasons: list[list[Reason]]
+    stages: list[tuple[str, ...]]
+
+
+@dataclass
+class _Row:
+    labels: np.ndarray
+    scores: np.ndarray
+    sources: list[list[str]]
+    stages: tuple[str, ...]
+
+
+def recommend_users(svc: Services, cfg: PipelineConfig, user_ids: Sequence[str], k: int,
+                    filters: Filters | None = None, *, now: float | None = None,
+                    exclude_purchased: bool | None = None, reasons: bool = True) -> Recommendations:
+    """Personal lists for stored shoppers (their events and onboarding answers as of ``now``).
+    An unknown shopper is a cold start, never an error. ``reasons=False`` skips the reasons."""
+    if svc.events is None:
+        raise ValueError("personal recommendations need an event store")
+    now = time.time() if now is None else now
+    drop = cfg.exclude_purchased if exclude_purchased is None else exclude_purchased
+    profiles = [user_profile(svc.events, svc.index, svc.embedder, u, cfg.profile, now) for u in user_ids]
+    return rank_profiles(svc, cfg, profiles, k, filters, [p.purchased if drop else frozenset() for p in profiles],
+                         now, reasons)
+
+
+def recommend_session(svc: Services, cfg: PipelineConfig, recent_items: Sequence[str], text: str, k: int,
+                      filters: Filters | None = None) -> Recommendations:
+    """An anonymous session's list from its recent items (oldest first) and free text; the recent
+    items themselves are left out. Unknown item ids are a KeyError (validate first)."""
+    profile = session_profile(svc.index, svc.embedder, list(recent_items), text, cfg.profile)
+    return rank_profiles(svc, cfg, [profile], k, filters, [frozenset(recent_items)])
+
+
+def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile], k: int,
+                  filters: Filters | None, excludes: Sequence[frozenset[str]], now: float | None = None,
+                  reasons: bool = True) -> Recommendations:
+    """Steps 2-6 of the module docstring for each profile (``reasons=False`` skips step 6, which
+    changes no ranking: the harness does not read reasons)."""
+    labels, scores = empty(len(profiles), k)
+    sources, why, stages = [], [], []
+    mf_u, enc_u = user_vectors(svc, cfg, profiles)
+    for i, (profile, exclude) in enumerate(zip(profiles, excludes)):
+        row = _rank_one(svc, cfg, profile, k, filters, exclude, now, mf_u[i], enc_u[i])
+        labels[i], scores[i] = row.labels, row.scores
+        sources.append(row.sources)
+        why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources) if reasons else [])
+        stages.append(row.stages)
+    return Recommendations(labels, scores, sources, why, stages)
+
+
+def user_vectors(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile]) -> tuple[list, list]:
+    """Per profile, its MF fold-in and history-encoder query vector (None where the model is absent
+    or switched off), computed for the whole batch at once."""
+    c, none = cfg.candidates, [None] * len(profiles)
+    mf_u = enc_u = none
+    if svc.mf is not None and c.mf > 0:
+        mf_u = list(svc.mf.user_vectors([p.history for p in profiles],
+                                        [[p.actions.get(i, "view") for i in p.history] for p in profiles]))
+    if svc.encoder is not None and c.encoder > 0:
+        with svc.index.lock:
+            hist = [[svc.index.table.label_of[i] for i in p.history if i in svc.index.table.label_of]
+                    for p in profiles]
+        enc_u = list(svc.encoder.user_vectors(hist))
+    return mf_u, enc_u
+
+
+@dataclass
+class _Candidates:
+    """One shopper's candidate stage: ``labels`` (m,) best first by ``scores`` (the fusion of the
+    sources, or the learned ranking's), the sources' ``runs``, the ``fresh`` mask."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    runs: dict[str, tuple[np.ndarray, np.ndarray]]
+    fresh: np.ndarray | None
+    allowed: np.ndarray
+    learned: bool = False
+
+
+def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters: Filters | None,
+                   exclude: frozenset[str], now: float | None, mf_u, enc_u, depth: int,
+                   features: bool = False) -> tuple[_Candidates, np.ndarray | None]:
+    """Every source's run, fused (and ranked by the learned model when one is loaded and on), with
+    the candidates' feature rows when ``features`` (training reads them). Callers hold the locks."""
+    index, state, c = svc.index, svc.state, cfg.candidates
+    allowed = allowed_mask(index, filters, exclude)
+    runs = gather(index, state, profile, c, allowed)
+    if mf_u is not None:
+        runs["mf"] = svc.mf.candidates(index, mf_u, c.per_source, allowed)
+    if enc_u is not None:
+        runs["encoder"] = svc.encoder.candidates(enc_u, c.per_source, allowed)
+    weights = c.weights()
+    labels, scores = (a[0] for a in empty(1, 0))
+    if runs:
+        union = len(set(np.concatenate([r[0] for r in runs.values()]).tolist()))
+        labels, scores = fuse([as_run(*run) for run in runs.values()], max(union, 1), "rrf",
+                              weights=[weights[name] for name in runs], rrf_k=c.rrf_k)
+        live = labels[0] >= 0
+        labels, scores = labels[0][live], scores[0][live]
+    fresh = new_item_mask(index, state, allowed, c.new_days, now) if c.explore_slots else None
+    learned = cfg.learned_ranking and svc.ranking is not None and len(labels) > 0
+    rows = None
+    if learned or features:
+        rows = candidate_features(index, state, profile, labels, scores, runs, fresh,
+                                  mf=None if mf_u is None else svc.mf.scores_of(index, mf_u, labels),
+                                  encoder=None if enc_u is None else svc.encoder.scores_of(enc_u, labels),
+                                  popular_days=c.popular_days, trending_days=c.trending_days, now=now)
+    if learned:
+        labels, scores = top_labels(labels, svc.ranking.score(rows), len(labels))
+    cut = max(depth, 1)
+    return _Candidates(labels[:cut], scores[:cut], runs, fresh, allowed, learned), rows
+
+
+def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filters: Filters | None,
+              exclude: frozenset[str], now: float | None, mf_u=None, enc_u=None) -> _Row:
+    index, state, c = svc.index, svc.state, cfg.candidates
+    cold = profile.is_empty and not profile.history  # a history decayed to zero weight still counts
+    staged = cfg.use_reranker and not cold
+    depth = max(k, cfg.rerank.top_n) if staged else k
+    with index.lock, state.lock:
+        cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, mf_u, enc_u, max(depth, c.per_source))
+        labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
+        members = {name: set(run[0].tolist()) for name, run in runs.items()}
+        if cold:
+            return _cold(svc, labels, scores, members, cand.allowed, k)
+        kept = _explore_slots(svc, profile, labels, scores, fresh, c)
+        counts = state.counts([index.table.records[lab]["item_id"] for lab in labels]).astype(np.float64)
+    head = ~np.isin(labels, kept[0])
+    n_head = k - len(kept[0])
+    steps: tuple[str, ...] = ("learned",) if cand.learned else ("fusion",)
+    if staged:
+        context = context_text(svc.reranker, index, evidence_of(profile)) if svc.reranker is not None else ""
+        out_l, out_s = rerank_list(index, labels[head], scores[head], n_head, reranker=svc.reranker,
+                                   context=context, counts=counts[head], cfg=cfg.rerank)
+        steps += (("rerank",) if svc.reranker is not None else ()) + (("mmr",) if cfg.rerank.mmr_lambda < 1 else ())
+    else:
+        out_l, out_s = labels[head][:n_head], scores[head][:n_head]
+    live = out_l >= 0
+    final_l = np.concatenate([out_l[live], kept[0]])
+    final_s = np.concatenate([out_s[live], kept[1]])
+    if len(kept[0]):
+        steps += ("explore",)
+    labels_k, scores_k = (a[0] for a in empty(1, k))
+    labels_k[: len(final_l)], scores_k[: len(final_l)] = final_l[:k], final_s[:k]
+    srcs = [[name for name in runs if lab in members[name]] + (["new"] if fresh is not None and fresh[lab] else [])
+            for lab in labels_k[labels_k >= 0].tolist()]
+    return _Row(labels_k, scores_k, srcs, steps)
+
+
+def _explore_slots(svc: Services, profile: Profile, labels: np.ndarray, scores: np.ndarray,
+                   fresh: np.ndarray | None, c: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The new items that take the last places: fresh items the sources already rank (they keep
+    their slot through reranking), then the exploration source's best."""
+    if fresh is None or not c.explore_slots:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    top = [(int(lab), float(s)) for lab, s in zip(labels, scores) if lab >= 0 and fresh[lab]]
+    kept = top[: c.explore_slots]
+    if len(kept) < c.explore_slots:
+        more_l, more_s = explore(svc.index, profile, fresh, set(labels.tolist()), replace(
+            c, explore_slots=c.explore_slots - len(kept)))
+        kept += list(zip(more_l.tolist(), more_s.tolist()))
+    return np.array([lab for lab, _ in kept], dtype=np.int64), np.array([s for _, s in kept], dtype=np.float32)
+
+
+def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict[str, set[int]],
+          allowed: np.ndarray, k: int) -> _Row:
+    """Popular first, spread over categories; with no events at all, the catalog itself, spread."""
+    if not (labels >= 0).any():
+        labels = np.flatnonzero(allowed)[: 50 * k].astype(np.int64)
+        scores = np.zeros(len(labels), dtype=np.float32)
+        members = {"catalog": set(labels.tolist())}
+    score_of = dict(zip(labels.tolist(), scores.tolist()))
+    picked = spread_over_categories(svc.index, labels, k)
+    out_l, out_s = (a[0] for a in empty(1, k))
+    out_l[: len(picked)] = picked
+    out_s[: len(picked)] = [score_of[int(lab)] for lab in picked]
+    srcs = [[name for name, m in members.items() if lab in m] for lab in picked.tolist()]
+    return _Row(out_l, out_s, srcs, ("cold",))
+
+
+def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Items most like ``item_id`` -> ``(labels, scores)``, each (k,): nearest neighbours without
+    the item and its duplicates; reranked against the product when ``cfg.rerank.similar`` (no MMR:
+    similar should stay similar). KeyError for an unknown id."""
+    staged = cfg.use_reranker and cfg.rerank.similar and svc.reranker is not None
+    top_n = max(k, cfg.rerank.top_n)
+    labels, scores = similar_items(svc.index, [item_id], top_n if staged else k, filters)
+    labels, scores = labels[0], scores[0]
+    if not staged:
+        return labels, scores
+    context = context_text(svc.reranker, svc.index, Evidence(history=[item_id]))
+    with svc.index.lock, svc.state.lock:
+        counts = svc.state.counts([svc.index.table.records[lab]["item_id"] if lab >= 0 else "" for lab in labels]
+                                  ).astype(np.float64)
+    return rerank_list(svc.index, labels, scores, k, reranker=svc.reranker, context=context, counts=counts,
+                       cfg=replace(cfg.rerank, mmr_lambda=1.0))
+
+
+def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filters | None = None, *,
+           user_id: str | None = None, expand: bool | None = None, llm: bool | None = None,
+           query_vec: np.ndarray | None = None, explain: bool = True) -> tuple[SearchResult, bool]:
+    """The search box's answer for ``query`` and whether it was personalised: with ``user_id`` of a
+    shopper with a profile, their interest vectors lightly boost what is close to them
+    (``SearchConfig.personal_weight``). ``expand`` / ``llm``: None = the service's defaults.
+    ``query_vec``: the query's embedding when already computed (batch evaluation); ``explain``:
+    False skips the per-result evidence."""
+    if svc.search is None:
+        raise ValueError("these services were opened without a search box")
+    user_vector = None
+    if user_id is not None and svc.events is not None:
+        profile = user_profile(svc.events, svc.index, svc.embedder, user_id, cfg.profile)
+        user_vector = None if profile.is_empty else profile.interests
+    result = svc.search.engine.search(query, k, filters, expand=expand, use_llm=(expand is not False) and llm,
+                                      user_vector=user_vector, query_vec=query_vec, explain=explain)
+    return result, user_vector is not None
+
+
+__all__ = ["PipelineConfig", "Recommendations", "Services", "rank_profiles", "recommend_session", "recommend_users",
+           "search", "similar"]

@@ -1,0 +1,95 @@
+"""The folders are the pipeline: imports point down only, no cycles, the server never loads
+training or offline code, and modules stay small. Checked on the real import graph (ast)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Lower rank = lower layer. A module may import its own package and those ranked below it.
+RANK = {"indexer": 0, "retriever": 1, "ranker": 2, "evaluation": 3, "bench": 3, "api": 4}
+MAX_LINES = 400
+# What the HTTP server must never load: training loops, offline evaluation, benchmarks.
+NOT_IN_SERVER = ("ranker.train", "ranker.pairs", "ranker.card", "evaluation", "bench", "retriever.encoder_train")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for package in RANK:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules ``name`` imports anywhere in its file (top level or inside functions)."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_imports_point_down_only():
+    upward = [f"{a} -> {b}" for a, deps in graph().items() for b in deps
+              if RANK[b.split(".")[0]] > RANK[a.split(".")[0]]]
+    assert not upward, "imports that point up a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(g[node]):
+            if dep not in g or dep.startswith(node + "."):
+                continue  # a package re-exporting its own modules is not a cycle
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep] if dep in stack else [node, dep])
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = 2
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_server_does_not_load_training_or_offline_code():
+    code = ("import sys, api.app, api.deps, api.routes.users, api.routes.items, api.routes.search; "
+            "print('\\n'.join(sorted(m for m in sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    bad = [m for m in loaded.stdout.split() if m.startswith(NOT_IN_SERVER)]
+    assert not bad, f"the server imports training/offline modules: {bad}"
+
+
+def test_modules_stay_small():
+    big = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"

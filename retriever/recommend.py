@@ -22,7 +22,7 @@ from indexer.store import ItemIndex
 from indexer.table import Filters
 
 from .covisit import CoVisitation, DecayedCounter
-from .eventstore import EventStore, StoredEvent
+from .eventstore import Erasure, EventStore, StoredEvent
 from .profiles import Profile, allocate
 
 
@@ -83,25 +83,59 @@ def diversify_by_category(item_ids: list[str], top_category: list[str], k: int) 
 
 
 class InteractionState:
-    """Co-visitation and popularity, kept in step with the event log."""
+    """Co-visitation and popularity, kept in step with the event log and its erasure log."""
 
     def __init__(self, cfg: CandidateConfig = CandidateConfig()):
+        self.cfg = cfg
         self.lock = threading.RLock()  # request threads read while event ingestion writes
+        self._catching_up = threading.Lock()  # one reader of the log at a time: the cursors move in order
+        self._reset()
+
+    def _reset(self) -> None:
         self.covisit = CoVisitation()
-        self.popular = DecayedCounter(cfg.popular_days * 86_400.0)
-        self.trending = DecayedCounter(cfg.trending_days * 86_400.0)
+        self.popular = DecayedCounter(self.cfg.popular_days * 86_400.0)
+        self.trending = DecayedCounter(self.cfg.trending_days * 86_400.0)
         self.last_seq = 0  # events up to this sequence number of the log are counted
+        self.last_erasure = 0  # erasure log entries up to this one are applied
 
     def catch_up(self, store: EventStore) -> int:
-        """Count every event the log holds beyond ``last_seq``: the one path by which events reach
-        the counts, whichever process stored them. Returns how many were applied."""
-        applied = 0
+        """Apply every erasure and count every event the log holds beyond the cursors: the one path
+        by which events and erasures reach the counts, whichever process stored them. Returns how
+        many events were counted.
+
+        Each round reads one snapshot and applies its erasures before its events. Why that is exact:
+        an erased event with seq <= ``last_seq`` was read, and counted, in an earlier snapshot (seqs
+        become visible in order, and it was not yet deleted: the erasure was not yet visible);
+        one above ``last_seq`` is already deleted in this snapshot, so it is never counted.
+        """
+        counted = 0
+        with self._catching_up:
+            while True:
+                changes = store.changes_after(self.last_seq, self.last_erasure)
+                if changes.erasures_pruned_through > self.last_erasure and self.last_seq > 0:
+                    with self.lock:  # erasures we never applied were pruned: recount the log as it is
+                        self._reset()
+                    continue
+                with self.lock:
+                    for erasure in changes.erasures:
+                        self.apply_erasure(erasure)
+                    if changes.events:
+                        self.apply([e for _, e in changes.events])
+                        self.last_seq = changes.events[-1][0]
+                self.last_erasure = max([self.last_erasure, changes.erasures_pruned_through,
+                                         *(e.seq for e in changes.erasures)])
+                counted += len(changes.events)
+                if not changes.events:
+                    return counted
+
+    def apply_erasure(self, erasure: Erasure) -> None:
+        """Take an erased user's share out of the counts: the erased events this state counted
+        (seq <= ``last_seq``), replayed with the opposite sign from an empty session window, as
+        when they were first counted."""
         with self.lock:
-            while batch := store.events_after(self.last_seq):
-                self.apply([e for _, e in batch])
-                self.last_seq = batch[-1][0]
-                applied += len(batch)
-        return applied
+            self.covisit.forget_user(erasure.user_key)
+            self.apply([e for seq, e in erasure.events if seq <= self.last_seq], sign=-1.0)
+            self.covisit.forget_user(erasure.user_key)
 
     def apply(self, events: list[StoredEvent], sign: float = 1.0) -> None:
         with self.lock:

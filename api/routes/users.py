@@ -161,11 +161,6 @@ def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
     """Erase the user's events, onboarding answers and impressions, and their share of the
     collaborative counts. A later request for this id is a cold start."""
     store = _store(c)
-    erased = store.delete_user(user_id)
-    key = store.user_key(user_id)
-    with c.state.lock:
-        # Replay from an empty session window, as when the events were first counted.
-        c.state.covisit.forget_user(key)
-        c.state.apply(erased, sign=-1.0)
-        c.state.covisit.forget_user(key)
+    store.delete_user(user_id)
+    c.state.catch_up(store)  # applies the erasure log entry here at once; other workers within follow_seconds
     return Response(status_code=204)

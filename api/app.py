@@ -22,8 +22,9 @@ log = logging.getLogger("semrec.app")
 
 
 def follow(c: Components, every: float, stop: threading.Event) -> None:
-    """Apply what other server processes wrote (index log, event log) every ``every`` seconds, so
-    with several workers each one sees any write within about that long."""
+    """Apply what other server processes wrote (the catalog's log or feed; the event log with its
+    erasures, which take an erased user's share out of this worker's counts) every ``every``
+    seconds, so with several workers each one sees any write within about that long."""
     while not stop.wait(every):
         try:
             c.index.follow()

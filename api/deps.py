@@ -57,7 +57,7 @@ def load_components(settings: Settings) -> Components:
                          f"{settings.index_dir} holds {index.dim}-d; rebuild the index")
     # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
     reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
-    index.open_log()
+    open_catalog(settings, index)
     from .routes.search import build_search  # here, not at the top: the routes import this module
 
     comps = Components(settings, index, embedder, *open_events(settings), reranker=reranker)
@@ -67,9 +67,24 @@ def load_components(settings: Settings) -> Components:
     return comps
 
 
+def open_catalog(settings: Settings, index: ItemIndex) -> None:
+    """Vectors from the configured store; catalog changes through PostgreSQL when ``db_url`` is set
+    (every worker, on any machine, sees them), else through the index's wal.jsonl."""
+    if settings.vector_store != "faiss":
+        from indexer.milvus import attach
+
+        attach(index, settings.vector_store)
+    if settings.db_url:
+        from indexer.feed import open_feed
+
+        index.use_feed(open_feed(settings.db_url))
+    else:
+        index.open_log()
+
+
 def open_events(settings: Settings) -> tuple[EventStore, InteractionState]:
     """The event log and the collaborative state replayed from it."""
-    store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
+    store = open_event_store(settings.db_url or settings.db_path, pseudonym_key=settings.pseudonym_key)
     state = InteractionState()
     state.catch_up(store)
     return store, state

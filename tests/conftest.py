@@ -55,6 +55,21 @@ def pg_url(pg_cluster) -> str:
     return pg_cluster.create_database(f"t_{uuid.uuid4().hex[:16]}")
 
 
+@pytest.fixture(scope="session")
+def milvus_url(tmp_path_factory) -> str:
+    """A Milvus Lite file for the session (one process may open it: this one)."""
+    return f"milvus://{tmp_path_factory.mktemp('milvus') / 'vectors.db'}"
+
+
+@pytest.fixture(scope="session")
+def milvus_client(milvus_url):
+    from indexer.milvus import connect
+
+    client = connect(milvus_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for a module: on a busy 2-core box two spinning threads make each query

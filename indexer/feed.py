@@ -72,8 +72,8 @@ class PostgresCatalogFeed(CatalogFeed):
     """The catalog feed as a PostgreSQL table. Appends take an advisory lock, so positions commit
     in order and a reader that sees position ``n`` has seen all below it."""
 
-    def __init__(self, url: str, pool_size: int = 2):
-        self._pool = connect_pool(url, pool_size, "semrec-catalog")
+    def __init__(self, url: str, pool_size: int = 2, timeout_s: float = 10.0):
+        self._pool = connect_pool(url, pool_size, "semrec-catalog", timeout_s)
         migrate(self._pool, MIGRATIONS, "catalog_schema_version", "catalog feed")
 
     def start(self, snapshot_id: str) -> int:

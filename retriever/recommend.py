@@ -82,6 +82,9 @@ def diversify_by_category(item_ids: list[str], top_category: list[str], k: int) 
     return out
 
 
+CATCH_UP_BATCH = 50_000  # events per snapshot read by InteractionState.catch_up
+
+
 class InteractionState:
     """Co-visitation and popularity, kept in step with the event log and its erasure log."""
 
@@ -111,7 +114,7 @@ class InteractionState:
         counted = 0
         with self._catching_up:
             while True:
-                changes = store.changes_after(self.last_seq, self.last_erasure)
+                changes = store.changes_after(self.last_seq, self.last_erasure, CATCH_UP_BATCH)
                 if changes.erasures_pruned_through > self.last_erasure and self.last_seq > 0:
                     with self.lock:  # erasures we never applied were pruned: recount the log as it is
                         self._reset()
@@ -125,7 +128,7 @@ class InteractionState:
                 self.last_erasure = max([self.last_erasure, changes.erasures_pruned_through,
                                          *(e.seq for e in changes.erasures)])
                 counted += len(changes.events)
-                if not changes.events:
+                if len(changes.events) < CATCH_UP_BATCH:  # the snapshot held no more
                     return counted
 
     def apply_erasure(self, erasure: Erasure) -> None:

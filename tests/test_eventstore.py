@@ -288,3 +288,13 @@ def _set_schema_version(backend, version: int) -> None:
 
         with psycopg.connect(backend.url) as conn:
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(version),))
+
+
+def test_event_store_urls():
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_event_store("mysql://h/db", pseudonym_key=KEY)
+    from retriever.eventstore.postgres import PostgresEventStore
+
+    with pytest.raises(ConnectionError, match="cannot connect to PostgreSQL"):
+        PostgresEventStore("postgresql://nobody@/nodb?host=/nonexistent", pseudonym_key=KEY, timeout_s=1.0)
+

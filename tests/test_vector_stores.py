@@ -150,3 +150,12 @@ def test_semrec_index_builds_into_milvus(tiny_catalog, tmp_path, milvus_url, mil
                                  "milvus://"])
     assert r.exit_code == 2 and "--vector-store" in r.output
     milvus_client.drop_collection(name)
+
+
+def test_serve_refuses_workers_that_cannot_share_the_vector_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMREC_DB_URL", raising=False)
+    for store, says in ((f"milvus://{tmp_path}/v.db", "Milvus Lite serves one process"),
+                        ("milvus://milvus.internal:19530", "SEMREC_DB_URL")):
+        monkeypatch.setenv("SEMREC_VECTOR_STORE", store)
+        r = CliRunner().invoke(cli, ["serve", "--index", str(tmp_path), "--workers", "2"])
+        assert r.exit_code == 2 and says in r.output, r.output

@@ -85,11 +85,11 @@ class PostgresEventStore(EventStore):
     meanwhile (by any process) is dropped at the flush."""
 
     def __init__(self, url: str, *, pseudonym_key: str, pool_size: int = 8,
-                 erasure_retention_s: float = ERASURE_RETENTION_S):
+                 erasure_retention_s: float = ERASURE_RETENTION_S, timeout_s: float = 10.0):
         super().__init__(pseudonym_key)
         self.erasure_retention_s = erasure_retention_s
         self.url = url
-        self._pool = connect_pool(url, pool_size, "semrec-events")
+        self._pool = connect_pool(url, pool_size, "semrec-events", timeout_s)
         migrate(self._pool, MIGRATIONS, "schema_version", "event log")
         self._impressions = ImpressionBuffer(self._write_impressions)
         with self._pool.connection() as conn, conn.transaction():

@@ -141,6 +141,14 @@ class TestEventStoreContract:
             time.sleep(0.05)
         assert reader.variant_outcomes() == [("a", "r1", 0, 0, 0)]
 
+    def test_an_impression_buffered_in_one_process_dies_with_an_erasure_in_another(self, backend):
+        a, b = backend.open(), backend.open()
+        a.log_impression("r1", "leaver", "a", ["x"])
+        a.log_impression("r2", "stayer", "a", ["x"])
+        b.delete_user("leaver")
+        a.flush_impressions()
+        assert [o[1] for o in b.variant_outcomes()] == ["r2"]
+
     def test_another_process_sees_every_acknowledged_write(self, backend):
         a, b = backend.open(), backend.open()
         a.add_events([ev(n, user=f"u{n % 3}") for n in range(10)])

@@ -223,7 +223,10 @@ class SQLiteEventStore(EventStore):
         if rows:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?)", rows)
+                # a user erased meanwhile by another process: their buffered impressions are dropped
+                self._db.executemany("INSERT OR IGNORE INTO impressions SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM erasures WHERE user_key = ? AND erased_at >= ?)",
+                                     [(*r, r[1], r[4]) for r in rows])
                 self._db.execute("COMMIT")
         return len(rows)
 

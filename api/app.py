@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         yield
         stop.set()
         follower.join()
+        if components is None:  # what start-up opened is closed: buffered impressions written, pools shut
+            for resource in (c.events, c.index.feed):
+                if resource is not None:
+                    resource.close()
 
     configure_logging()
     app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],

@@ -159,3 +159,49 @@ def test_serve_refuses_workers_that_cannot_share_the_vector_store(tmp_path, monk
         monkeypatch.setenv("SEMREC_VECTOR_STORE", store)
         r = CliRunner().invoke(cli, ["serve", "--index", str(tmp_path), "--workers", "2"])
         assert r.exit_code == 2 and says in r.output, r.output
+
+
+def _session(client) -> list:
+    """A fixed sequence of catalog writes, events, an erasure and reads; what the reads answered."""
+    def ids(path, **params):
+        return [x["item_id"] for x in client.get(path, params=params).json()["results"]]
+
+    seen = [ids("/items/dryer/similar", k=3), ids("/items/dryer/similar", k=3, brand="breeze")]
+    assert client.put("/items/diffuser", json={"title": "Hair dryer diffuser attachment for curls", "brand": "Breeze",
+                                               "categories": ["Beauty", "Hair Care"]}).status_code == 200
+    seen += [ids("/items/dryer/similar", k=3), ids("/search", q="diffuser for curly hair", k=3)]
+    assert client.delete("/items/dryer-travel").status_code == 204
+    seen.append(ids("/items/dryer/similar", k=3))
+    events = [{"event_id": f"p{n}", "user_id": f"u{n % 2}", "item_id": item, "type": "purchase"}
+              for n, item in enumerate(["tent", "espresso", "tent", "grinder"])]
+    assert client.post("/events", json={"events": events}).json()["stored"] == 4
+    seen += [ids("/users/stranger/recommendations", k=3), ids("/users/u0/recommendations", k=3)]
+    assert client.delete("/users/u0").status_code == 204
+    seen.append(ids("/users/stranger/recommendations", k=3))
+    return seen
+
+
+def test_the_service_on_postgresql_and_milvus_answers_as_on_the_defaults(tiny_catalog, embedder, tmp_path, pg_url):
+    """Settings alone switch the backends (events in PostgreSQL, catalog changes through its feed,
+    vectors in Milvus Lite), and the API answers the same requests with the same items."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+    from indexer.build import build_index
+
+    answers = {}
+    for name in ("defaults", "scale-out"):
+        build_index(tiny_catalog, embedder, progress=False).save(tmp_path / name / "ix")
+        settings = Settings(index_dir=tmp_path / name / "ix", db_path=tmp_path / name / "events.db", auth=False)
+        if name == "scale-out":
+            settings = settings.model_copy(update={"db_url": pg_url, "vector_store": f"milvus://{tmp_path}/api.db"})
+        with TestClient(create_app(settings)) as client:
+            c = client.app.state.components
+            assert (c.index.index.kind == "milvus" and c.index.feed is not None) == (name == "scale-out")
+            answers[name] = _session(client)
+            assert c.state.popular.interactions("tent") == 0 and c.state.popular.interactions("espresso") == 1
+    assert answers["scale-out"] == answers["defaults"]
+    assert "diffuser" in answers["defaults"][2] and "dryer-travel" not in answers["defaults"][4]
+    assert not (tmp_path / "scale-out" / "ix" / "wal.jsonl").exists()  # catalog changes went to PostgreSQL
+    assert not (tmp_path / "scale-out" / "events.db").exists()

@@ -71,7 +71,11 @@ def index(
         from indexer.milvus import attach
 
         started = time.perf_counter()
-        store = attach(idx, vector_store)
+        try:
+            store = attach(idx, vector_store)
+        except RuntimeError as e:  # a Milvus Lite file another process holds
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
         typer.echo(f"vectors in {vector_store}, collection {store.collection} ({time.perf_counter() - started:.1f} s)"
                    f"; serve with SEMREC_VECTOR_STORE={vector_store}")
 

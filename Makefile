@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 
-.PHONY: setup browser demo test lint
+.PHONY: setup browser postgres demo test lint
 
 $(BIN)/semrec: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,16 @@ browser:
 		apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null) || \
 		echo "warning: could not install chromium; the browser tests will be skipped"
 
+# The PostgreSQL tests start a throwaway cluster in a temp dir with Debian's server binaries.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq postgresql >/dev/null) || \
+		echo "warning: could not install postgresql; the PostgreSQL tests will be skipped"
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/semrec demo
 
-test: setup browser
+test: setup browser postgres
 	HF_HUB_OFFLINE=1 SEMREC_SHARED=$(SHARED) $(BIN)/pytest -q
 
 lint: setup

@@ -22,8 +22,9 @@ log = logging.getLogger("semrec.app")
 
 
 def follow(c: Components, every: float, stop: threading.Event) -> None:
-    """Apply what other server processes wrote (index log, event log) every ``every`` seconds, so
-    with several workers each one sees any write within about that long."""
+    """Apply what other server processes wrote (the catalog's log or feed; the event log with its
+    erasures, which take an erased user's share out of this worker's counts) every ``every``
+    seconds, so with several workers each one sees any write within about that long."""
     while not stop.wait(every):
         try:
             c.svc.index.follow()
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         yield
         stop.set()
         follower.join()
+        if components is None:  # what start-up opened is closed: buffered impressions written, pools shut
+            for resource in (c.svc.events, c.svc.index.feed):
+                if resource is not None:
+                    resource.close()
 
     configure_logging()
     app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],

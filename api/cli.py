@@ -36,6 +36,9 @@ def index(
     max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
     unknown_items: Annotated[str, typer.Option(help="reviews of items missing from the metadata: "
                                                "drop them, or stub the item from its reviews")] = "drop",
+    vector_store: Annotated[str, typer.Option(envvar="SEMREC_VECTOR_STORE", help=(
+        "also fill this vector store: milvus:///path/file.db (Milvus Lite) or milvus://host:19530; "
+        "faiss = the snapshot's own index only"))] = "faiss",
 ) -> None:
     """Load, clean, embed and index a catalog. Prints the cleaning report."""
     from indexer.build import EmbedConfig, build_index
@@ -49,6 +52,13 @@ def index(
     except CatalogFormatError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+    if vector_store != "faiss":
+        from indexer.milvus import parse_url
+
+        try:
+            parse_url(vector_store)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--vector-store") from e
     catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
     embedder = load_embedder(model)
@@ -57,6 +67,17 @@ def index(
     idx.save(out)
     typer.echo(f"indexed {len(idx)} items with {embedder.name} ({idx.kind}, {idx.dim}-d) in "
                f"{idx.build_info['seconds']} s ({idx.build_info['items_per_s']} items/s) -> {out}")
+    if vector_store != "faiss":
+        from indexer.milvus import attach
+
+        started = time.perf_counter()
+        try:
+            store = attach(idx, vector_store)
+        except RuntimeError as e:  # a Milvus Lite file another process holds
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        typer.echo(f"vectors in {vector_store}, collection {store.collection} ({time.perf_counter() - started:.1f} s)"
+                   f"; serve with SEMREC_VECTOR_STORE={vector_store}")
 
 
 @app.command()
@@ -75,6 +96,14 @@ def serve(
 
     from .settings import cli_settings
 
+    store = os.environ.get("SEMREC_VECTOR_STORE", "faiss")
+    if workers > 1 and store.startswith("milvus:///"):
+        raise typer.BadParameter("Milvus Lite serves one process: use --workers 1, or a Milvus server "
+                                 "(SEMREC_VECTOR_STORE=milvus://host:19530)", param_hint="--workers")
+    if workers > 1 and store.startswith("milvus://") and not os.environ.get("SEMREC_DB_URL"):
+        raise typer.BadParameter("workers sharing a Milvus server need the catalog feed in PostgreSQL "
+                                 "(SEMREC_DB_URL), so that they agree on item labels", param_hint="--workers")
+
     os.environ["SEMREC_INDEX_DIR"] = str(index_dir)
     if model:
         os.environ["SEMREC_MODEL"] = model
@@ -87,11 +116,19 @@ def serve(
 
 
 @app.command()
-def compact(index_dir: IndexOpt = Path("out/index")) -> None:
-    """Fold the write-ahead log into a new snapshot (run it while no server writes to the index)."""
+def compact(index_dir: IndexOpt = Path("out/index"),
+            db_url: Annotated[str | None, typer.Option(envvar="SEMREC_DB_URL", help=(
+                "PostgreSQL catalog feed: its changes are folded in too, and the snapshot's position in it "
+                "is recorded"))] = None) -> None:
+    """Fold the write-ahead log (or the catalog feed) into a new snapshot (run it while no server writes
+    to the index)."""
     from indexer.store import ItemIndex
 
     idx = ItemIndex.load(index_dir)
+    if db_url:
+        from indexer.feed import open_feed
+
+        idx.use_feed(open_feed(db_url))
     idx.save(index_dir)
     typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log emptied")
 
@@ -294,11 +331,12 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def bench(ctx: typer.Context,
-          which: Annotated[str, typer.Argument(help="foundation, personal, rerank or search")] = "foundation") -> None:
+          which: Annotated[str, typer.Argument(help="foundation, personal, rerank, search or backends")
+                           ] = "foundation") -> None:
     """Benchmarks (figures, not tests): `semrec bench WHICH --help`."""
     import importlib
 
-    names = ("foundation", "personal", "rerank", "search")
+    names = ("foundation", "personal", "rerank", "search", "backends")
     if which not in names:
         raise typer.BadParameter(f"choose one of {list(names)}", param_hint="WHICH")
     raise typer.Exit(importlib.import_module(f"bench.{which}").main(ctx.args) or 0)

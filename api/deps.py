@@ -37,11 +37,26 @@ def load_components(settings: Settings) -> Components:
     index, embedder = open_index(settings.index_dir, settings.model)
     # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
     reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
-    index.open_log()
-    store, state = open_events(settings.db_path, settings.pseudonym_key, settings.half_lives())
+    open_catalog(settings, index)
+    store, state = open_events(settings.db_url or settings.db_path, settings.pseudonym_key, settings.half_lives())
     svc = Services(index, embedder, store, state, reranker=reranker)
     svc.search = search_box_for(settings, svc)
     return Components(settings, svc)
+
+
+def open_catalog(settings: Settings, index: ItemIndex) -> None:
+    """Vectors from the configured store; catalog changes through PostgreSQL when ``db_url`` is set
+    (every worker, on any machine, sees them), else through the index's wal.jsonl."""
+    if settings.vector_store != "faiss":
+        from indexer.milvus import attach
+
+        attach(index, settings.vector_store)
+    if settings.db_url:
+        from indexer.feed import open_feed
+
+        index.use_feed(open_feed(settings.db_url))
+    else:
+        index.open_log()
 
 
 def search_box_for(settings: Settings, svc: Services):

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
 
     index_dir: Path = Field(Path("out/index"), description="directory written by `semrec index`")
     db_path: Path = Field(Path("out/events.db"), description="SQLite event log")
+    db_url: str | None = Field(None, pattern=r"^postgres(ql)?://", description=(
+        "PostgreSQL for the event log and the catalog feed (postgresql://user:password@host:5432/db): workers on "
+        "several machines share state through it; None = SQLite at db_path and the index's wal.jsonl"))
+    vector_store: str = Field("faiss", pattern=r"^(faiss|milvus://.+)$", description=(
+        "faiss (in each process), milvus:///path/file.db (Milvus Lite, one process) or milvus://host:19530 "
+        "(a Milvus server, shared by the workers; with several workers, set db_url too)"))
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
     ranker_dir: Path | None = Field(None, description="reranker version dir, or a root of vNNNN versions (the "
                                                       "newest is loaded); None = no cross-encoder")

@@ -10,9 +10,12 @@ omission), closed loop with N workers, and ``find_max``: open-loop steps of risi
 has an error, leaves requests unsent, or exceeds the p99 threshold. In-flight requests are bounded.
 
 At the end the events acknowledged (``stored`` in 200 responses) are checked against the server's
-event log, by the run's event-id prefix: "zero lost events" is verified, not assumed.
+event log, by the run's event-id prefix: "zero lost events" is verified, not assumed. The log is a
+SQLite file or a PostgreSQL database (``--db postgresql://...``: the server it starts gets
+``SEMREC_DB_URL``). This module starts servers as subprocesses and imports nothing from ``api``.
 
     python -m bench.loadtest --index out/beauty --db out/events.db --duration 60 --rate 50 --json lt.json
+    python -m bench.loadtest --index out/beauty --db postgresql://semrec@/semrec?host=/run/pg --server-workers 4
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ DEFAULT_MIX = {"recommendations": 0.35, "similar": 0.25, "search": 0.3, "events"
 EVENT_TYPES = (("view", 0.6), ("click", 0.2), ("add_to_cart", 0.1), ("purchase", 0.05), ("rating", 0.05))
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_REVIEWS = ROOT / "data" / "demo" / "reviews.jsonl"  # the demo shoppers, when no --users is given
+DEMO_REVIEWS = ROOT / "data" / "demo" / "reviews.jsonl"  # the settings' default shoppers_file
 
 
 # ---- statistics ----------------------------------------------------------------------------------
@@ -273,14 +276,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, db: Path, log_path: Path, startup_s: float, workers: int = 1
+def is_url(db: Path | str | None) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def new_key() -> tuple[str, str]:
+    """A random API key and its sha256 digest, in the format of ``semrec keygen``."""
+    key = "sk_" + secrets.token_urlsafe(32)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+def start_server(index: Path, db: Path | str, log_path: Path, startup_s: float, workers: int = 1
                  ) -> tuple[subprocess.Popen, str, dict]:
     """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin and ingest keys
-    (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers."""
-    keys = {role: "sk_" + secrets.token_urlsafe(32) for role in ("admin", "ingest")}
-    env = dict(os.environ, SEMREC_DB_PATH=str(db), SEMREC_API_KEYS=json.dumps(
-        [{"name": f"loadtest-{role}", "role": role, "sha256": hashlib.sha256(key.encode()).hexdigest()}
-         for role, key in keys.items()]))
+    (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers. ``db``: a SQLite
+    path (SEMREC_DB_PATH) or a PostgreSQL URL (SEMREC_DB_URL)."""
+    keys = {role: new_key() for role in ("admin", "ingest")}
+    env = dict(os.environ, SEMREC_API_KEYS=json.dumps(
+        [{"name": f"loadtest-{role}", "role": role, "sha256": sha} for role, (_, sha) in keys.items()]))
+    env.pop("SEMREC_DB_URL", None)  # the log we verify is the one the server writes
+    env["SEMREC_DB_URL" if is_url(db) else "SEMREC_DB_PATH"] = str(db)
     env.setdefault("SEMREC_PSEUDONYM_KEY", secrets.token_urlsafe(24))  # a throwaway server needs a secret too
     env.setdefault("SEMREC_RATE_PER_MINUTE", "1e9")
     env.setdefault("SEMREC_RATE_BURST", "1000000")
@@ -298,7 +313,7 @@ def start_server(index: Path, db: Path, log_path: Path, startup_s: float, worker
                 raise RuntimeError(f"server not up after {startup_s:.0f} s:\n{tail(log_path)}")
             try:
                 if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                    return proc, url, keys
+                    return proc, url, {role: key for role, (key, _) in keys.items()}
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
@@ -342,13 +357,19 @@ def server_errors(log_path: Path) -> list[dict]:
     return [{"error": e, "where": w, "count": n} for (e, w), n in found.most_common()]
 
 
-def stored_event_ids(db: Path, prefix: str) -> set[str]:
-    """Event ids starting with ``prefix`` in the event log (a range scan on the unique index)."""
+def stored_event_ids(db: Path | str, prefix: str) -> set[str]:
+    """Event ids starting with ``prefix`` in the event log, SQLite or PostgreSQL (a range scan on the
+    unique index)."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    query = "SELECT event_id FROM events WHERE event_id >= ? AND event_id < ?"
+    if is_url(db):
+        import psycopg
+
+        with psycopg.connect(str(db)) as conn:
+            return {r[0] for r in conn.execute(query.replace("?", "%s"), (prefix, upper))}
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return {r[0] for r in con.execute("SELECT event_id FROM events WHERE event_id >= ? AND event_id < ?",
-                                          (prefix, upper))}
+        return {r[0] for r in con.execute(query, (prefix, upper))}
     finally:
         con.close()
 
@@ -366,7 +387,7 @@ def run_coroutine(coro) -> None:
         pool.submit(asyncio.run, coro).result()
 
 
-def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_key: str | None = None,
+def run(index: Path, db: Path | str | None = None, *, url: str | None = None, ingest_key: str | None = None,
         admin_key: str | None = None, read_key: str | None = None, duration: float = 60.0,
         rate: float | None = None, workers: int | None = None, max_in_flight: int = 64,
         mix: dict[str, float] | None = None, batch: int = 10, users: Path | None = None,
@@ -377,6 +398,7 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
 
     ``rate`` alone: open loop; ``workers`` alone: closed loop; ``find_max_rate``: open-loop steps
     from ``rate`` (default 5/s) of ``step_s`` seconds each. ``users`` defaults to the demo reviews.
+    ``db``: the server's event log, a SQLite path or a ``postgresql://`` URL.
     """
     mix, url = dict(mix or DEFAULT_MIX), url and check_loopback(url)  # loopback only, checked first
     if rate is not None and workers is not None:
@@ -424,8 +446,8 @@ def run(index: Path, db: Path | None = None, *, url: str | None = None, ingest_k
     finally:
         if server is not None:
             stop_server(server)
-    if db is not None and Path(db).exists():
-        in_log = stored_event_ids(Path(db), traffic.prefix)
+    if db is not None and (is_url(db) or Path(db).exists()):
+        in_log = stored_event_ids(db, traffic.prefix)
         lost = traffic.acked - in_log
         extra = in_log - traffic.acked - traffic.in_doubt
         result["events"] = {"acknowledged": traffic.acked_sum, "in_log": len(in_log), "lost": len(lost),
@@ -479,7 +501,8 @@ def format_report(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, required=True, help="index directory (item ids, titles)")
-    p.add_argument("--db", type=Path, help="the server's event log (to verify stored events)")
+    p.add_argument("--db", help="the server's event log (to verify stored events): a SQLite file or a "
+                                "postgresql:// URL (the server started here then gets SEMREC_DB_URL)")
     p.add_argument("--url", help=f"attach to a running server (http://{LOOPBACK}:PORT); default: start one")
     for key in ("--ingest-key", "--admin-key", "--read-key"):
         p.add_argument(key, help="API key (attach mode); reads go without a key unless --read-key")

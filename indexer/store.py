@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .documents import documents
+from .feed import CatalogFeed
 from .results import top_k
 from .schema import make_items
 from .table import Filters, GrowableArray, ItemTable
@@ -77,6 +78,10 @@ class ItemIndex:
         self.origin = uuid.uuid4().hex  # tags our log entries, so followers of the log skip their own
         self._listeners: list[Callable[[str, np.ndarray], None]] = []
         self.reviews: dict[str, list[str]] = {}  # item_id -> a few review texts, for explanations
+        self.snapshot: str | None = None  # name of the snapshot loaded or saved last (v000003)
+        self.feed: CatalogFeed | None = None  # a shared catalog feed replaces wal.jsonl (see use_feed)
+        self._feed_position = 0  # feed entries up to here are applied
+        self._following = False  # applying feed entries: they are in the feed already
 
     def __len__(self) -> int:
         return len(self.table)
@@ -122,9 +127,13 @@ class ItemIndex:
     def delete(self, item_id: str) -> bool:
         """Delete ``item_id``; False if it was not in the index."""
         with self.lock:
+            if self.feed is not None and not self._following:
+                self.follow()  # another worker may have just added it
             if item_id not in self.table.label_of:
                 return False
             self._log({"op": "delete", "item_id": item_id})
+            if item_id not in self.table.label_of:  # another worker's change, applied in _log, deleted it
+                return False
             label = self.table.label_of[item_id]
             self.table.retire(item_id)
             self.reviews.pop(item_id, None)
@@ -145,9 +154,11 @@ class ItemIndex:
             if allowed is not None:
                 mask &= allowed[: len(mask)]
             n_allowed = int(mask.sum())
-            approximate = self.kind in ("hnsw", "ivf")
+            approximate = self.index.kind in ("hnsw", "ivf", "milvus")
             if approximate and n_allowed <= EXACT_SUBSET_MAX and n_allowed < self.table.n_labels:
                 return _exact_subset(self.vectors.view, queries, k, np.flatnonzero(mask))
+            if self.index.kind == "milvus":  # filters run in Milvus as expressions; deleted rows are gone there
+                return self.index.search(queries, k, None if allowed is None else mask, filters=filters)
             return self.index.search(queries, k, None if n_allowed == self.table.n_labels else mask)
 
     def vectors_of(self, item_ids: list[str]) -> np.ndarray:
@@ -184,7 +195,9 @@ class ItemIndex:
             _write_items(frame.drop(columns="label"), tmp / "items.parquet")
             np.save(tmp / "vectors.npy", self.vectors.view[frame["label"].to_numpy()])
             (tmp / "reviews.json").write_text(json.dumps(self.reviews, ensure_ascii=False))
-            compact = make_index(self.kind, self.dim) if len(frame) < self.table.n_labels else None
+            # a new FAISS index when labels were retired, or when another store (Milvus) serves the vectors
+            compact = make_index(self.kind, self.dim) if len(frame) < self.table.n_labels or \
+                self.index.kind != self.kind else None
             if compact is not None and len(frame):
                 compact.add(self.vectors.view[frame["label"].to_numpy()])
             save_index(compact or self.index, str(tmp / "index.faiss"))
@@ -199,6 +212,9 @@ class ItemIndex:
             (root / "wal.jsonl").unlink(missing_ok=True)
             self._wal_offset = 0
             self.path = root
+            self.snapshot = snap.name
+            if self.feed is not None:
+                self.feed.mark_snapshot(self.snapshot_id, self._feed_position)
             if logging:
                 self.open_log()
             if previous and previous != snap.name:
@@ -238,6 +254,7 @@ class ItemIndex:
             self.reviews = json.loads((snap / "reviews.json").read_text())
         self._replay(root / "wal.jsonl")
         self.path = root
+        self.snapshot = current
         return self
 
     def open_log(self) -> None:
@@ -250,7 +267,38 @@ class ItemIndex:
             raise ValueError("save or load the index before opening its write-ahead log")
         self._wal = os.open(self.path / "wal.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
+    # ---- a shared catalog feed instead of wal.jsonl (indexer.feed) ----------------------------------
+    @property
+    def snapshot_id(self) -> str:
+        """Names the snapshot this index was loaded from across machines: build time and generation."""
+        return f"{self.created_at:.6f}/{self.snapshot}"
+
+    def use_feed(self, feed: CatalogFeed) -> int:
+        """Share updates through ``feed`` from now on (instead of ``open_log``), and apply what it
+        holds beyond this snapshot. Returns how many entries were applied."""
+        if self.snapshot is None:
+            raise ValueError("save or load the index before attaching a catalog feed")
+        with self.lock:
+            self.feed, self._feed_position = feed, feed.start(self.snapshot_id)
+            return self.follow()
+
+    def _apply_feed(self, entries: list[tuple[int, dict]]) -> int:
+        self._following = True
+        try:
+            for position, entry in entries:
+                self._apply_entry(entry, f"catalog feed position {position}")
+                self._feed_position = position
+        finally:
+            self._following = False
+        return len(entries)
+
     def _log(self, entry: dict) -> None:
+        if self.feed is not None:
+            if not self._following:  # others' changes that precede ours first: one order in every process
+                position, before = self.feed.append({**entry, "origin": self.origin}, self._feed_position)
+                self._apply_feed(before)
+                self._feed_position = position
+            return
         if self._wal is not None:
             line = (json.dumps({**entry, "origin": self.origin}, ensure_ascii=False) + "\n").encode()
             fcntl.flock(self._wal, fcntl.LOCK_EX)
@@ -262,6 +310,12 @@ class ItemIndex:
 
     def follow(self) -> int:
         """Apply log entries other processes appended since we last looked. Returns how many."""
+        if self.feed is not None:
+            with self.lock:
+                applied = 0
+                while entries := self.feed.read_after(self._feed_position):
+                    applied += self._apply_feed(entries)
+                return applied
         if self.path is None:
             return 0
         with self.lock:
@@ -291,21 +345,26 @@ class ItemIndex:
                                      f"{self._wal_offset}+, line {n + 1} of the unread part: {e}") from e
                 if skip_own and entry.get("origin") == self.origin:
                     continue
-                if entry["op"] == "upsert":
-                    self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"))
-                elif entry["op"] == "delete":
-                    self.delete(entry["item_id"])
-                else:
-                    raise ValueError(f"{wal}: unknown op {entry['op']!r}")
+                self._apply_entry(entry, str(wal))
                 applied += 1
         finally:
             self._wal = logging
         self._wal_offset += len(complete)
         return applied
 
+    def _apply_entry(self, entry: dict, where: str) -> None:
+        if entry["op"] == "upsert":
+            self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"))
+        elif entry["op"] == "delete":
+            self.delete(entry["item_id"])
+        else:
+            raise ValueError(f"{where}: unknown op {entry['op']!r}")
+
 
 def _exact_subset(vectors, queries, k, subset):
     labels, scores = top_k(queries @ vectors[subset].T, k)
+    if len(subset) == 0:  # nothing passes the filters: all padding (indexing subset would fail)
+        return labels, scores
     return np.where(labels >= 0, subset[np.maximum(labels, 0)], -1), scores
 
 

@@ -9,9 +9,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from .covisit import CoVisitation, DecayedCounter
-from .eventstore import EventStore, StoredEvent
+from .eventstore import Erasure, EventStore, StoredEvent
 
 DAY_S = 86_400.0
+CATCH_UP_BATCH = 50_000  # events per snapshot read by InteractionState.catch_up
 
 
 class InteractionState:
@@ -22,12 +23,18 @@ class InteractionState:
     """
 
     def __init__(self, half_lives_days: Iterable[float] = (30.0, 1.0)):
-        self.lock = threading.RLock()  # request threads read while event ingestion writes
-        self.covisit = CoVisitation()
-        self.counters = {float(d): DecayedCounter(float(d) * DAY_S) for d in half_lives_days}
-        if not self.counters:
+        self.half_lives = sorted({float(d) for d in half_lives_days})
+        if not self.half_lives:
             raise ValueError("at least one popularity half-life is needed")
+        self.lock = threading.RLock()  # request threads read while event ingestion writes
+        self._catching_up = threading.Lock()  # one reader of the log at a time: the cursors move in order
+        self._reset()
+
+    def _reset(self) -> None:
+        self.covisit = CoVisitation()
+        self.counters = {d: DecayedCounter(d * DAY_S) for d in self.half_lives}
         self.last_seq = 0  # events up to this sequence number of the log are counted
+        self.last_erasure = 0  # erasure log entries up to this one are applied
 
     def counter(self, half_life_days: float) -> DecayedCounter:
         try:
@@ -51,26 +58,46 @@ class InteractionState:
         return self.counts(item_ids) > 0
 
     def catch_up(self, store: EventStore) -> int:
-        """Count every event the log holds beyond ``last_seq``: the one path by which events reach
-        the counts, whichever process stored them. Returns how many were applied."""
-        applied = 0
+        """Apply every erasure and count every event the log holds beyond the cursors: the one path
+        by which events and erasures reach the counts, whichever process stored them. Returns how
+        many events were counted.
+
+        Each round reads one snapshot and applies its erasures before its events. Why that is exact:
+        an erased event with seq <= ``last_seq`` was read, and counted, in an earlier snapshot (seqs
+        become visible in order, and it was not yet deleted: the erasure was not yet visible);
+        one above ``last_seq`` is already deleted in this snapshot, so it is never counted.
+        """
+        counted = 0
+        with self._catching_up:
+            while True:
+                changes = store.changes_after(self.last_seq, self.last_erasure, CATCH_UP_BATCH)
+                if changes.erasures_pruned_through > self.last_erasure and self.last_seq > 0:
+                    with self.lock:  # erasures we never applied were pruned: recount the log as it is
+                        self._reset()
+                    continue
+                with self.lock:
+                    for erasure in changes.erasures:
+                        self.apply_erasure(erasure)
+                    if changes.events:
+                        self.apply([e for _, e in changes.events])
+                        self.last_seq = changes.events[-1][0]
+                self.last_erasure = max([self.last_erasure, changes.erasures_pruned_through,
+                                         *(e.seq for e in changes.erasures)])
+                counted += len(changes.events)
+                if len(changes.events) < CATCH_UP_BATCH:  # the snapshot held no more
+                    return counted
+
+    def apply_erasure(self, erasure: Erasure) -> None:
+        """Take an erased user's share out of the counts: the erased events this state counted
+        (seq <= ``last_seq``), replayed with the opposite sign from an empty session window, as
+        when they were first counted."""
         with self.lock:
-            while batch := store.events_after(self.last_seq):
-                self.apply([e for _, e in batch])
-                self.last_seq = batch[-1][0]
-                applied += len(batch)
-        return applied
+            self.covisit.forget_user(erasure.user_key)
+            self.apply([e for seq, e in erasure.events if seq <= self.last_seq], sign=-1.0)
+            self.covisit.forget_user(erasure.user_key)
 
     def apply(self, events: list[StoredEvent], sign: float = 1.0) -> None:
         with self.lock:
             self.covisit.add(events, sign)
             for counter in self.counters.values():
                 counter.add(events, sign)
-
-    def forget(self, user_key: str, erased: list[StoredEvent]) -> None:
-        """Take an erased user's events back out, replayed from an empty session window as when
-        they were first counted."""
-        with self.lock:
-            self.covisit.forget_user(user_key)
-            self.apply(erased, sign=-1.0)
-            self.covisit.forget_user(user_key)

@@ -49,6 +49,47 @@ def shared_data(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (a start costs a few seconds). Skips when the
+    server binaries or psycopg are missing, unless SEMREC_REQUIRE_PG=1 (CI), where that fails."""
+    try:
+        import psycopg  # noqa: F401
+
+        from bench.pgcluster import Cluster, PostgresMissing
+
+        cluster = Cluster.start()
+    except (ImportError, PostgresMissing) as e:
+        if os.environ.get("SEMREC_REQUIRE_PG") == "1":
+            pytest.fail(f"SEMREC_REQUIRE_PG=1 but PostgreSQL cannot run here: {e}")
+        pytest.skip(f"PostgreSQL not available: {e}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """URL of a fresh, empty database in the session's cluster."""
+    import uuid
+
+    return pg_cluster.create_database(f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
+def milvus_url(tmp_path_factory) -> str:
+    """A Milvus Lite file for the session (one process may open it: this one)."""
+    return f"milvus://{tmp_path_factory.mktemp('milvus') / 'vectors.db'}"
+
+
+@pytest.fixture(scope="session")
+def milvus_client(milvus_url):
+    from indexer.milvus import connect
+
+    client = connect(milvus_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """torch on one thread for a module: on a busy 2-core box two spinning threads make each query

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from api.settings import DEV_PSEUDONYM_KEY
 from bench.loadtest import ROUTES, format_report, percentile, run, summarize
 from indexer.build import build_index
@@ -23,9 +25,10 @@ def test_percentile_and_summary():
     assert s["routes"]["search"]["p99_ms"] == 20.0
 
 
-def test_load_run_against_real_server(tmp_path, tiny_catalog, embedder):
+@pytest.mark.parametrize("log", ["sqlite", "postgres"])
+def test_load_run_against_real_server(log, tmp_path, tiny_catalog, embedder, request):
     build_index(tiny_catalog, embedder, kind="flat", progress=False).save(tmp_path / "ix")
-    db = tmp_path / "events.db"
+    db = tmp_path / "events.db" if log == "sqlite" else request.getfixturevalue("pg_url")  # SEMREC_DB_URL
     store = open_event_store(db, pseudonym_key=DEV_PSEUDONYM_KEY)
     import_reviews(store, tiny_catalog.reviews, "tiny")
     store.close()

@@ -49,6 +49,12 @@ def test_selective_filter_on_hnsw_is_exact():
     assert np.array_equal(labels, brute(vecs, q, 5, (j % 5 == 1) & (j <= 40)))
 
 
+def test_a_filter_nothing_passes_on_hnsw_gives_padding():
+    idx, _ = random_index(60, kind="hnsw")
+    labels, scores = idx.search(normalize(RNG.normal(size=(2, DIM))), 4, Filters(brand="nobody"))
+    assert (labels == -1).all() and np.isneginf(scores).all()
+
+
 def test_upsert_replaces_and_delete_hides():
     idx, vecs = random_index(50)
     q = vecs[7:8]

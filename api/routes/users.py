@@ -141,6 +141,6 @@ def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
     """Erase the user's events, onboarding answers and impressions, and their share of the
     collaborative counts. A later request for this id is a cold start."""
     store = _store(c)
-    erased = store.delete_user(user_id)
-    c.svc.state.forget(store.user_key(user_id), erased)
+    store.delete_user(user_id)
+    c.svc.state.catch_up(store)  # applies the erasure log entry here at once; other workers within follow_seconds
     return Response(status_code=204)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
@@ -37,6 +39,77 @@ class StoredEvent:
     value: float | None
     ts: float
     request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One entry of the erasure log: a user's events as they were when erased, so every process
+    that counted them can take them back out. ``events``: ``(event seq, event)`` in seq order."""
+
+    seq: int
+    user_key: str
+    events: list[tuple[int, StoredEvent]]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What the log gained after a pair of cursors, read in ONE snapshot (see ``changes_after``)."""
+
+    erasures: list[Erasure]
+    events: list[tuple[int, StoredEvent]]
+    erasures_pruned_through: int  # erasure log entries up to this seq are gone (past retention)
+
+
+ERASURE_RETENTION_S = 3600.0  # erasure log entries (item ids, a user key, no user id) are kept this long
+IMPRESSION_FLUSH_S = 0.5  # impressions are buffered this long, then written in one commit
+
+
+def star_counts(values: Iterable[float]) -> tuple[list[int], float]:
+    """Rating values -> (count of 1..5 stars after rounding, sum of the raw values)."""
+    stars, total = [0] * 5, 0.0
+    for v in values:
+        stars[min(5, max(1, int(round(v)))) - 1] += 1
+        total += v
+    return stars, float(total)
+
+
+def erased_json(events: list[tuple[int, StoredEvent]]) -> str:
+    """The erasure log's text for erased events: what the counts need, no request ids."""
+    return json.dumps([[seq, e.item_id, e.type, e.value, e.ts] for seq, e in events])
+
+
+def erased_from_json(user_key: str, text: str) -> list[tuple[int, StoredEvent]]:
+    return [(seq, StoredEvent(user_key, item, kind, value, ts)) for seq, item, kind, value, ts in json.loads(text)]
+
+
+class ImpressionBuffer:
+    """Rows buffered for up to ``IMPRESSION_FLUSH_S``, then handed to ``write`` together: one commit
+    per batch instead of one per recommendation (impressions are never acknowledged to a client)."""
+
+    def __init__(self, write: Callable[[list[tuple]], None]):
+        self._write = write
+        self._rows: list[tuple] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def add(self, row: tuple) -> None:
+        with self._lock:
+            self._rows.append(row)
+            if self._timer is None:
+                self._timer = threading.Timer(IMPRESSION_FLUSH_S, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> int:
+        """Write what is buffered now. Returns how many rows."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if rows:
+            self._write(rows)
+        return len(rows)
 
 
 def pseudonymize(user_id: str, key: str) -> str:
@@ -76,6 +149,14 @@ class EventStore(ABC):
         """Up to ``limit`` events with sequence number above ``seq``, in arrival order, with their seq."""
 
     @abstractmethod
+    def changes_after(self, event_seq: int, erasure_seq: int, limit: int = 50_000) -> Changes:
+        """Every erasure after ``erasure_seq`` and up to ``limit`` events after ``event_seq``, from one
+        consistent snapshot of the log. Writers are serialised, so sequence numbers become visible
+        in order: a reader that has seen seq ``n`` has seen every seq below it. With both reads in
+        one snapshot, an erased event is either in ``events`` or deleted, never both or neither
+        (see ``InteractionState.catch_up``)."""
+
+    @abstractmethod
     def count_events(self) -> int: ...
 
     @abstractmethod
@@ -103,7 +184,9 @@ class EventStore(ABC):
     # ---- privacy -----------------------------------------------------------------------------------
     @abstractmethod
     def delete_user(self, user_id: str) -> list[StoredEvent]:
-        """Erase the user's events, onboarding answers and impressions. Returns the erased events."""
+        """Erase the user's events, onboarding answers and impressions, and append the erased
+        events to the erasure log (in the same transaction; pruned after ``ERASURE_RETENTION_S``).
+        Returns the erased events, in seq order."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -13,7 +13,18 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .base import Event, EventStore, StoredEvent
+from .base import (
+    ERASURE_RETENTION_S,
+    IMPRESSION_FLUSH_S,
+    Changes,
+    Erasure,
+    Event,
+    EventStore,
+    StoredEvent,
+    erased_from_json,
+    erased_json,
+    star_counts,
+)
 
 MIGRATIONS: list[str] = [
     # 1: events, onboarding answers, recommendation impressions (for A/B reports)
@@ -51,10 +62,18 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX events_by_item ON events (item_id, type);
     """,
+    # 3: the erasure log, read by every process that counts events (see EventStore.changes_after)
+    """
+    CREATE TABLE erasures (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_key TEXT NOT NULL,
+        events TEXT NOT NULL,
+        erased_at REAL NOT NULL
+    );
+    INSERT OR IGNORE INTO meta VALUES ('erasures_pruned_through', '0');
+    """,
 ]
 
-
-IMPRESSION_FLUSH_S = 0.5  # impressions are buffered this long, then written in one commit
 
 
 class SQLiteEventStore(EventStore):
@@ -64,8 +83,9 @@ class SQLiteEventStore(EventStore):
     client) are buffered for up to ``IMPRESSION_FLUSH_S`` and written together: one fsync per
     batch instead of one per recommendation."""
 
-    def __init__(self, path: str | Path, *, pseudonym_key: str):
+    def __init__(self, path: str | Path, *, pseudonym_key: str, erasure_retention_s: float = ERASURE_RETENTION_S):
         super().__init__(pseudonym_key)
+        self.erasure_retention_s = erasure_retention_s
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -73,6 +93,10 @@ class SQLiteEventStore(EventStore):
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we acknowledge
         self._lock = threading.Lock()
         self._migrate()
+        with self._lock:  # erasures past retention go at the next erasure, and at every open
+            self._db.execute("BEGIN IMMEDIATE")
+            self._prune_erasures(time.time())
+            self._db.execute("COMMIT")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._pending: list[tuple] = []
@@ -140,6 +164,20 @@ class SQLiteEventStore(EventStore):
                                     "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
         return [(r[0], StoredEvent(*r[1:])) for r in rows]
 
+    def changes_after(self, event_seq: int, erasure_seq: int, limit: int = 50_000) -> Changes:
+        """See :meth:`EventStore.changes_after`: one read transaction, so one WAL snapshot."""
+        db = self._read()
+        db.execute("BEGIN")
+        try:
+            pruned = int(db.execute("SELECT value FROM meta WHERE key = 'erasures_pruned_through'").fetchone()[0])
+            erasures = [Erasure(seq, key, erased_from_json(key, text)) for seq, key, text in db.execute(
+                "SELECT seq, user_key, events FROM erasures WHERE seq > ? ORDER BY seq", (erasure_seq,))]
+            rows = db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
+                              "WHERE seq > ? ORDER BY seq LIMIT ?", (event_seq, limit)).fetchall()
+        finally:
+            db.execute("COMMIT")
+        return Changes(erasures, [(r[0], StoredEvent(*r[1:])) for r in rows], pruned)
+
     def count_events(self) -> int:
         return self._read().execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
@@ -150,10 +188,7 @@ class SQLiteEventStore(EventStore):
             rows = db.execute("SELECT value FROM events WHERE item_id = ? AND type = 'rating' AND value IS NOT NULL",
                               (item,)).fetchall()
             if rows:
-                stars = [0] * 5
-                for (v,) in rows:
-                    stars[min(5, max(1, int(round(v)))) - 1] += 1
-                out[item] = (stars, float(sum(v for (v,) in rows)))
+                out[item] = star_counts(v for (v,) in rows)
         return out
 
     # ---- onboarding, impressions -----------------------------------------------------------------
@@ -188,7 +223,10 @@ class SQLiteEventStore(EventStore):
         if rows:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR IGNORE INTO impressions VALUES (?, ?, ?, ?, ?)", rows)
+                # a user erased meanwhile by another process: their buffered impressions are dropped
+                self._db.executemany("INSERT OR IGNORE INTO impressions SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM erasures WHERE user_key = ? AND erased_at >= ?)",
+                                     [(*r, r[1], r[4]) for r in rows])
                 self._db.execute("COMMIT")
         return len(rows)
 
@@ -207,14 +245,27 @@ class SQLiteEventStore(EventStore):
         """Erase the user's events, onboarding answers and impressions. Returns the erased events."""
         key = self.user_key(user_id)
         self.flush_impressions()  # buffered impressions of this user are erased with the rest
+        now = time.time()
         with self._lock:
-            rows = self._db.execute("SELECT user_key, item_id, type, value, ts, request_id FROM events "
-                                    "WHERE user_key = ? ORDER BY ts, seq", (key,)).fetchall()
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")  # read and delete in one write transaction: nothing slips between
+            rows = self._db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
+                                    "WHERE user_key = ? ORDER BY seq", (key,)).fetchall()
+            erased = [(r[0], StoredEvent(*r[1:])) for r in rows]
             for table in ("events", "onboarding", "impressions"):
                 self._db.execute(f"DELETE FROM {table} WHERE user_key = ?", (key,))
+            self._db.execute("INSERT INTO erasures (user_key, events, erased_at) VALUES (?, ?, ?)",
+                             (key, erased_json(erased), now))
+            self._prune_erasures(now)
             self._db.execute("COMMIT")
-        return [StoredEvent(*r) for r in rows]
+        return [e for _, e in erased]
+
+    def _prune_erasures(self, now: float) -> None:
+        """Drop erasure log entries past retention (inside the caller's write transaction)."""
+        old = self._db.execute("SELECT MAX(seq) FROM erasures WHERE erased_at < ?",
+                               (now - self.erasure_retention_s,)).fetchone()[0]
+        if old is not None:
+            self._db.execute("DELETE FROM erasures WHERE seq <= ?", (old,))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'erasures_pruned_through'", (str(old),))
 
     def close(self) -> None:
         self.flush_impressions()

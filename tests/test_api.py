@@ -22,8 +22,18 @@ def client(tiny_catalog, embedder, tmp_path):
 def test_health_and_docs(client):
     h = client.get("/health").json()
     assert h == {"status": "ok", "items": 9, "model": "minilm", "dim": 384, "index_kind": "flat"}
-    assert client.get("/docs").status_code == 200
     assert "/items/{item_id}/similar" in client.get("/openapi.json").json()["paths"]
+
+
+def test_docs_page_loads_its_assets_from_the_app(client):
+    import re
+
+    html = client.get("/docs").text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for url in assets:
+        assert url.startswith("/"), url  # nothing from a CDN: /docs works offline
+        assert client.get(url).status_code == 200, url
 
 
 def test_get_item(client):

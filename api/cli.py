@@ -1,16 +1,63 @@
-"""The ``semrec`` command line: a thin layer over the library."""
+"""The ``semrec`` command line: a thin layer over the library.
+
+A user's mistake (a wrong option, a missing index, an unknown dataset, a folder of the wrong data)
+prints one line saying what to fix and exits with code 2: :class:`Commands` maps the library's
+input errors (:func:`user_errors`) and click's usage errors to that, in one place. Anything else is
+a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says how."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that always mean the input was wrong (imported only when something failed)."""
+    from indexer.schema import CatalogFormatError, UnknownNameError
+    from indexer.store import IndexMismatchError, IndexNotFoundError
+
+    return UserError, CatalogFormatError, UnknownNameError, IndexNotFoundError, IndexMismatchError
+
+
+class Commands(TyperGroup):
+    """Runs every command: user errors become ``error: <what to fix>`` on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar per command
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as e:  # click's errors; exit code 2: a bad or missing option or name
+            if getattr(e, "exit_code", 1) != 2:
+                raise
+            where = getattr(getattr(e, "ctx", None), "command_path", None) or ctx.command_path
+            raise _fail(f"{e.format_message()} (see `{where} --help`)") from None
+        except Exception as e:
+            if isinstance(e, user_errors()):
+                raise _fail(str(e)) from None
+            raise
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="semrec: semantic recommendations for e-commerce.")
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -31,10 +78,11 @@ def index(
     reviews: Annotated[Path | None, typer.Option(help="reviews file for the project's own format")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto, own, or a public format/dataset name")] = "auto",
     model: Annotated[str, typer.Option(help="embedder: minilm, use-multilingual, or a model name/path")] = "minilm",
-    kind: Annotated[str, typer.Option(help="auto, numpy, flat, hnsw or ivf")] = "auto",
+    kind: Annotated[Literal["auto", "numpy", "flat", "hnsw", "ivf"], typer.Option(help="vector index kind")] = "auto",
     review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
-    max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
-    unknown_items: Annotated[str, typer.Option(help="reviews of items missing from the metadata: "
+    max_reviews: Annotated[int, typer.Option(min=0, help="reviews pooled per item, most helpful first; "
+                                             "0 = all")] = 0,
+    unknown_items: Annotated[Literal["drop", "stub"], typer.Option(help="reviews of items missing from the metadata: "
                                                "drop them, or stub the item from its reviews")] = "drop",
 ) -> None:
     """Load, clean, embed and index a catalog. Prints the cleaning report."""
@@ -42,16 +90,11 @@ def index(
     from indexer.clean import clean_catalog
     from indexer.embed import load_embedder
     from indexer.loaders import load_catalog, load_own
-    from indexer.schema import CatalogFormatError
 
-    try:
-        catalog = load_own(source, reviews) if reviews else load_catalog(source, fmt)
-    except CatalogFormatError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    catalog = load_own(source, reviews) if reviews else load_catalog(source, fmt)
+    embedder = load_embedder(model)  # before cleaning: a wrong model name is told at once
     catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
-    embedder = load_embedder(model)
     idx = build_index(catalog, embedder, kind=kind,
                       cfg=EmbedConfig(review_weight=review_weight, max_reviews=max_reviews))
     idx.save(out)
@@ -68,15 +111,30 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="server processes sharing the index and logs")] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs). Other settings: SEMREC_* environment variables."""
-    import os
-
     import uvicorn
 
+    from indexer.store import read_manifest
+
+    built_with = read_manifest(index_dir).model
+    if model and model != built_with:
+        raise UserError(f"the index in {index_dir} was built with model {built_with!r}, not {model!r}: "
+                        f"leave out --model, or rebuild the index with it")
+    _check_port(host, port)
     os.environ["SEMREC_INDEX_DIR"] = str(index_dir)
     if model:
         os.environ["SEMREC_MODEL"] = model
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
     uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    """UserError unless ``host:port`` can be listened on (uvicorn would only log and exit 1)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): choose another --port") from None
 
 
 @app.command()

@@ -32,7 +32,8 @@ class ItemIn(BaseModel):
     in_stock: bool = True
     created_at: float | None = Field(None, ge=0, le=1e11, description="unix seconds")
     reviews: list[ReviewIn] = Field(default_factory=list, max_length=50,
-                                    description="review texts blended into the item vector")
+                                    description="new reviews of the item: each is embedded once and pooled with the "
+                                                "reviews it already has (a text sent again counts once)")
 
     @field_validator("title")
     @classmethod

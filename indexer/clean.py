@@ -289,7 +289,7 @@ def clean_catalog(catalog: Catalog, *, unknown_items: str = "drop") -> tuple[Cat
     r_flag["empty_text"] = int(empty.sum())
     examples["reviews.empty_text"] = _examples(reviews.loc[empty, "review_id"])
 
-    out = Catalog(make_items(items), make_reviews(reviews), catalog.source)
+    out = Catalog(make_items(items), make_reviews(reviews), catalog.source, catalog.stock_known)
     report = CleaningReport(
         source=catalog.source, items_in=n_items, items_out=len(out.items), reviews_in=n_reviews,
         reviews_out=len(out.reviews), items_dropped=i_drop, items_added=i_add, items_html=i_html,

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from fastapi import APIRouter, HTTPException, Response
 
-from indexer.build import EmbedConfig, embed_chunks
+from indexer.build import EmbedConfig, upsert_items
 from indexer.documents import review_text
 from indexer.schema import make_items
 from ranker.serve import Evidence, context_text, rerank_list
@@ -58,9 +58,8 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     items = make_items([{"item_id": item_id, **record}])
     reviews = [[review_text(r.title, r.text) for r in body.reviews]]
     cfg = EmbedConfig(**c.index.build_info.get("embed", {}))  # embed as the catalog was embedded
-    [(_, vectors)] = list(embed_chunks([(items, reviews)], c.embedder, cfg))
     created = c.index.table.get(item_id) is None
-    c.index.add(items, vectors, reviews)
+    upsert_items(c.index, items, reviews, c.embedder, cfg)  # new reviews join the item's pooled ones
     return UpsertOut(item_id=item_id, created=created)
 
 

@@ -8,6 +8,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -344,15 +345,16 @@ def _print_rows(idx, labels, scores) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="where to write the demo index and event log")] = Path("out/demo"),
+    out: Annotated[Path, typer.Option(help="where the demo's index, event log and access log go")] = Path("out/demo"),
     port: Annotated[int, typer.Option()] = 8000,
     exit_after: Annotated[bool, typer.Option("--exit", help="stop after printing the examples")] = False,
 ) -> None:
-    """Index the bundled demo catalog, load its shoppers' history, start the API, and show similar
-    items, search results and personal recommendations."""
+    """Index the bundled demo catalog (or reuse the index while the catalog is unchanged), load its
+    shoppers' history, start the API, and show similar items, search results and recommendations."""
     import httpx
     import uvicorn
 
+    from indexer.build import EmbedConfig, catalog_fingerprint
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
     from retriever.eventstore import open_event_store
@@ -363,55 +365,111 @@ def demo(
 
     # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
     settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False)
-    index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
-          review_weight=0.3, max_reviews=8, unknown_items="drop")
+    _check_port("127.0.0.1", port)
+    catalog, report = clean_catalog(load_catalog(REPO_DATA / "demo"))
+    fingerprint = catalog_fingerprint(catalog, "minilm", EmbedConfig())
+    if _unchanged_index(settings.index_dir, fingerprint):
+        typer.echo(f"index: {settings.index_dir} is up to date with data/demo (catalog fingerprint "
+                   f"{fingerprint[:12]}); delete it to re-index")
+    else:
+        index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
+              review_weight=0.3, max_reviews=0, unknown_items="drop")
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
-    read, stored = import_reviews(store, clean_catalog(load_catalog(REPO_DATA / "demo"))[0].reviews, "demo")
+    read, stored = import_reviews(store, catalog.reviews, "demo")
     store.close()
     typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise typer.Exit(1)
-        time.sleep(0.1)
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base, timeout=30) as client:
-        _show_examples(client)
-    typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs")
-    typer.echo("The demo runs without API keys on loopback;"
-               " `semrec serve` needs keys for writes (`semrec keygen`).")
-    if exit_after:
-        server.should_exit = True
-    else:
-        typer.echo("Press Ctrl-C to stop.")
+    with _access_log_to(out / "access.log"):
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise typer.Exit(1)
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            _show_examples(client, settings.rerank.mmr_lambda)
+        typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs   Access log: {out / 'access.log'}")
+        typer.echo("The demo runs without API keys on loopback;"
+                   " `semrec serve` needs keys for writes (`semrec keygen`).")
+        if exit_after:
+            server.should_exit = True
+        else:
+            typer.echo("Press Ctrl-C to stop.")
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            server.should_exit = True
+            thread.join()
+
+
+def _unchanged_index(index_dir: Path, fingerprint: str) -> bool:
+    """True when ``index_dir`` holds an index built from a catalog with this fingerprint and not
+    changed since (no upserts or deletes in its write-ahead log)."""
+    from indexer.store import IndexNotFoundError, read_manifest
+
     try:
-        thread.join()
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join()
+        built = read_manifest(index_dir).build.get("catalog_fingerprint")
+    except IndexNotFoundError:
+        return False
+    wal = index_dir / "wal.jsonl"
+    return built == fingerprint and not (wal.exists() and wal.stat().st_size)
 
 
-def _show(title: str, rows: list[dict]) -> None:
+@contextlib.contextmanager
+def _access_log_to(path: Path):
+    """Send the service's JSON log lines to ``path`` instead of the terminal, for the block."""
+    import logging
+
+    from .observability import JsonFormatter
+
+    log = logging.getLogger("semrec")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    saved, log.handlers = log.handlers, [handler]  # configure_logging sees a JSON handler: adds none
+    try:
+        yield
+    finally:
+        log.handlers = saved
+        handler.close()
+
+
+def _show(title: str, rows: list[dict], mmr_lambda: float | None = None) -> None:
+    """One list: rank, score, id, title; then the reason, sources and stage where the API gives them."""
     typer.echo(f"\n{title}")
-    for row in rows:
-        extra = f"  [{', '.join(row['sources'])}]" if "sources" in row else ""
-        typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}{extra}")
+    for rank, row in enumerate(rows, 1):
+        typer.echo(f"  {rank:>2}. {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}")
+        why = []
+        if row.get("reason"):
+            why.append(row["reason"] + (f" ({row['reason_kind']})" if row.get("reason_kind") else ""))
+        if row.get("sources"):
+            why.append(f"from {', '.join(row['sources'])}")
+        why += [f"stage: {row['stage']}"] if row.get("stage") else []
+        if why:
+            typer.echo(f"{'':14}{' · '.join(why)}")
+    scores = [row["score"] for row in rows]
+    moved = [n for n in range(1, len(scores)) if scores[n] > scores[n - 1]]
+    if moved:
+        stages = sorted({rows[n]["stage"] for n in moved if rows[n].get("stage")})
+        by = f"the {', '.join(stages)} stage" if stages else (
+            f"MMR (lambda {mmr_lambda:g})" if mmr_lambda is not None and mmr_lambda < 1 else "a later stage")
+        typer.echo(f"{'':6}note: scores are not in descending order: {by} reordered the list for diversity "
+                   f"(rank {', '.join(str(n + 1) for n in moved)} scored higher than the item above)")
 
 
-def _show_examples(client) -> None:
+def _show_examples(client, mmr_lambda: float) -> None:
     for item_id in ["D0005", "D0040", "D0120"]:
         title = client.get(f"/items/{item_id}").json()["title"]
         rows = client.get(f"/items/{item_id}/similar", params={"k": 5}).json()["results"]
         _show(f"GET /items/{item_id}/similar?k=5   ({title})", rows)
     for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
-        _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"])
+        _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"], mmr_lambda)
     rows = client.get("/users/U020/recommendations", params={"k": 5}).json()["results"]
-    _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows)
+    _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows, mmr_lambda)
     body = {"interests": "vegan skincare for dry skin"}
     rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body).json()["results"]
-    _show(f"POST /users/visitor-1/onboarding {body}", rows)
+    _show(f"POST /users/visitor-1/onboarding {body}", rows, mmr_lambda)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,24 @@ def test_updates_survive_a_restart(client, tmp_path, embedder):
     client.delete("/items/tent")
     c = load_components(Settings(index_dir=tmp_path / "ix"))
     assert c.index.table.get("kettle") is not None and c.index.table.get("tent") is None
+
+
+def test_stock_is_claimed_only_when_the_catalog_has_stock_data(tiny_catalog, embedder, tmp_path):
+    from dataclasses import replace
+
+    from indexer.loaders import load_catalog, write_items
+    from indexer.store import ItemIndex
+
+    # The own format: a file with an in_stock column knows its stock, one without does not.
+    write_items(tiny_catalog.items, tmp_path / "with.jsonl")
+    tiny_catalog.items[["item_id", "title", "brand"]].to_csv(tmp_path / "without.csv", index=False)
+    assert load_catalog(tmp_path / "with.jsonl").stock_known
+    assert not load_catalog(tmp_path / "without.csv").stock_known
+    for stock_known, expected in ((True, {"dryer": True, "lipstick-nude": False}),
+                                  (False, {"dryer": None, "lipstick-nude": False})):
+        index = build_index(replace(tiny_catalog, stock_known=stock_known), embedder, progress=False)
+        index.save(tmp_path / f"ix-{stock_known}")  # the flag lives in the manifest
+        loaded = ItemIndex.load(tmp_path / f"ix-{stock_known}")
+        app = create_app(components=Components(Settings(index_dir=tmp_path, auth=False), loaded, embedder))
+        with TestClient(app) as c:
+            assert {i: c.get(f"/items/{i}").json()["in_stock"] for i in expected} == expected

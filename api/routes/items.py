@@ -31,7 +31,7 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.index.table.get(item_id)
     if rec is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    return ItemOut.from_record(rec)
+    return ItemOut.from_record(rec, stock_known=c.index.build_info.get("stock_known", True))
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarOut)

@@ -300,8 +300,10 @@ def eval_cmd(
     """Offline evaluation: leave-one-out, full ranking, semrec against baselines on public data."""
     from evaluation.harness import run_eval
     from indexer.embed import load_embedder
+    from indexer.loaders import dataset_key
     from ranker.pairs import catalog_item_vectors
 
+    dataset_key(dataset)  # a wrong name is told before the model loads
     embedder = load_embedder(model)
 
     def item_vectors(catalog, item_ids):

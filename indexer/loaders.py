@@ -412,11 +412,17 @@ def load_catalog(path: str | Path, format: str = "auto") -> Catalog:  # noqa: A0
     return load_own(path)
 
 
-def load_dataset(name: str, path: str | Path | None = None) -> Catalog:
-    """A shared public dataset by name; ``path`` is its folder (default ``shared_data_dir()/<folder>``)."""
+def dataset_key(name: str) -> str:
+    """The :data:`DATASETS` key for ``name`` (case and ``_``/``-`` free); UnknownNameError if none."""
     key = name.lower().replace("_", "-")
     if key not in DATASETS:
         raise UnknownNameError("dataset", name, DATASETS)
+    return key
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> Catalog:
+    """A shared public dataset by name; ``path`` is its folder (default ``shared_data_dir()/<folder>``)."""
+    key = dataset_key(name)
     folder = Path(path) if path is not None else shared_data_dir() / DATASETS[key]
     if not folder.is_dir():
         raise CatalogFormatError(str(folder), None, None, f"dataset folder for {key!r} not found")

@@ -51,7 +51,8 @@ def test_similar_with_filters(client):
     assert body["item_id"] == "dryer" and [x["item_id"] for x in body["results"]][0] == "dryer-travel"
     assert len(body["results"]) == 2
     r = client.get("/items/dryer/similar", params={"brand": "rouge", "in_stock": "true"})
-    assert {x["item_id"] for x in r.json()["results"]} == {"lipstick-red", "lipstick-red-2"}
+    # two listings of one lipstick (same title): the list shows one of them
+    assert len({x["item_id"] for x in r.json()["results"]} & {"lipstick-red", "lipstick-red-2"}) == 1
     assert client.get("/items/missing/similar").status_code == 404
 
 

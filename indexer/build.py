@@ -42,6 +42,7 @@ class EmbedConfig:
     max_reviews: int = 0         # reviews pooled per item, most helpful first; 0 = all of them
     batch_size: int = 64         # texts per encoder forward pass
     chunk_items: int = 2048      # items per pipeline step: bounds memory for any catalog size
+    review_slice: int = 4096     # review texts per encoder call (their vectors are summed at once)
 
 
 def review_weights(n_reviews: np.ndarray, has_text: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
@@ -92,18 +93,22 @@ def embed_chunks(chunks: Iterable[tuple[pd.DataFrame, list[list[str]]]], embedde
                  ) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[ReviewPool | None]]]:
     """Embed each ``(items, reviews_per_item)`` chunk -> ``(items, vectors float32 (n, dim), pools)``.
 
-    Documents and reviews of a chunk go to the encoder in one call, so its length-sorted batching
-    sees all of them and padding stays small. A text repeated for one item is embedded once.
+    Reviews go to the encoder ``cfg.review_slice`` texts at a time and are summed into their pools
+    at once, so memory stays bounded however many reviews an item has. A text repeated for one item
+    is embedded once.
     """
     for items, reviews in chunks:
         docs = documents(items)
-        texts = [list(dict.fromkeys(t for t in r if t.strip())) for r in reviews]
-        vecs = embedder.encode(docs + [t for r in texts for t in r], batch_size=cfg.batch_size)
-        text_vecs, at = vecs[: len(docs)], len(docs)
-        pools = []
-        for r in texts:
-            pools.append(new_pool(r, vecs[at: at + len(r)], None, embedder.dim))
-            at += len(r)
+        text_vecs = embedder.encode(docs, batch_size=cfg.batch_size)
+        pools: list[ReviewPool | None] = [None] * len(docs)
+        flat = [(i, t) for i, r in enumerate(reviews) for t in dict.fromkeys(r) if t.strip()]
+        for start in range(0, len(flat), cfg.review_slice):
+            part = flat[start: start + cfg.review_slice]
+            vecs = embedder.encode([t for _, t in part], batch_size=cfg.batch_size)
+            for (i, text), vector in zip(part, vecs):
+                if pools[i] is None:
+                    pools[i] = ReviewPool(np.zeros(embedder.dim, dtype=np.float32))
+                pools[i].add(text, vector)
         has_text = np.array([bool(d.strip()) for d in docs])
         yield items, pool_vectors(text_vecs, pools, has_text, cfg), pools
 

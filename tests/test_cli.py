@@ -92,7 +92,10 @@ def test_serve_names_a_port_in_use_and_a_model_mismatch(tmp_path, tiny_index):
         s.listen()
         port = s.getsockname()[1]
         r = runner.invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--port", str(port)])
+        demo = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--port", str(port), "--exit"])
     one_line_error(r, f"127.0.0.1:{port}", "--port")
+    one_line_error(demo, f"127.0.0.1:{port}", "--port")  # told before any indexing
+    assert not (tmp_path / "demo" / "index").exists()
     r = runner.invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--model", "use-multilingual"])
     one_line_error(r, "'minilm'", "--model")
 

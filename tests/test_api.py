@@ -84,6 +84,10 @@ def test_put_is_searchable_at_once_and_delete_removes(client):
     assert "wand" in [x["item_id"] for x in client.get("/items/dryer/similar").json()["results"]]
     assert client.put("/items/wand", json={**body, "price": 30}).json()["created"] is False
     assert client.get("/items/wand").json()["price"] == 30
+    pools = client.app.state.components.index.pools
+    assert pools["wand"].count == 1  # the same review sent again counts once
+    client.put("/items/wand", json={**body, "price": 30, "reviews": [{"text": "Heats up in 30 seconds."}]})
+    assert pools["wand"].count == 2  # a new one joins it
     assert client.get("/health").json()["items"] == 10
     assert client.delete("/items/wand").status_code == 204
     assert client.get("/items/wand").status_code == 404

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from .deps import Components, ComponentsDep, load_components
 from .models import ERRORS
@@ -54,9 +55,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
                     resource.close()
 
     configure_logging()
-    app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
-                  description="Semantic recommendations for e-commerce: similar items, search, personal "
-                              "recommendations, events. Writes need an API key (X-API-Key).")
+    # /docs: Swagger UI with its assets from the fastapi-offline package, no CDN. No /redoc: ReDoc's
+    # bundle fetches its logo from a CDN (the browser test caught it), and one docs page is enough.
+    app = FastAPIOffline(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
+                         redoc_url=None,
+                         description="Semantic recommendations for e-commerce: similar items, search, personal "
+                                     "recommendations, events. Writes need an API key (X-API-Key).")
     app.state.metrics = Metrics()
     app.state.rate_limits = TokenBuckets(settings.rate_per_minute, settings.rate_burst)
 

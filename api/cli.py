@@ -1,16 +1,64 @@
-"""The ``semrec`` command line: a thin layer over the library."""
+"""The ``semrec`` command line: a thin layer over the library.
+
+A user's mistake (a wrong option, a missing index, an unknown dataset, a folder of the wrong data)
+prints one line saying what to fix and exits with code 2: :class:`Commands` maps the library's
+input errors (:func:`user_errors`) and click's usage errors to that, in one place. Anything else is
+a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says how."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that always mean the input was wrong (imported only when something failed)."""
+    from indexer.schema import CatalogFormatError, UnknownNameError
+    from indexer.store import IndexMismatchError, IndexNotFoundError
+
+    return UserError, CatalogFormatError, UnknownNameError, IndexNotFoundError, IndexMismatchError
+
+
+class Commands(TyperGroup):
+    """Runs every command: user errors become ``error: <what to fix>`` on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar per command
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as e:  # click's errors; exit code 2: a bad or missing option or name
+            if getattr(e, "exit_code", 1) != 2:
+                raise
+            where = getattr(getattr(e, "ctx", None), "command_path", None) or ctx.command_path
+            raise _fail(f"{e.format_message()} (see `{where} --help`)") from None
+        except Exception as e:
+            if isinstance(e, user_errors()):
+                raise _fail(str(e)) from None
+            raise
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="semrec: semantic recommendations for e-commerce.")
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -31,10 +79,11 @@ def index(
     reviews: Annotated[Path | None, typer.Option(help="reviews file for the project's own format")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto, own, or a public format/dataset name")] = "auto",
     model: Annotated[str, typer.Option(help="embedder: minilm, use-multilingual, or a model name/path")] = "minilm",
-    kind: Annotated[str, typer.Option(help="auto, numpy, flat, hnsw or ivf")] = "auto",
+    kind: Annotated[Literal["auto", "numpy", "flat", "hnsw", "ivf"], typer.Option(help="vector index kind")] = "auto",
     review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
-    max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
-    unknown_items: Annotated[str, typer.Option(help="reviews of items missing from the metadata: "
+    max_reviews: Annotated[int, typer.Option(min=0, help="reviews pooled per item, most helpful first; "
+                                             "0 = all")] = 0,
+    unknown_items: Annotated[Literal["drop", "stub"], typer.Option(help="reviews of items missing from the metadata: "
                                                "drop them, or stub the item from its reviews")] = "drop",
     vector_store: Annotated[str, typer.Option(envvar="SEMREC_VECTOR_STORE", help=(
         "also fill this vector store: milvus:///path/file.db (Milvus Lite) or milvus://host:19530; "
@@ -45,23 +94,18 @@ def index(
     from indexer.clean import clean_catalog
     from indexer.embed import load_embedder
     from indexer.loaders import load_catalog, load_own
-    from indexer.schema import CatalogFormatError
 
-    try:
-        catalog = load_own(source, reviews) if reviews else load_catalog(source, fmt)
-    except CatalogFormatError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    catalog = load_own(source, reviews) if reviews else load_catalog(source, fmt)
     if vector_store != "faiss":
         from indexer.milvus import parse_url
 
         try:
             parse_url(vector_store)
         except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--vector-store") from e
+            raise UserError(f"--vector-store: {e}") from e
+    embedder = load_embedder(model)  # before cleaning: a wrong model name is told at once
     catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
-    embedder = load_embedder(model)
     idx = build_index(catalog, embedder, kind=kind,
                       cfg=EmbedConfig(review_weight=review_weight, max_reviews=max_reviews))
     idx.save(out)
@@ -89,8 +133,6 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="server processes sharing the index and logs")] = 1,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs). Other settings: SEMREC_* environment variables."""
-    import os
-
     import uvicorn
     from pydantic import ValidationError
 
@@ -104,6 +146,13 @@ def serve(
         raise typer.BadParameter("workers sharing a Milvus server need the catalog feed in PostgreSQL "
                                  "(SEMREC_DB_URL), so that they agree on item labels", param_hint="--workers")
 
+    from indexer.store import read_manifest
+
+    built_with = read_manifest(index_dir).model
+    if model and model != built_with:
+        raise UserError(f"the index in {index_dir} was built with model {built_with!r}, not {model!r}: "
+                        f"leave out --model, or rebuild the index with it")
+    _check_port(host, port)
     os.environ["SEMREC_INDEX_DIR"] = str(index_dir)
     if model:
         os.environ["SEMREC_MODEL"] = model
@@ -113,6 +162,16 @@ def serve(
         raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "), param_hint="settings") from None
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
     uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    """UserError unless ``host:port`` can be listened on (uvicorn would only log and exit 1)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): choose another --port") from None
 
 
 @app.command()
@@ -313,7 +372,9 @@ def eval_cmd(
     from evaluation.harness import run_eval
     from indexer.build import catalog_item_vectors
     from indexer.embed import load_embedder
+    from indexer.loaders import dataset_key
 
+    dataset_key(dataset)  # a wrong name is told before the model loads
     embedder = load_embedder(model)
 
     def item_vectors(catalog, item_ids):
@@ -359,15 +420,16 @@ def _print_rows(idx, labels, scores) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="where to write the demo index and event log")] = Path("out/demo"),
+    out: Annotated[Path, typer.Option(help="where the demo's index, event log and access log go")] = Path("out/demo"),
     port: Annotated[int, typer.Option()] = 8000,
     exit_after: Annotated[bool, typer.Option("--exit", help="stop after printing the examples")] = False,
 ) -> None:
-    """Index the bundled demo catalog, load its shoppers' history, start the API, and show similar
-    items, search results and personal recommendations."""
+    """Index the bundled demo catalog (or reuse the index while the catalog is unchanged), load its
+    shoppers' history, start the API, and show similar items, search results and recommendations."""
     import httpx
     import uvicorn
 
+    from indexer.build import EmbedConfig, catalog_fingerprint
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
     from retriever.eventstore import open_event_store
@@ -378,55 +440,111 @@ def demo(
 
     # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
     settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False, demo=True)
-    index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
-          review_weight=0.3, max_reviews=8, unknown_items="drop")
+    _check_port("127.0.0.1", port)
+    catalog, report = clean_catalog(load_catalog(REPO_DATA / "demo"))
+    fingerprint = catalog_fingerprint(catalog, "minilm", EmbedConfig())
+    if _unchanged_index(settings.index_dir, fingerprint):
+        typer.echo(f"index: {settings.index_dir} is up to date with data/demo (catalog fingerprint "
+                   f"{fingerprint[:12]}); delete it to re-index")
+    else:
+        index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
+              review_weight=0.3, max_reviews=0, unknown_items="drop")
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
-    read, stored = import_reviews(store, clean_catalog(load_catalog(REPO_DATA / "demo"))[0].reviews, "demo")
+    read, stored = import_reviews(store, catalog.reviews, "demo")
     store.close()
     typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise typer.Exit(1)
-        time.sleep(0.1)
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base, timeout=30) as client:
-        _show_examples(client)
-    typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs")
-    typer.echo("The demo runs without API keys on loopback;"
-               " `semrec serve` needs keys for writes (`semrec keygen`).")
-    if exit_after:
-        server.should_exit = True
-    else:
-        typer.echo("Press Ctrl-C to stop.")
+    with _access_log_to(out / "access.log"):
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise typer.Exit(1)
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            _show_examples(client, settings.rerank.mmr_lambda)
+        typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs   Access log: {out / 'access.log'}")
+        typer.echo("The demo runs without API keys on loopback;"
+                   " `semrec serve` needs keys for writes (`semrec keygen`).")
+        if exit_after:
+            server.should_exit = True
+        else:
+            typer.echo("Press Ctrl-C to stop.")
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            server.should_exit = True
+            thread.join()
+
+
+def _unchanged_index(index_dir: Path, fingerprint: str) -> bool:
+    """True when ``index_dir`` holds an index built from a catalog with this fingerprint and not
+    changed since (no upserts or deletes in its write-ahead log)."""
+    from indexer.store import IndexNotFoundError, read_manifest
+
     try:
-        thread.join()
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join()
+        built = read_manifest(index_dir).build.get("catalog_fingerprint")
+    except IndexNotFoundError:
+        return False
+    wal = index_dir / "wal.jsonl"
+    return built == fingerprint and not (wal.exists() and wal.stat().st_size)
 
 
-def _show(title: str, rows: list[dict]) -> None:
+@contextlib.contextmanager
+def _access_log_to(path: Path):
+    """Send the service's JSON log lines to ``path`` instead of the terminal, for the block."""
+    import logging
+
+    from .observability import JsonFormatter
+
+    log = logging.getLogger("semrec")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    saved, log.handlers = log.handlers, [handler]  # configure_logging sees a JSON handler: adds none
+    try:
+        yield
+    finally:
+        log.handlers = saved
+        handler.close()
+
+
+def _show(title: str, rows: list[dict], mmr_lambda: float | None = None) -> None:
+    """One list: rank, score, id, title; then the reason, sources and stage where the API gives them."""
     typer.echo(f"\n{title}")
-    for row in rows:
-        extra = f"  [{', '.join(row['sources'])}]" if "sources" in row else ""
-        typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}{extra}")
+    for rank, row in enumerate(rows, 1):
+        typer.echo(f"  {rank:>2}. {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}")
+        why = []
+        if row.get("reason"):
+            why.append(row["reason"] + (f" ({row['reason_kind']})" if row.get("reason_kind") else ""))
+        if row.get("sources"):
+            why.append(f"from {', '.join(row['sources'])}")
+        why += [f"stage: {row['stage']}"] if row.get("stage") else []
+        if why:
+            typer.echo(f"{'':14}{' · '.join(why)}")
+    scores = [row["score"] for row in rows]
+    moved = [n for n in range(1, len(scores)) if scores[n] > scores[n - 1]]
+    if moved:
+        stages = sorted({rows[n]["stage"] for n in moved if rows[n].get("stage")})
+        by = f"the {', '.join(stages)} stage" if stages else (
+            f"MMR (lambda {mmr_lambda:g})" if mmr_lambda is not None and mmr_lambda < 1 else "a later stage")
+        typer.echo(f"{'':6}note: scores are not in descending order: {by} reordered the list for diversity "
+                   f"(rank {', '.join(str(n + 1) for n in moved)} scored higher than the item above)")
 
 
-def _show_examples(client) -> None:
+def _show_examples(client, mmr_lambda: float) -> None:
     for item_id in ["D0005", "D0040", "D0120"]:
         title = client.get(f"/items/{item_id}").json()["title"]
         rows = client.get(f"/items/{item_id}/similar", params={"k": 5}).json()["results"]
         _show(f"GET /items/{item_id}/similar?k=5   ({title})", rows)
     for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
-        _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"])
+        _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"], mmr_lambda)
     rows = client.get("/users/U020/recommendations", params={"k": 5}).json()["results"]
-    _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows)
+    _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows, mmr_lambda)
     body = {"interests": "vegan skincare for dry skin"}
     rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body).json()["results"]
-    _show(f"POST /users/visitor-1/onboarding {body}", rows)
+    _show(f"POST /users/visitor-1/onboarding {body}", rows, mmr_lambda)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ class ItemIn(BaseModel):
     in_stock: bool = True
     created_at: float | None = Field(None, ge=0, le=1e11, description="unix seconds")
     reviews: list[ReviewIn] = Field(default_factory=list, max_length=50,
-                                    description="review texts blended into the item vector")
+                                    description="new reviews of the item: each is embedded once and pooled with the "
+                                                "reviews it already has (a text sent again counts once)")
 
     @field_validator("title")
     @classmethod
@@ -54,12 +55,15 @@ class ItemOut(BaseModel):
     categories: list[str]
     price: float | None
     attributes: dict[str, str]
-    in_stock: bool
+    in_stock: bool | None = Field(description="null when the catalog has no stock data and the item was "
+                                              "never marked out of stock")
     created_at: float | None
 
     @classmethod
-    def from_record(cls, rec: dict) -> ItemOut:
-        return cls(**{**rec, "price": _none_if_nan(rec["price"]),
+    def from_record(cls, rec: dict, stock_known: bool = True) -> ItemOut:
+        """``stock_known`` false: the catalog's source has no stock field, so True only means unknown."""
+        in_stock = rec["in_stock"] if stock_known or not rec["in_stock"] else None
+        return cls(**{**rec, "in_stock": in_stock, "price": _none_if_nan(rec["price"]),
                       "created_at": _none_if_nan(rec["created_at"]),
                       "attributes": {str(k): str(v) for k, v in rec["attributes"].items()}})
 

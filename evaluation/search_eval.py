@@ -135,11 +135,11 @@ class Corpus:
         r = r.assign(_ts=r["timestamp"].fillna(-np.inf))
         r = r.sort_values(["item_id", "helpful_votes", "_ts"], ascending=[True, False, False], kind="stable")
         self.texts = {i: list(zip(g["review_id"], g["_text"])) for i, g in r.groupby("item_id", sort=False)}
-        # The indexer embeds an item's max_reviews most helpful reviews with body text; one more
-        # per item covers any fold (a fold holds out at most one review per item).
+        # The indexer pools every review with body text (or the max_reviews most helpful; then one
+        # more per item covers any fold: a fold holds out at most one review per item).
         body = r[r["text"].str.strip().str.len() > 0]
         self.ranked = {i: list(g["review_id"]) for i, g in body.groupby("item_id", sort=False)}
-        top = body.groupby("item_id", sort=False).head(cfg.max_reviews + 1)
+        top = body.groupby("item_id", sort=False).head(cfg.max_reviews + 1) if cfg.max_reviews else body
         vecs = embed_cached(embedder, list(top["_text"]), cache_dir)
         self.review_vec = dict(zip(top["review_id"], vecs))
         self.term_vec: dict[str, np.ndarray] = {}
@@ -150,7 +150,7 @@ class Corpus:
         review_mean = np.zeros_like(self.doc_vecs)
         counts = np.zeros(len(ids), dtype=np.int64)
         for n, item in enumerate(ids):
-            chosen = [r for r in self.ranked.get(item, []) if r not in held_out][: self.cfg.max_reviews]
+            chosen = [r for r in self.ranked.get(item, []) if r not in held_out][: self.cfg.max_reviews or None]
             if chosen:
                 review_mean[n] = np.mean([self.review_vec[r] for r in chosen], axis=0)
                 counts[n] = len(chosen)

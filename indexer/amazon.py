@@ -266,9 +266,9 @@ def load_amazon2014(reviews_path: str | Path, meta_path: str | Path | None = Non
     if meta_path is None:
         return Catalog(_items_from_reviews(reviews), reviews,
                        _source("amazon2014", "no item metadata: items are the reviewed asins, text comes "
-                               "from their reviews", reviews=reviews_path))
+                               "from their reviews", reviews=reviews_path), stock_known=False)
     return Catalog(_read_2014_2018_meta(meta_path), reviews,
-                   _source("amazon2014", reviews=reviews_path, meta=meta_path))
+                   _source("amazon2014", reviews=reviews_path, meta=meta_path), stock_known=False)
 
 
 def load_amazon2018(reviews_path: str | Path, meta_path: str | Path | None = None) -> Catalog:
@@ -277,9 +277,9 @@ def load_amazon2018(reviews_path: str | Path, meta_path: str | Path | None = Non
     reviews = _read_2014_2018_reviews(reviews_path, 2018)
     if meta_path is None:
         return Catalog(_items_from_reviews(reviews), reviews,
-                       _source("amazon2018", "no item metadata", reviews=reviews_path))
+                       _source("amazon2018", "no item metadata", reviews=reviews_path), stock_known=False)
     return Catalog(_read_2014_2018_meta(meta_path), reviews,
-                   _source("amazon2018", reviews=reviews_path, meta=meta_path))
+                   _source("amazon2018", reviews=reviews_path, meta=meta_path), stock_known=False)
 
 
 # ----------------------------------------------------------------------------- Amazon 2023
@@ -304,7 +304,7 @@ def load_amazon2023(reviews_path: str | Path, meta_path: str | Path | None = Non
     reviews = make_reviews(rows)
     if meta_path is None:
         return Catalog(_items_from_reviews(reviews), reviews,
-                       _source("amazon2023", "no item metadata", reviews=reviews_path))
+                       _source("amazon2023", "no item metadata", reviews=reviews_path), stock_known=False)
     items = []
     for n, rec in iter_json_lines(meta_path):
         details = str_dict(rec.get("details"))
@@ -323,7 +323,8 @@ def load_amazon2023(reviews_path: str | Path, meta_path: str | Path | None = Non
             "created_at": parse_date(details.get("Date First Available")),
         })
     return Catalog(make_items(items), reviews,
-                   _source("amazon2023", "item_id = parent_asin", reviews=reviews_path, meta=meta_path))
+                   _source("amazon2023", "item_id = parent_asin", reviews=reviews_path, meta=meta_path),
+                   stock_known=False)
 
 
 # ----------------------------------------------------------------------------- RecBole / UniSRec
@@ -404,7 +405,7 @@ def load_beauty(path: str | Path) -> Catalog:
         item_ids.append(parts[1])
     reviews = make_reviews(pd.DataFrame({"user_id": users, "item_id": item_ids}))
     return Catalog(items, reviews, _source("beauty", "bare interactions in file order, no timestamps",
-                                           dir=folder))
+                                           dir=folder), stock_known=False)
 
 
 def _read_index(path: Path) -> dict[str, str]:
@@ -503,4 +504,4 @@ def load_unisrec(path: str | Path, name: str | None = None) -> Catalog:
             out_items.append(item_of[idx])
     reviews = make_reviews(pd.DataFrame({"user_id": out_users, "item_id": out_items}))
     return Catalog(items, reviews, _source("unisrec", "bare interactions, sequences rebuilt from the splits",
-                                           dir=folder, name=name))
+                                           dir=folder, name=name), stock_known=False)

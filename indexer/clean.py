@@ -11,6 +11,10 @@ items
   * HTML fragments in title / description / brand / categories / attributes: tags stripped (script and
     style with their contents, unclosed trailing tags too), entities unescaped (counted per field, kept)
   * whitespace collapsed to single spaces in every text field (not counted)
+  * an empty title is recovered from the other fields (counted by source, kept): the description's
+    first sentence (cut at ``TITLE_CHARS``), else brand and the most specific category. Magazine 2018's
+    metadata titles are HTML fragments with no text (93% empty after cleaning): without this its
+    lists would show bare ids, and editions of one magazine could not be told as one title
   * ``stub`` - with ``unknown_items="stub"``, an empty item for each unknown ``item_id`` in the reviews
     (added, so its reviews can give it text)
   * ``no_text`` - no title, description, brand or categories and no review with a text or headline
@@ -48,6 +52,8 @@ REVIEW_DROP_REASONS = ("duplicate_review_id", "duplicate_content", "unknown_item
 REVIEW_HTML_FIELDS = ("title", "text")
 REVIEW_FLAGS = ("empty_text", "unknown_item_stubbed")
 N_EXAMPLES = 5
+TITLE_CHARS = 80  # a recovered title is cut at a word boundary within this many characters
+TITLE_SOURCES = ("description", "brand_category")
 
 _LABELS = {
     "duplicate_id": "duplicate item id (first kept)",
@@ -59,6 +65,8 @@ _LABELS = {
     "item_dropped": "item dropped (no text)",
     "empty_text": "empty text (bare interaction)",
     "unknown_item_stubbed": "item id not in items (stubbed)",
+    "description": "from the description's first sentence",
+    "brand_category": "from brand and category",
 }
 
 # ----------------------------------------------------------------------------- text cleaning
@@ -129,6 +137,26 @@ def _clean_dict(d: dict[str, str]) -> tuple[dict[str, str], bool]:
     return out, had
 
 
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"'])[.!?](?=\s+[A-Z0-9\"'(]|\s*$)")
+
+
+def title_from(description: str, brand: str, categories: list[str]) -> tuple[str, str | None]:
+    """``(title, source)`` for an item without one: the description's first sentence (cut at a word
+    boundary within ``TITLE_CHARS``, with an ellipsis), else brand and last category; ``("", None)``."""
+    if description:
+        end = _SENTENCE_END.search(description)
+        first = (description[: end.start()] if end else description).strip()
+        if len(first) > TITLE_CHARS:
+            cut = first[:TITLE_CHARS].rsplit(" ", 1)[0].rstrip(",;:-– ")
+            first = cut + "…"
+        if first:
+            return first, "description"
+    parts = [p for p in (brand, categories[-1] if categories else "") if p]
+    if parts:
+        return " – ".join(dict.fromkeys(parts)), "brand_category"
+    return "", None
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -148,6 +176,7 @@ class CleaningReport:
     items_dropped: dict[str, int] = field(default_factory=dict)
     items_added: dict[str, int] = field(default_factory=dict)
     items_html: dict[str, int] = field(default_factory=dict)
+    items_titled: dict[str, int] = field(default_factory=dict)
     items_missing: dict[str, int] = field(default_factory=dict)
     reviews_dropped: dict[str, int] = field(default_factory=dict)
     reviews_html: dict[str, int] = field(default_factory=dict)
@@ -193,6 +222,7 @@ class CleaningReport:
         lines += [row("dropped", _LABELS[k], n, f"items.{k}") for k, n in self.items_dropped.items()]
         lines += [row("added", _LABELS[k], n, f"items.{k}") for k, n in self.items_added.items()]
         lines += [row("cleaned", f"HTML in {k}", n, f"items.html_{k}") for k, n in self.items_html.items()]
+        lines += [row("titled", _LABELS[k], n, f"items.title_{k}") for k, n in self.items_titled.items()]
         lines += [row("missing", k, n, None, self.items_out) for k, n in self.items_missing.items()]
         lines.append(f"reviews  {self.reviews_in:>9,} in -> {self.reviews_out:>9,} out  "
                      f"(dropped {self.reviews_dropped_total:,})")
@@ -245,6 +275,18 @@ def clean_catalog(catalog: Catalog, *, unknown_items: str = "drop") -> tuple[Cat
         i_html[col] = sum(flags)
         examples[f"items.html_{col}"] = _examples(items["item_id"][flags])
 
+    # items without a title: recover one from the other fields
+    i_title = dict.fromkeys(TITLE_SOURCES, 0)
+    untitled = items.index[items["title"] == ""]
+    for row in untitled:
+        title, source = title_from(items.at[row, "description"], items.at[row, "brand"], items.at[row, "categories"])
+        if source is not None:
+            items.at[row, "title"] = title
+            i_title[source] += 1
+            examples.setdefault(f"items.title_{source}", []).append(items.at[row, "item_id"])
+    for source in TITLE_SOURCES:
+        examples[f"items.title_{source}"] = examples.get(f"items.title_{source}", [])[:N_EXAMPLES]
+
     # reviews: text, duplicates, unknown items
     for col in REVIEW_HTML_FIELDS:
         reviews[col], flags = _clean_column(reviews[col])
@@ -289,10 +331,10 @@ def clean_catalog(catalog: Catalog, *, unknown_items: str = "drop") -> tuple[Cat
     r_flag["empty_text"] = int(empty.sum())
     examples["reviews.empty_text"] = _examples(reviews.loc[empty, "review_id"])
 
-    out = Catalog(make_items(items), make_reviews(reviews), catalog.source)
+    out = Catalog(make_items(items), make_reviews(reviews), catalog.source, catalog.stock_known)
     report = CleaningReport(
         source=catalog.source, items_in=n_items, items_out=len(out.items), reviews_in=n_reviews,
-        reviews_out=len(out.reviews), items_dropped=i_drop, items_added=i_add, items_html=i_html,
+        reviews_out=len(out.reviews), items_dropped=i_drop, items_added=i_add, items_html=i_html, items_titled=i_title,
         items_missing=i_missing, reviews_dropped=r_drop, reviews_html=r_html, reviews_flagged=r_flag,
         examples={k: v for k, v in examples.items() if v}, unknown_items=unknown_items,
     )

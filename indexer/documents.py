@@ -48,16 +48,17 @@ def review_text(title: str, text: str) -> str:
 def review_digest(reviews: pd.DataFrame, max_per_item: int) -> dict[str, list[str]]:
     """The reviews that speak for each item: those with text, most helpful first, then newest.
 
-    Returns ``{item_id: [review text, ...]}`` with at most ``max_per_item`` texts per item.
+    Returns ``{item_id: [review text, ...]}`` with at most ``max_per_item`` texts per item (0: all).
     Reviews without text (bare interactions) are skipped.
     """
     has_text = reviews["text"].str.strip().str.len() > 0
     r = reviews.loc[has_text, ["item_id", "title", "text", "helpful_votes", "timestamp"]]
-    if r.empty or max_per_item <= 0:
+    if r.empty or max_per_item < 0:
         return {}
     r = r.assign(_ts=r["timestamp"].fillna(-np.inf))
     r = r.sort_values(["item_id", "helpful_votes", "_ts"], ascending=[True, False, False], kind="stable")
-    r = r.groupby("item_id", sort=False).head(max_per_item)
+    if max_per_item:
+        r = r.groupby("item_id", sort=False).head(max_per_item)
     texts = [review_text(t, x) for t, x in zip(r["title"], r["text"])]
     out: dict[str, list[str]] = {}
     for item_id, text in zip(r["item_id"], texts):

@@ -98,7 +98,13 @@ def load_embedder(name: str = DEFAULT_MODEL, *, device: str | None = None) -> Em
         return SentenceTransformerEmbedder(minilm_path(), name="minilm", device=device)
     if name == "use-multilingual":
         return USEEmbedder()
-    return SentenceTransformerEmbedder(name, device=device)
+    try:
+        return SentenceTransformerEmbedder(name, device=device)
+    except OSError as e:  # neither a local model folder nor a model the hub (if reachable) knows
+        from .schema import UnknownNameError
+
+        raise UnknownNameError("model", name, ["minilm", "use-multilingual"],
+                               " or the folder of a sentence-transformers model") from e
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

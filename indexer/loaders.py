@@ -38,7 +38,7 @@ from .amazon import (
     to_count,
     to_float,
 )
-from .schema import Catalog, CatalogFormatError, empty_reviews, make_items, make_reviews
+from .schema import Catalog, CatalogFormatError, UnknownNameError, empty_reviews, make_items, make_reviews
 
 __all__ = [
     "DATASETS", "load_amazon2014", "load_amazon2018", "load_amazon2023", "load_beauty", "load_catalog",
@@ -270,10 +270,12 @@ def read_reviews(path: str | Path) -> pd.DataFrame:
 
 def load_own(items_path: str | Path, reviews_path: str | Path | None = None) -> Catalog:
     """The project's own format: an items file and, optionally, a reviews file."""
-    items = read_items(items_path)
+    path = Path(items_path)
+    df, line_of = _read_raw(path, ["item_id"])
+    items = _convert(df, _ITEM_FIELDS, path, line_of)
     reviews = read_reviews(reviews_path) if reviews_path is not None else empty_reviews()
     where = f"items={items_path}" + (f" reviews={reviews_path}" if reviews_path is not None else "")
-    return Catalog(items, reviews, f"own: {where}")
+    return Catalog(make_items(items), reviews, f"own: {where}", stock_known="in_stock" in items.columns)
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
@@ -398,7 +400,7 @@ def load_catalog(path: str | Path, format: str = "auto") -> Catalog:  # noqa: A0
     if fmt not in known:
         if fmt in DATASETS:
             return load_dataset(fmt, path)
-        raise ValueError(f"unknown format {format!r}; known: {', '.join(sorted(known | set(DATASETS)))}")
+        raise UnknownNameError("format", format, sorted(known | set(DATASETS)))
     if not path.exists():
         raise CatalogFormatError(str(path), None, None, "no such file or folder")
     if path.is_dir():
@@ -410,12 +412,22 @@ def load_catalog(path: str | Path, format: str = "auto") -> Catalog:  # noqa: A0
     return load_own(path)
 
 
-def load_dataset(name: str, path: str | Path | None = None) -> Catalog:
-    """A shared public dataset by name; ``path`` is its folder (default ``shared_data_dir()/<folder>``)."""
+def dataset_key(name: str) -> str:
+    """The :data:`DATASETS` key for ``name`` (case and ``_``/``-`` free); UnknownNameError if none."""
     key = name.lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise UnknownNameError("dataset", name, DATASETS)
+    return key
+
+
+def load_dataset(name: str, path: str | Path | None = None) -> Catalog:
+    """A shared public dataset by name; ``path`` is its folder (default ``shared_data_dir()/<folder>``)."""
+    key = dataset_key(name)
     folder = Path(path) if path is not None else shared_data_dir() / DATASETS[key]
     if not folder.is_dir():
         raise CatalogFormatError(str(folder), None, None, f"dataset folder for {key!r} not found")
-    return _load_folder(folder, _FORMAT_OF_DATASET[key])
+    try:
+        return _load_folder(folder, _FORMAT_OF_DATASET[key])
+    except (CatalogFormatError, FileNotFoundError) as e:  # the folder of another dataset, or of none
+        raise CatalogFormatError(str(folder), None, None, f"not the {key!r} dataset (its folder is "
+                                 f"{DATASETS[key]}, as {_FORMAT_OF_DATASET[key]} files): {e}") from e

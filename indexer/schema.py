@@ -29,6 +29,8 @@ Rows of ``reviews`` keep the source's order, so sequence data without timestamps
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,13 +80,28 @@ class CatalogFormatError(ValueError):
         super().__init__(f"{where}:{what} {reason}")
 
 
+class UnknownNameError(ValueError):
+    """A format, dataset, model or index kind that is not a known one. Lists the known ones."""
+
+    def __init__(self, what: str, name: str, known: Iterable[str], also: str = ""):
+        known = list(known)
+        close = difflib.get_close_matches(str(name).lower(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown {what} {name!r}{hint}; known: {', '.join(known)}{also}")
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Items and reviews in the schema above. ``source`` says where they came from (for reports)."""
+    """Items and reviews in the schema above. ``source`` says where they came from (for reports).
+
+    ``stock_known``: whether the source says which items are in stock. When it does not (the public
+    Amazon sets), ``in_stock`` is True by default only, and the storefront must not claim stock.
+    """
 
     items: pd.DataFrame
     reviews: pd.DataFrame = field(default_factory=lambda: empty_reviews())
     source: str = ""
+    stock_known: bool = True
 
 
 def _coerce(df: pd.DataFrame, columns: dict[str, str], defaults: dict) -> pd.DataFrame:

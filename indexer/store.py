@@ -3,7 +3,8 @@
 Directory layout::
 
     INDEX_DIR/CURRENT          name of the live snapshot, replaced atomically (os.replace)
-    INDEX_DIR/v000003/         a snapshot: manifest.json, items.parquet, vectors.npy, index.faiss
+    INDEX_DIR/v000003/         a snapshot: manifest.json, items.parquet, vectors.npy, index.faiss,
+                               reviews.json, review_pools.npz
     INDEX_DIR/wal.jsonl        upserts/deletes acknowledged since that snapshot (fsync'd per write)
 
 A snapshot is written to a fresh folder, fsync'd, and only then named in CURRENT, so a crash at any
@@ -45,8 +46,42 @@ REVIEWS_KEPT = 3      # review texts kept per item, for explanations (the vector
 REVIEW_CHARS = 600
 
 
+class IndexNotFoundError(FileNotFoundError):
+    """The directory holds no index (no CURRENT file): build one with ``semrec index``."""
+
+
 class IndexMismatchError(ValueError):
     """The index on disk was built with another model or dimension than the one asked for."""
+
+
+@dataclass
+class ReviewPool:
+    """What the index holds of one item's reviews: the sum of their unit vectors, float32 ``(dim,)``,
+    and a 64-bit digest per pooled text (:func:`text_key`), so a review sent twice counts once."""
+
+    sum: np.ndarray
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
+
+    def copy(self) -> ReviewPool:
+        return ReviewPool(self.sum.copy(), set(self.seen))
+
+    def add(self, text: str, vector: np.ndarray) -> bool:
+        """Pool one review; False (and nothing changes) if this text is already in."""
+        key = text_key(text)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.sum += vector
+        return True
+
+
+def text_key(text: str) -> int:
+    """64-bit digest of a review text: the identity of a review in a :class:`ReviewPool`."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,7 @@ class ItemIndex:
         self.feed: CatalogFeed | None = None  # a shared catalog feed replaces wal.jsonl (see use_feed)
         self._feed_position = 0  # feed entries up to here are applied
         self._following = False  # applying feed entries: they are in the feed already
+        self.pools: dict[str, ReviewPool] = {}  # item_id -> all its pooled review vectors (see build)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -99,24 +135,34 @@ class ItemIndex:
         for listener in self._listeners:
             listener(op, labels)
 
-    def add(self, items: pd.DataFrame, vectors: np.ndarray, reviews: Sequence[Sequence[str]] | None = None) -> None:
+    def add(self, items: pd.DataFrame, vectors: np.ndarray, reviews: Sequence[Sequence[str]] | None = None,
+            pools: Sequence[ReviewPool | None] | None = None) -> None:
         """Upsert ``items`` (items schema) with their unit vectors, float32 ``(len(items), dim)``.
 
         ``reviews``: per item, its review texts; the first ``REVIEWS_KEPT`` (cut to
-        ``REVIEW_CHARS``) are kept for explanations. An upsert replaces an item's reviews.
+        ``REVIEW_CHARS``) are kept for explanations. ``pools``: per item, its review pool (None: no
+        reviews). An upsert replaces both: :func:`indexer.build.upsert_items` merges new reviews.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(items), self.dim):
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(items)}, {self.dim})")
         kept = [[t[:REVIEW_CHARS] for t in r[:REVIEWS_KEPT]] for r in (reviews or [()] * len(items))]
+        pools = list(pools or [None] * len(items))
         with self.lock:
             entry = {"op": "upsert", "items": _records_json(items), "vectors": _b64(vectors)}
-            self._log({**entry, "reviews": kept} if any(kept) else entry)
+            if any(kept):
+                entry["reviews"] = kept
+            if any(p is not None for p in pools):
+                entry["pools"] = [None if p is None else {"sum": _b64(p.sum), "seen": sorted(p.seen)} for p in pools]
+            self._log(entry)
             retired = [self.table.label_of[i] for i in items["item_id"] if i in self.table.label_of]
-            for item_id, texts in zip(items["item_id"], kept):
+            for item_id, texts, pool in zip(items["item_id"], kept, pools):
                 self.reviews.pop(item_id, None)
+                self.pools.pop(item_id, None)
                 if texts:
                     self.reviews[item_id] = texts
+                if pool is not None and pool.count:
+                    self.pools[item_id] = pool
             labels = self.table.append(items)
             self.vectors.extend(vectors)
             self.index.add(vectors)
@@ -137,6 +183,7 @@ class ItemIndex:
             label = self.table.label_of[item_id]
             self.table.retire(item_id)
             self.reviews.pop(item_id, None)
+            self.pools.pop(item_id, None)
             self._notify("delete", np.asarray([label], dtype=np.int64))
             return True
 
@@ -195,6 +242,7 @@ class ItemIndex:
             _write_items(frame.drop(columns="label"), tmp / "items.parquet")
             np.save(tmp / "vectors.npy", self.vectors.view[frame["label"].to_numpy()])
             (tmp / "reviews.json").write_text(json.dumps(self.reviews, ensure_ascii=False))
+            _write_pools(self.pools, tmp / "review_pools.npz", self.dim)
             # a new FAISS index when labels were retired, or when another store (Milvus) serves the vectors
             compact = make_index(self.kind, self.dim) if len(frame) < self.table.n_labels or \
                 self.index.kind != self.kind else None
@@ -230,11 +278,9 @@ class ItemIndex:
         index was built with a model or dimension other than ``expect_model`` / ``expect_dim``.
         """
         root = Path(path)
+        m = read_manifest(root)
         current = _current(root)
-        if current is None:
-            raise FileNotFoundError(f"no semrec index in {root} (missing CURRENT); run `semrec index`")
         snap = root / current
-        m = Manifest(**json.loads((snap / "manifest.json").read_text()))
         if expect_model is not None and m.model != expect_model:
             raise IndexMismatchError(f"index in {root} was built with model {m.model!r}, not "
                                      f"{expect_model!r}; rebuild it or set the model to {m.model!r}")
@@ -252,6 +298,8 @@ class ItemIndex:
         self.index = load_index(m.index_kind, m.dim, str(snap / "index.faiss"), vectors)
         if (snap / "reviews.json").exists():  # older snapshots have none
             self.reviews = json.loads((snap / "reviews.json").read_text())
+        if (snap / "review_pools.npz").exists():
+            self.pools = _read_pools(snap / "review_pools.npz")
         self._replay(root / "wal.jsonl")
         self.path = root
         self.snapshot = current
@@ -354,11 +402,23 @@ class ItemIndex:
 
     def _apply_entry(self, entry: dict, where: str) -> None:
         if entry["op"] == "upsert":
-            self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"))
+            pools = [None if p is None else ReviewPool(_unb64(p["sum"], self.dim)[0].copy(), set(p["seen"]))
+                     for p in entry.get("pools") or []]
+            self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"),
+                     pools or None)
         elif entry["op"] == "delete":
             self.delete(entry["item_id"])
         else:
             raise ValueError(f"{where}: unknown op {entry['op']!r}")
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """The manifest of the live snapshot in ``path``; IndexNotFoundError when there is no index."""
+    root = Path(path)
+    current = _current(root)
+    if current is None:
+        raise IndexNotFoundError(f"no semrec index in {root} (missing CURRENT); build one with `semrec index`")
+    return Manifest(**json.loads((root / current / "manifest.json").read_text()))
 
 
 def _exact_subset(vectors, queries, k, subset):
@@ -379,6 +439,25 @@ def _b64(x: np.ndarray) -> str:
 
 def _unb64(s: str, dim: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype=np.float32).reshape(-1, dim)
+
+
+def _write_pools(pools: dict[str, ReviewPool], path: Path, dim: int) -> None:
+    """Review pools as arrays: ids, sums ``(n, dim)``, counts, and all digests back to back."""
+    ids = sorted(pools)
+    sums = np.stack([pools[i].sum for i in ids]) if ids else np.zeros((0, dim), np.float32)
+    seen = [sorted(pools[i].seen) for i in ids]
+    with open(path, "wb") as fh:
+        np.savez(fh, ids=np.asarray(ids, dtype=str), sums=sums.astype(np.float32),
+                 counts=np.asarray([len(s) for s in seen], dtype=np.int64),
+                 keys=np.asarray([k for s in seen for k in s], dtype=np.uint64))
+
+
+def _read_pools(path: Path) -> dict[str, ReviewPool]:
+    with np.load(path) as z:
+        ids, sums, counts, keys = z["ids"], z["sums"], z["counts"], z["keys"].tolist()
+    ends = np.cumsum(counts)
+    return {str(i): ReviewPool(sums[n].copy(), set(keys[e - c: e]))
+            for n, (i, c, e) in enumerate(zip(ids, counts.tolist(), ends.tolist()))}
 
 
 def _write_items(frame: pd.DataFrame, path: Path) -> None:

@@ -72,6 +72,7 @@ class ItemTable:
         self._by_brand: dict[str, list[int]] = {}
         self._by_category: dict[str, list[int]] = {}
         self._by_title: dict[str, list[int]] = {}
+        self.title_keys: list[str] = []  # per label: title_key of its title, "" when it has none
 
     def __len__(self) -> int:
         return len(self.label_of)
@@ -95,8 +96,10 @@ class ItemTable:
             self._by_brand.setdefault(rec["brand"].casefold(), []).append(label)
             for cat in set(c.casefold() for c in rec["categories"]):
                 self._by_category.setdefault(cat, []).append(label)
-            if rec["title"].strip():
-                self._by_title.setdefault(title_key(rec["title"]), []).append(label)
+            key = title_key(rec["title"])
+            self.title_keys.append(key)
+            if key:
+                self._by_title.setdefault(key, []).append(label)
         self.alive.extend(np.ones(len(records), bool))
         self.price.extend(items["price"].to_numpy(np.float64))
         self.in_stock.extend(items["in_stock"].to_numpy(bool))

@@ -22,8 +22,18 @@ def client(tiny_catalog, embedder, tmp_path):
 def test_health_and_docs(client):
     h = client.get("/health").json()
     assert h == {"status": "ok", "items": 9, "model": "minilm", "dim": 384, "index_kind": "flat"}
-    assert client.get("/docs").status_code == 200
     assert "/items/{item_id}/similar" in client.get("/openapi.json").json()["paths"]
+
+
+def test_docs_page_loads_its_assets_from_the_app(client):
+    import re
+
+    html = client.get("/docs").text
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for url in assets:
+        assert url.startswith("/"), url  # nothing from a CDN: /docs works offline
+        assert client.get(url).status_code == 200, url
 
 
 def test_get_item(client):
@@ -41,7 +51,8 @@ def test_similar_with_filters(client):
     assert body["item_id"] == "dryer" and [x["item_id"] for x in body["results"]][0] == "dryer-travel"
     assert len(body["results"]) == 2
     r = client.get("/items/dryer/similar", params={"brand": "rouge", "in_stock": "true"})
-    assert {x["item_id"] for x in r.json()["results"]} == {"lipstick-red", "lipstick-red-2"}
+    # two listings of one lipstick (same title): the list shows one of them
+    assert len({x["item_id"] for x in r.json()["results"]} & {"lipstick-red", "lipstick-red-2"}) == 1
     assert client.get("/items/missing/similar").status_code == 404
 
 
@@ -73,6 +84,10 @@ def test_put_is_searchable_at_once_and_delete_removes(client):
     assert "wand" in [x["item_id"] for x in client.get("/items/dryer/similar").json()["results"]]
     assert client.put("/items/wand", json={**body, "price": 30}).json()["created"] is False
     assert client.get("/items/wand").json()["price"] == 30
+    pools = client.app.state.components.svc.index.pools
+    assert pools["wand"].count == 1  # the same review sent again counts once
+    client.put("/items/wand", json={**body, "price": 30, "reviews": [{"text": "Heats up in 30 seconds."}]})
+    assert pools["wand"].count == 2  # a new one joins it
     assert client.get("/health").json()["items"] == 10
     assert client.delete("/items/wand").status_code == 204
     assert client.get("/items/wand").status_code == 404
@@ -104,3 +119,24 @@ def test_updates_survive_a_restart(client, tmp_path, embedder):
     client.delete("/items/tent")
     c = load_components(Settings(index_dir=tmp_path / "ix"))
     assert c.svc.index.table.get("kettle") is not None and c.svc.index.table.get("tent") is None
+
+
+def test_stock_is_claimed_only_when_the_catalog_has_stock_data(tiny_catalog, embedder, tmp_path):
+    from dataclasses import replace
+
+    from indexer.loaders import load_catalog, write_items
+    from indexer.store import ItemIndex
+
+    # The own format: a file with an in_stock column knows its stock, one without does not.
+    write_items(tiny_catalog.items, tmp_path / "with.jsonl")
+    tiny_catalog.items[["item_id", "title", "brand"]].to_csv(tmp_path / "without.csv", index=False)
+    assert load_catalog(tmp_path / "with.jsonl").stock_known
+    assert not load_catalog(tmp_path / "without.csv").stock_known
+    for stock_known, expected in ((True, {"dryer": True, "lipstick-nude": False}),
+                                  (False, {"dryer": None, "lipstick-nude": False})):
+        index = build_index(replace(tiny_catalog, stock_known=stock_known), embedder, progress=False)
+        index.save(tmp_path / f"ix-{stock_known}")  # the flag lives in the manifest
+        loaded = ItemIndex.load(tmp_path / f"ix-{stock_known}")
+        app = make_app(Settings(index_dir=tmp_path, auth=False), loaded, embedder)
+        with TestClient(app) as c:
+            assert {i: c.get(f"/items/{i}").json()["in_stock"] for i in expected} == expected

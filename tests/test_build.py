@@ -39,9 +39,9 @@ def test_combine_is_a_normalised_blend():
 def test_chunked_embedding_equals_one_pass(tiny_catalog, embedder):
     small = list(embed_chunks(item_chunks(tiny_catalog, EmbedConfig(chunk_items=4)), embedder,
                               EmbedConfig(batch_size=3)))
-    assert [len(items) for items, _ in small] == [4, 4, 1]
-    [(_, whole)] = list(embed_chunks(item_chunks(tiny_catalog, EmbedConfig(chunk_items=100)), embedder))
-    assert np.allclose(np.concatenate([v for _, v in small]), whole, atol=1e-5)
+    assert [len(items) for items, _, _ in small] == [4, 4, 1]
+    [(_, whole, _)] = list(embed_chunks(item_chunks(tiny_catalog, EmbedConfig(chunk_items=100)), embedder))
+    assert np.allclose(np.concatenate([v for _, v, _ in small]), whole, atol=1e-5)
     assert np.allclose(np.linalg.norm(whole, axis=1), 1, atol=1e-5)
 
 
@@ -75,3 +75,36 @@ def test_use_embeds_chinese():
     assert v.shape == (3, 512) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2]
     assert np.allclose(normalize(v), v, atol=1e-5)
+
+
+def test_reviews_arriving_later_join_the_pool_as_a_rebuild_would(tiny_catalog, embedder, tmp_path):
+    from indexer.build import upsert_items
+    from indexer.store import ItemIndex
+
+    texts = ["Dries my thick curly hair in minutes.", "Loud, but very fast.", "The diffuser keeps curls defined."]
+    rows = [{"item_id": "dryer", "user_id": f"u{n}", "text": t} for n, t in enumerate(texts)]
+    full = build_index(Catalog(tiny_catalog.items, make_reviews(rows)), embedder, kind="flat", progress=False)
+    index = build_index(Catalog(tiny_catalog.items, make_reviews(rows[:1])), embedder, kind="flat", progress=False)
+    index.save(tmp_path)
+    index.open_log()
+    dryer = tiny_catalog.items[tiny_catalog.items["item_id"] == "dryer"]
+    upsert_items(index, dryer, [texts[1:]], embedder)
+    upsert_items(index, dryer, [texts[1:2]], embedder)  # a retried request: that review counts once
+    upsert_items(index, dryer, [[]], embedder)  # an update without reviews keeps the pooled ones
+    assert index.pools["dryer"].count == full.pools["dryer"].count == 3
+    assert np.allclose(index.vectors_of(["dryer"]), full.vectors_of(["dryer"]), atol=1e-4)
+    assert index.reviews["dryer"][0] == texts[1]  # the newest texts are the ones kept for explanations
+    replayed = ItemIndex.load(tmp_path)  # snapshot + write-ahead log
+    assert replayed.pools["dryer"].count == 3
+    assert np.allclose(replayed.pools["dryer"].sum, index.pools["dryer"].sum)
+    replayed.save(tmp_path)  # and through a snapshot alone
+    assert ItemIndex.load(tmp_path).pools["dryer"].seen == index.pools["dryer"].seen
+    assert "tent" not in index.pools  # its only review is a bare interaction
+
+
+def test_every_review_is_pooled_and_max_reviews_still_caps(tiny_catalog, embedder):
+    rows = [{"item_id": "tent", "user_id": f"u{n}", "text": f"review number {n}", "helpful_votes": n}
+            for n in range(12)]
+    catalog = Catalog(tiny_catalog.items, make_reviews(rows))
+    assert build_index(catalog, embedder, progress=False).pools["tent"].count == 12
+    assert build_index(catalog, embedder, cfg=EmbedConfig(max_reviews=8), progress=False).pools["tent"].count == 8

@@ -73,7 +73,9 @@ def test_every_reason_drop_mode():
     assert rep.items_dropped == {"duplicate_id": 1, "no_text": 2}
     assert rep.items_added == {"stub": 0}
     assert rep.items_html == {"title": 2, "description": 1, "brand": 0, "categories": 0, "attributes": 0}
-    assert rep.items_missing == {"title": 2, "description": 1, "brand": 2, "price": 2, "categories": 2}
+    assert rep.items_titled == {"description": 1, "brand_category": 0}  # B: "Blue plate", from its description
+    assert out.items.set_index("item_id").loc["B", "title"] == "Blue plate"
+    assert rep.items_missing == {"title": 1, "description": 1, "brand": 2, "price": 2, "categories": 2}
     assert rep.reviews_dropped == {"duplicate_review_id": 1, "duplicate_content": 1, "unknown_item": 2,
                                    "item_dropped": 1}
     assert rep.reviews_html == {"title": 0, "text": 1}
@@ -135,7 +137,8 @@ def test_magazine_real():
     assert rep.items_html["title"] == 2_174  # '<span class="a-size-medium ...' fragments and &amp;
     assert not out.items["title"].str.contains("<span|&amp;", regex=True).any()
     assert not out.items["description"].str.contains("<i>|&amp;", regex=True).any()
-    assert rep.items_missing["title"] == 2_163  # most titles were nothing but a tag
+    assert rep.items_missing["title"] == 0  # most titles were nothing but a tag: all 2,163 are recovered
+    assert sum(rep.items_titled.values()) == 2_163
     assert rep.reviews_dropped["unknown_item"] == 61  # 6 of the 157 reviewed asins have no metadata
     assert rep.reviews_dropped["duplicate_content"] == 44
     assert set(out.reviews["item_id"]) <= set(out.items["item_id"])
@@ -166,3 +169,18 @@ def test_bare_interaction_sets_keep_everything(name, n_items, n_reviews):
         assert rep.reviews_flagged["empty_text"] == n_reviews
     else:  # items without metadata keep their text through the reviews
         assert rep.items_missing["title"] == 900 and rep.items_dropped["no_text"] == 0
+
+
+def test_title_from_other_fields():
+    from indexer.clean import title_from
+
+    long = ("O, The Oprah Magazine gives confident, smart women the tools they need to explore and reach for their "
+            "dreams. Every issue has more.")
+    assert title_from(long, "Hearst", ["Magazines"]) == (
+        "O, The Oprah Magazine gives confident, smart women the tools they need to…", "description")
+    assert title_from("GQ helps you look sharp and live smart. Each issue...", "", []) == (
+        "GQ helps you look sharp and live smart", "description")
+    assert title_from("", "Economist", ["Magazine Subscriptions", "Finance"]) == ("Economist – Finance",
+                                                                                 "brand_category")
+    assert title_from("", "", ["Finance"]) == ("Finance", "brand_category")
+    assert title_from("", "", []) == ("", None)

@@ -40,3 +40,72 @@ def test_malformed_catalog_names_file_line_and_field(tmp_path):
     assert r.exit_code == 2
     assert f"{bad}:2" in r.output and "price" in r.output
     assert not (tmp_path / "ix").exists()
+
+
+# ---- a user's mistake: one line naming what to fix, exit code 2, no traceback -----------------------
+def one_line_error(r, *expected: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_typical_mistakes_are_one_line_with_exit_code_2(tmp_path):
+    from .conftest import shared_data
+
+    missing = str(tmp_path / "no-index")
+    cases = [
+        (["index", "data/demo", "--out", str(tmp_path / "ix"), "--format", "beuaty"],
+         ["unknown format 'beuaty'", "did you mean 'beauty'"]),
+        (["index", str(tmp_path / "nothere.csv"), "--out", str(tmp_path / "ix")], ["nothere.csv", "no such file"]),
+        (["index", "data/demo", "--out", str(tmp_path / "ix"), "--kind", "hsnw"], ["--kind", "hnsw"]),
+        (["index", "data/demo", "--out", str(tmp_path / "ix"), "--model", "minlm"],
+         ["unknown model 'minlm'", "did you mean 'minilm'"]),
+        (["similar", "D0005", "--index", missing], [missing, "semrec index"]),
+        (["search", "hair dryer", "--index", missing], [missing, "semrec index"]),
+        (["serve", "--index", missing], [missing, "semrec index"]),
+        (["compact", "--index", missing], [missing]),
+        (["similar"], ["Missing argument", "similar --help"]),
+        (["events", "import", "--dataset", "magazine"], ["--data-dir"]),
+        (["events", "import", "--dataset", "subscription", "--data-dir", str(tmp_path), "--db", str(tmp_path / "e")],
+         ["unknown dataset 'subscription'", "subscription-boxes", "beauty, scientific, magazine"]),
+        (["events", "import", "--dataset", "magazine", "--data-dir", str(shared_data("amazon-beauty-2014")),
+          "--db", str(tmp_path / "e.db")],
+         ["amazon-beauty-2014", "not the 'magazine' dataset", "amazon-magazine-2018"]),
+        (["eval", "--dataset", "beuty", "--data-dir", str(tmp_path), "--out", str(tmp_path / "ev")],
+         ["unknown dataset 'beuty'", "did you mean 'beauty'"]),
+        (["bogus"], ["No such command 'bogus'"]),
+    ]
+    for args, expected in cases:
+        one_line_error(runner.invoke(app, args), *expected)
+    assert not (tmp_path / "ix").exists() and not (tmp_path / "e.db").exists()
+
+
+def test_serve_names_a_port_in_use_and_a_model_mismatch(tmp_path, tiny_index):
+    import socket
+
+    tiny_index.save(tmp_path / "ix")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = runner.invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--port", str(port)])
+        demo = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--port", str(port), "--exit"])
+    one_line_error(r, f"127.0.0.1:{port}", "--port")
+    one_line_error(demo, f"127.0.0.1:{port}", "--port")  # told before any indexing
+    assert not (tmp_path / "demo" / "index").exists()
+    r = runner.invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--model", "use-multilingual"])
+    one_line_error(r, "'minilm'", "--model")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    import indexer.store
+
+    def broken(path):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(indexer.store, "read_manifest", broken)
+    r = runner.invoke(app, ["serve", "--index", "anywhere"])
+    assert r.exit_code == 1 and isinstance(r.exception, ZeroDivisionError)

@@ -26,3 +26,30 @@ def test_magazine_neighbours_share_a_subcategory(embedder):
                       for a, b in zip(ids, np.random.default_rng(0).permutation(ids))])
     # Measured: 0.59 for the nearest neighbour vs 0.07 for a random pair (145 magazines).
     assert hit >= 0.45 and hit >= 5 * chance
+
+
+def test_magazine_titles_are_recovered_and_editions_do_not_fill_similar_lists(embedder):
+    from indexer.schema import empty_reviews
+    from indexer.table import title_key
+
+    catalog, report = clean_catalog(load_dataset("magazine", shared_data("amazon-magazine-2018")))
+    # The metadata titles are bare HTML fragments: 2,163 of 2,320 were empty after cleaning.
+    assert report.items_missing["title"] == 0
+    assert report.items_titled == {"description": 1_927, "brand_category": 236}
+    items = catalog.items
+    edition = items["description"].str[:150]
+    groups = edition[edition != ""].value_counts()
+    big = list(groups.index[:5])  # five magazines sold as 12-19 editions each (O, Vogue, ...)
+    assert groups.iloc[4] >= 12
+    others = items[~edition.isin(groups.index[groups > 1])].sample(60, random_state=0)["item_id"]
+    sub = items[edition.isin(big) | items["item_id"].isin(set(others))].reset_index(drop=True)
+    index = build_index(Catalog(sub, empty_reviews()), embedder, kind="flat", progress=False)
+    edition_of = dict(zip(sub["item_id"], sub["description"].str[:150]))
+    for magazine in big:
+        item = sub.loc[sub["description"].str[:150] == magazine, "item_id"].iloc[0]
+        plain = [i for i in index.table.ids(similar_items(index, [item], 10, exclude_duplicates=False)[0])[0] if i]
+        assert sum(edition_of[i] == magazine for i in plain) >= 5  # without de-duplication: editions fill it
+        found = [i for i in index.table.ids(similar_items(index, [item], 10)[0])[0] if i]
+        assert len(found) == 10 and not any(edition_of[i] == magazine for i in found), found
+        titles = [index.table.get(i)["title"] for i in found]
+        assert all(titles) and len({title_key(t) for t in titles}) == 10, titles

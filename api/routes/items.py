@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, HTTPException, Response
 
-from indexer.build import EmbedConfig, embed_chunks
+from indexer.build import EmbedConfig, upsert_items
 from indexer.documents import review_text
 from indexer.schema import make_items
 from ranker import pipeline
@@ -29,7 +29,7 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.svc.index.table.get(item_id)
     if rec is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    return ItemOut.from_record(rec)
+    return ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarOut)
@@ -49,9 +49,8 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     items = make_items([{"item_id": item_id, **record}])
     reviews = [[review_text(r.title, r.text) for r in body.reviews]]
     cfg = EmbedConfig(**c.svc.index.build_info.get("embed", {}))  # embed as the catalog was embedded
-    [(_, vectors)] = list(embed_chunks([(items, reviews)], c.svc.embedder, cfg))
     created = c.svc.index.table.get(item_id) is None
-    c.svc.index.add(items, vectors, reviews)
+    upsert_items(c.svc.index, items, reviews, c.svc.embedder, cfg)  # new reviews join the item's pooled ones
     return UpsertOut(item_id=item_id, created=created)
 
 

@@ -51,6 +51,19 @@
   const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
   const money = (p) => (p == null ? "" : "$" + Number(p).toFixed(2));
+  // Attribute keys as a shopper reads them: "main_category" -> "Main category", "salesRank" -> "Sales rank".
+  const KEY_NAMES = { main_cat: "Main category", main_category: "Main category", tech1: "Technical details",
+    tech2: "More technical details" };
+  function humanKey(key) {
+    const k = String(key).trim().replace(/:$/, "");
+    if (KEY_NAMES[k.toLowerCase()]) return KEY_NAMES[k.toLowerCase()];
+    const words = k.replace(/([a-z])([A-Z])/g, "$1 $2").replace(/[_\s]+/g, " ").trim().split(" ");
+    const text = words.map((w, i) => (i > 0 && /^[A-Z][a-z]+$/.test(w) ? w.toLowerCase() : w)).join(" ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+  // Only what the data says: "In stock" / "Out of stock"; nothing when the catalog has no stock data (null).
+  const stockHtml = (item) => (item.in_stock === false ? '<span class="stock out">Out of stock</span>'
+    : item.in_stock === true ? '<span class="stock">In stock</span>' : "");
   const short = (s, n = 42) => (s.length > n ? s.slice(0, n - 1).trimEnd() + "…" : s);
   const date = (ts) => new Date(ts * 1000).toLocaleDateString("en", { year: "numeric", month: "short", day: "numeric" });
 
@@ -596,13 +609,13 @@
             <h1 id="product-title">${esc(item.title)}</h1>
             <div class="rating" id="product-rating">${starsHtml(state.ratings.get(id))}</div>
             <span class="price">${money(item.price)}</span>
-            <span class="stock${item.in_stock ? "" : " out"}">${item.in_stock ? "In stock, ships tomorrow" : "Out of stock"}</span>
+            ${stockHtml(item)}
             <div class="actions">
-              <button class="btn btn-primary" type="button" id="add-to-cart" ${item.in_stock ? "" : "disabled"}>Add to cart</button>
-              <button class="btn" type="button" id="buy-now" ${item.in_stock ? "" : "disabled"}>Buy now</button>
+              <button class="btn btn-primary" type="button" id="add-to-cart" ${item.in_stock === false ? "disabled" : ""}>Add to cart</button>
+              <button class="btn" type="button" id="buy-now" ${item.in_stock === false ? "disabled" : ""}>Buy now</button>
             </div>
             <div class="desc">${esc(item.description)}</div>
-            ${attrs.length ? `<dl class="attrs">${attrs.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("")}</dl>` : ""}
+            ${attrs.length ? `<dl class="attrs">${attrs.map(([k, v]) => `<dt>${esc(humanKey(k))}</dt><dd>${esc(v)}</dd>`).join("")}</dl>` : ""}
             <div class="rate-box"><span class="label" id="rate-label">Rate this product</span>
               <span class="rate-stars" role="group" aria-labelledby="rate-label">${[1, 2, 3, 4, 5].map((n) =>
                 `<button type="button" data-stars="${n}" aria-label="${n} star${n > 1 ? "s" : ""}">★</button>`).join("")}</span>
@@ -717,7 +730,7 @@
         : `<p class="hint error">${esc(shoppers.error.message)}</p>`;
     }
     const rows = shoppers.shoppers.map((s) => `<li><button type="button" data-user="${esc(s.user_id)}" aria-current="${s.user_id === user}">
-        ${avatar(s.user_id)}<span><b>${esc(s.user_id)}</b><span class="sub">${esc(s.top_categories.join(" · "))}</span></span>
+        ${avatar(s.user_id)}<span class="who"><b>${esc(s.user_id)}</b><span class="tags">${s.top_categories.map((c) => `<span class="tag">${esc(c)}</span>`).join("")}</span></span>
         <span class="n">${s.events}</span></button></li>`).join("");
     return `<label class="sr-only" for="shopper-filter">Filter shoppers</label>
       <input id="shopper-filter" class="filter-input" placeholder="Filter by id or taste…">

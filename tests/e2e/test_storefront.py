@@ -204,3 +204,44 @@ def test_a_reason_given_by_the_api_is_shown_as_it_is(page):
     page.goto("/#/c/Kitchen")
     ready(page, "category")
     assert page.locator("#category-grid .reason").first.inner_text() == "Because the reranker says so"
+
+
+def test_product_page_claims_only_what_the_data_says(page, screenshots):
+    page.goto("/#/item/D0005")  # the demo catalog has stock data
+    ready(page, "item")
+    assert page.locator(".product .stock").inner_text() == "In stock"
+    assert "ships" not in page.locator(".product").inner_text().lower()
+    keys = page.locator(".attrs dt").all_inner_texts()
+    assert keys and all(k[0].isupper() and "_" not in k for k in keys), keys
+
+    def no_stock_data(route):  # as GET /items/{id} answers for a catalog without a stock field
+        response = route.fetch()
+        body = response.json()
+        body.update(in_stock=None, attributes={"main_category": "All Beauty", "salesRank": "1,204",
+                                               "Item Form:": "Powder", "hair type": "thick, curly"})
+        route.fulfill(response=response, json=body)
+
+    page.route("**/items/D0040", no_stock_data)
+    page.goto("/#/item/D0040")
+    ready(page, "item")
+    assert page.locator(".product .stock").count() == 0  # no claim either way
+    assert page.locator("#add-to-cart").is_enabled()
+    assert page.locator(".attrs dt").all_inner_texts() == ["Main category", "Sales rank", "Item form", "Hair type"]
+    shot(page, screenshots, "09-product-no-stock-data")
+
+
+def test_console_shopper_list_does_not_scroll_sideways_or_cut_tags(page, screenshots):
+    page.goto("/#/console/U020")
+    ready(page, "console")
+    page.locator("#shopper-list .tag").first.wait_for()
+    box = page.evaluate("(() => { const l = document.querySelector('#shopper-list');"
+                        " return [l.scrollWidth, l.clientWidth]; })()")
+    assert box[0] <= box[1], box
+    cut = page.eval_on_selector_all(
+        "#shopper-list .tag", "els => els.filter(e => { const r = e.getBoundingClientRect(),"
+        " b = e.closest('button').getBoundingClientRect();"
+        " return e.scrollWidth > e.clientWidth + 1 || r.right > b.right + 0.5 || r.left < b.left - 0.5; })"
+        ".map(e => e.textContent)")
+    assert cut == [], cut
+    assert page.locator("#shopper-list .tag").count() >= 60  # every shopper shows their top categories
+    page.locator("#shopper-list").screenshot(path=str(screenshots / "10-console-shopper-list.png"))

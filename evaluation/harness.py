@@ -35,8 +35,11 @@ from indexer.embed import Embedder
 from indexer.schema import Catalog
 from ranker.pipeline import PipelineConfig
 from retriever.collaborative import ALS, BPR, Markov, Popularity, Recommender, VectorRecommender
+from retriever.mf import MFConfig
 from retriever.sasrec import SASRec
+from retriever.sequence import SequenceConfig
 
+from .learned import LearnedConfig, RankingConfig, fit_learned
 from .metrics import Ranked, list_ranks, ndcg_at_k, rank_targets, summarize
 from .protocol import PROTOCOLS, Split, leave_one_out, sample_users, sequences_from_reviews, write_split
 from .report import plot_results, write_markdown
@@ -50,11 +53,20 @@ _SERVED = PipelineConfig()
 # The served pipeline and its ablations: configs of the one pipeline (``ranker.pipeline``).
 SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
     "semrec": _SERVED,
+    "semrec-no-learned": replace(_SERVED, learned_ranking=False),
+    "semrec-no-mf": replace(_SERVED, candidates=replace(_SERVED.candidates, mf=0.0)),
+    "semrec-no-encoder": replace(_SERVED, candidates=replace(_SERVED.candidates, encoder=0.0)),
     "semrec-no-rerank": replace(_SERVED, use_reranker=False),
     "semrec-no-mmr": replace(_SERVED, rerank=replace(_SERVED.rerank, mmr_lambda=1.0)),
     "semrec-no-explore": replace(_SERVED, candidates=replace(_SERVED.candidates, explore_slots=0)),
 }
 QUICK_USERS = 2000
+# Quick runs (CI): small learned parts, minutes not hours; the full run uses LearnedConfig().
+QUICK_LEARNED = LearnedConfig(
+    mf=MFConfig(factors=32, iterations=8),
+    encoder=SequenceConfig(item_input="text+id", hidden=32, max_epochs=6, eval_every=3, patience=1, lr=3e-3,
+                           eval_users=500),
+    ranking=RankingConfig(users=None, rounds=150))
 KS = (10, 20)
 ItemVectorFn = Callable[[Catalog, Array], Array]  # (catalog, item_ids (n_items,) str) -> (n_items, d)
 
@@ -259,6 +271,7 @@ def run_eval(
     ranker: str | Path | None = None,
     protocol: str = "cold",
     embedder: Embedder | None = None,
+    learned: LearnedConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``systems`` on a dataset. Default: the baselines; with item_vectors also
     text-zero-shot and the served pipeline ``semrec`` with its ablations.
@@ -275,6 +288,8 @@ def run_eval(
             loaded into the served pipeline as ``SEMREC_RANKER_DIR`` loads it into the service.
         protocol: "standard" or "cold" (``evaluation.protocol``).
         embedder: the served pipeline's embedder (the one that made ``item_vectors``; default MiniLM).
+        learned: settings of the served pipeline's learned parts, fitted on the split's fit sequences
+            and validation shoppers (``evaluation.learned``); default ``LearnedConfig()``.
 
     Returns the results dict that is written to results.json.
     """
@@ -327,6 +342,9 @@ def run_eval(
         t = time.perf_counter()
         replay = _replay(split, catalog, item_vectors, embedder, ranker, out)
         results["replay_seconds"] = time.perf_counter() - t
+        results["learned"] = fit_learned(replay, item_vectors, learned or (QUICK_LEARNED if quick else LearnedConfig()),
+                                         progress=not quick)
+        tqdm.write(f"learned parts: {json.dumps({k: v.get('seconds') for k, v in results['learned'].items()})} s")
         results["reranker"] = replay.svc.reranker.info() if replay.svc.reranker is not None else None
         try:
             evaluate_served(replay, served, split, train_counts, diversity_vectors, results)

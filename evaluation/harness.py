@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from indexer.embed import Embedder
 from indexer.schema import Catalog
 from ranker.pipeline import PipelineConfig
-from retriever.collaborative import ALS, BPR, Markov, Popularity, Recommender, VectorRecommender
+from retriever.collaborative import Recommender
 from retriever.mf import MFConfig
 from retriever.sasrec import SASRec
 from retriever.sequence import SequenceConfig
@@ -44,10 +44,11 @@ from .metrics import Ranked, list_ranks, ndcg_at_k, rank_targets, summarize
 from .protocol import PROTOCOLS, Split, leave_one_out, sample_users, sequences_from_reviews, write_split
 from .report import plot_results, write_markdown
 from .served import Replay
+from .tuning import tune
 
 Array = np.ndarray
 
-SYSTEMS: tuple[str, ...] = ("popularity", "markov", "als", "bpr", "sasrec")
+SYSTEMS: tuple[str, ...] = ("popularity", "markov", "als", "bpr", "ease", "sasrec")
 TEXT_SYSTEM = "text-zero-shot"
 _SERVED = PipelineConfig()
 # The served pipeline and its ablations: configs of the one pipeline (``ranker.pipeline``).
@@ -69,38 +70,6 @@ QUICK_LEARNED = LearnedConfig(
     ranking=RankingConfig(users=None, rounds=150))
 KS = (10, 20)
 ItemVectorFn = Callable[[Catalog, Array], Array]  # (catalog, item_ids (n_items,) str) -> (n_items, d)
-
-
-def make_system(name: str, *, quick: bool, seed: int, item_vectors: Array | None = None) -> Recommender:
-    """The recommender behind a system name, with the settings used by the harness.
-
-    Settings were picked on Beauty's validation split (seed 0), not on test:
-    Markov window 10 / decay 0.8 / symmetric (NDCG@10 0.0284 vs 0.0215 for window 3 / decay 0.5 /
-    directed); ALS 64 factors, 15 iterations, alpha 10 (0.0415 vs 0.0287 at alpha 1); BPR 64
-    factors, lr 0.05, reg 0.001, 200 iterations (0.0295 with least-squares fold-in); SASRec the
-    paper's defaults, at most 200 epochs / 40 minutes, validation NDCG@10 every 5 epochs, patience 5.
-    Quick runs: ALS 32 factors x 10 iterations, BPR 32 x 50, SASRec 10 epochs at lr 5e-3 (a smoke
-    test: 2,000 users are far too few to train SASRec's 12k-item embedding table).
-    """
-    if name == "popularity":
-        return Popularity()
-    if name == "markov":
-        return Markov(window=10, decay=0.8, symmetric=True)
-    if name == "als":
-        factors, iterations = (32, 10) if quick else (64, 15)
-        return ALS(factors=factors, iterations=iterations, alpha=10.0, seed=seed)
-    if name == "bpr":
-        factors, iterations = (32, 50) if quick else (64, 200)
-        return BPR(factors=factors, iterations=iterations, learning_rate=0.05, regularization=0.001, seed=seed)
-    if name == "sasrec":
-        if quick:
-            return SASRec(max_epochs=6, eval_every=3, patience=1, lr=5e-3, seed=seed, eval_users=500)
-        return SASRec(seed=seed, max_minutes=30.0, progress=True)
-    if name == TEXT_SYSTEM:
-        if item_vectors is None:
-            raise ValueError(f"{name!r} needs item_vectors")
-        return VectorRecommender(item_vectors)
-    raise ValueError(f"unknown system {name!r}; known: {', '.join((*SYSTEMS, TEXT_SYSTEM, *SEMREC_SYSTEMS))}")
 
 
 def dataset_folder(dataset: str, data_dir: str | Path) -> Path:
@@ -230,14 +199,6 @@ def validation_ndcg(model: Recommender, split: Split, users: int | None = 4000, 
     return ndcg_at_k(excluded.ranks, 10)
 
 
-def _fit(model: Recommender, split: Split) -> None:
-    if isinstance(model, SASRec):
-        model.fit(split.fit, split.n_items, validate=lambda m: validation_ndcg(m, split, model.config.eval_users,
-                                                                              model.config.seed))
-    else:
-        model.fit(split.fit, split.n_items)
-
-
 def _system_info(model: Recommender) -> dict[str, Any]:
     if isinstance(model, SASRec):
         secs = model.epoch_seconds
@@ -322,19 +283,18 @@ def run_eval(
     }
     load_seconds = time.perf_counter() - t0
     for name in tqdm([n for n in names if n not in SEMREC_SYSTEMS], desc="systems", leave=False):
-        model = make_system(name, quick=quick, seed=seed, item_vectors=item_vectors)
         t = time.perf_counter()
-        _fit(model, split)
+        model, tuning = tune(name, split, quick=quick, seed=seed, item_vectors=item_vectors)
         fit_seconds = time.perf_counter() - t
         t = time.perf_counter()
         metrics = evaluate_system(model, split, train_counts, diversity_vectors, name)
         eval_seconds = time.perf_counter() - t
         results["systems"][name] = {
-            "fit_seconds": fit_seconds, "eval_seconds": eval_seconds, **_system_info(model), **metrics
-        }
+            "fit_seconds": fit_seconds, "eval_seconds": eval_seconds, "tuning": tuning, **_system_info(model),
+            **metrics}
         test = metrics["test"]["excluded"]["all"]
-        tqdm.write(f"{name:>16}: fit {fit_seconds:7.1f}s  eval {eval_seconds:6.1f}s  "
-                   f"test R@10 {test['recall@10']:.4f}  N@10 {test['ndcg@10']:.4f}")
+        tqdm.write(f"{name:>16}: tuned+fit {fit_seconds:7.1f}s ({len(tuning['trials'])} trials, best "
+                   f"{tuning['best']})  test R@10 {test['recall@10']:.4f}  N@10 {test['ndcg@10']:.4f}")
     served = [n for n in names if n in SEMREC_SYSTEMS]
     if served:
         if item_vectors is None:

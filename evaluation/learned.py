@@ -163,3 +163,39 @@ def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) ->
     importance = dict(zip(NAMES, booster.feature_importance("gain").round(1).tolist()))
     info.update(best_iteration=int(booster.best_iteration), holdout_ndcg10=best, importance_gain=importance)
     return RankingModel(booster, info), info
+
+
+def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: LearnedConfig = LearnedConfig(),
+                      command: str = "", workdir=None, seed: int = 0, progress: bool = True):
+    """``semrec train``: the learned parts fitted on ``catalog``'s interactions (a public dataset or
+    the service's own event log as reviews) and published as the next version under ``out``.
+
+    ``item_vectors`` rows follow the sorted unique item ids of the reviews (as the harness's). The
+    split is leave-one-out (standard protocol): MF and the encoder learn from everything but each
+    shopper's last two interactions, the ranking from the second-last. Returns the version dir.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ranker.artifacts import Models, save_models
+
+    from .protocol import leave_one_out, sequences_from_reviews
+
+    started = time.perf_counter()
+    sequences, item_ids, user_ids = sequences_from_reviews(catalog.reviews)
+    split = leave_one_out(sequences, item_ids, user_ids, seed=seed, protocol="standard")
+    work = Path(workdir or tempfile.mkdtemp(prefix="semrec-train-"))
+    replay = Replay.build(split, catalog.items, item_vectors, embedder, work, progress=progress)
+    try:
+        record = fit_learned(replay, item_vectors, cfg, progress=progress)
+    finally:
+        replay.close()
+    svc = replay.svc
+    card = {"command": command, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "data": {"source": catalog.source, "items": int(split.n_items), "users": int(len(user_ids)),
+                     "interactions": int(len(catalog.reviews)), "fit_sequences": len(split.fit),
+                     "validation_users": int(len(split.users)),
+                     "split": "leave-one-out: fit = all but each shopper's last two interactions; the ranking "
+                              "learns from the second-last"},
+            "parts": record, "seconds": round(time.perf_counter() - started, 1)}
+    return save_models(Models(svc.mf, svc.encoder, svc.ranking), out, card)

@@ -102,10 +102,12 @@ class Replay:
             self.svc.events.add_events(events[start:start + BATCH])
         self.svc.state.catch_up(self.svc.events)
 
-    def lists(self, cfg: PipelineConfig, k: int, *, exclude_history: bool = True, desc: str | None = None
-              ) -> tuple[Array, Array]:
-        """``recommend_users`` for every evaluated user -> ``(ids, scores)`` (E, k), ids = item indexes."""
-        users = [str(self.split.user_ids[u]) for u in self.split.users]
+    def lists(self, cfg: PipelineConfig, k: int, *, exclude_history: bool = True, desc: str | None = None,
+              rows: Array | None = None) -> tuple[Array, Array]:
+        """``recommend_users`` for every evaluated user (or the evaluated users at ``rows``) ->
+        ``(ids, scores)`` (E, k), ids = item indexes."""
+        picked = self.split.users if rows is None else self.split.users[rows]
+        users = [str(self.split.user_ids[u]) for u in picked]
         ids = np.full((len(users), k), -1, dtype=np.int64)
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
         # Batches of shoppers: the same function the route calls with one, whose model parts

@@ -82,9 +82,13 @@ def build_search(index: ItemIndex, embedder: Embedder, config: SearchConfig, *, 
 
 def set_threads(search_threads: int, torch_threads: int) -> None:
     """A server answers one small query per request, many at once: one FAISS thread per search is
-    ~30x faster than two threads fighting for the cores (measured: 0.8 vs 24 ms on 12k items), and
-    one torch thread per query embedding (~20 ms vs ~1 s contended)."""
+    ~30x faster than two threads fighting for the cores (measured: 0.8 vs 24 ms on 12k items), one
+    torch thread per query embedding (~20 ms vs ~1 s contended), and one BLAS thread for the small
+    solves and products of MF fold-in (a batch of 64 solves 128x128: 4.3 s on OpenBLAS's two
+    threads on a loaded box, 0.04 s on one)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(search_threads)
     torch.set_num_threads(torch_threads)
+    threadpool_limits(1, "blas")  # process-wide from here on (not used as a context manager)

@@ -110,7 +110,7 @@ class MFModel:
         self.cfg, self.info = cfg, dict(info or {})
         self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.gram = self.factors.astype(np.float64).T @ self.factors.astype(np.float64)
-        self._labels: tuple[int, Array] | None = None  # (index.table.n_labels, label of each row)
+        self._labels: tuple[int, Array, Array] | None = None  # (n_labels, label of each row, row of each label)
 
     def user_vectors(self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]) -> Array:
         """(n, f) float32: each history (item ids, oldest first, with their event types) folded in."""
@@ -126,11 +126,16 @@ class MFModel:
     def row_labels(self, index: ItemIndex) -> Array:
         """(n_rows,) int64 index label of each factor row; -1 for items no longer in the index.
         Cached until the index changes (an upsert gives an item a new label)."""
+        return self._mapping(index)[0]
+
+    def _mapping(self, index: ItemIndex) -> tuple[Array, Array]:
         version = index.table.n_labels
         if self._labels is None or self._labels[0] != version:
             lab = np.array([index.table.label_of.get(i, -1) for i in self.item_ids], dtype=np.int64)
-            self._labels = (version, lab)
-        return self._labels[1]
+            row = np.full(version, -1, dtype=np.int64)
+            row[lab[lab >= 0]] = np.flatnonzero(lab >= 0)
+            self._labels = (version, lab, row)
+        return self._labels[1], self._labels[2]
 
     def candidates(self, index: ItemIndex, user: Array, n: int, allowed: Array) -> tuple[Array, Array]:
         """The ``n`` best allowed items by ``factors @ user`` -> (labels, scores), best first."""
@@ -147,8 +152,11 @@ class MFModel:
 
     def scores_of(self, index: ItemIndex, user: Array, labels: Array) -> Array:
         """float32 (m,) ``factor . user`` of each label; NaN for items the factors do not know."""
-        row = {int(lab): r for r, lab in enumerate(self.row_labels(index)) if lab >= 0}
-        rows = np.array([row.get(int(lab), -1) for lab in labels], dtype=np.int64)
+        row_of_label = self._mapping(index)[1]
+        labels = np.asarray(labels, dtype=np.int64)
+        rows = np.full(len(labels), -1, dtype=np.int64)
+        valid = (labels >= 0) & (labels < len(row_of_label))
+        rows[valid] = row_of_label[labels[valid]]
         out = np.full(len(labels), np.nan, dtype=np.float32)
         known = rows >= 0
         out[known] = self.factors[rows[known]] @ user

@@ -13,9 +13,9 @@ with dropout (residual)], a final LayerNorm; padding zeroed after every block an
 so a left-padded batch can be cut to its longest sequence without changing any output. The state
 at position t scores every item by a dot product with the (shared) item embedding table.
 
-Loss: cross-entropy of the next item over ALL items at every position (no negative sampling: with
-one sampled negative SASRec reaches NDCG@10 0.0214 on Beauty in our harness, eSASRec reports
-0.052 with full softmax). Item indexes are 0-based outside; inside, token i + 1 is item i and
+Loss: cross-entropy of the next item at every position, over all items or (default) sampled
+softmax against 1024 uniform negatives (with one sampled negative and BCE, SASRec reached NDCG@10
+0.0214 on Beauty in our harness; eSASRec reports 0.052 with full and 0.053 with sampled softmax). Item indexes are 0-based outside; inside, token i + 1 is item i and
 token 0 pads. Everything here is state and math; the training loop is ``retriever.sequence_train``.
 """
 
@@ -42,6 +42,9 @@ class SequenceConfig:
     dropout: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # 0: full softmax over all items; n: sampled softmax against n uniform negatives shared by the
+    # batch. 1024 is 7.5x faster per Beauty epoch than the full softmax (5.3 vs 39.9 s, 1 thread).
+    negatives: int = 1024
     batch_size: int = 128
     max_epochs: int = 200
     eval_every: int = 2          # epochs between validation checks
@@ -110,21 +113,29 @@ class SequenceNet(nn.Module):
         """(m, t) text vectors -> (m, d) embeddings of items without an ID embedding (new items)."""
         return self.text_proj(text)
 
-    def item_table(self) -> torch.Tensor:
-        parts = []
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``tokens`` (any shape, int64; 0 = pad -> 0) -> (..., d), computed for these
+        rows only (the text projection of the whole catalog per batch would cost as much as the loss)."""
+        out = 0.0
         if "text" in self.cfg.item_input:
-            pad = torch.zeros(1, self.text_proj.out_features, dtype=self.text.dtype)
-            parts.append(torch.cat([pad, self.project(self.text)]))
+            rows = self.text[(tokens - 1).clamp(min=0)]
+            out = self.project(rows) * (tokens != 0).unsqueeze(-1).to(rows.dtype)
         if self.item_emb is not None:
-            parts.append(self.item_emb.weight)
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            out = out + self.item_emb(tokens)
+        return out
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, d): every item's embedding, row 0 the pad (for full scoring)."""
+        return self.embed(torch.arange(self.text.shape[0] + 1 if "text" in self.cfg.item_input
+                                       else self.item_emb.num_embeddings))
 
     def encode(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens: (B, L') int64 with L' <= max_len, left-padded -> (B, L', d) states."""
-        table = self.item_table() if table is None else table
+        """tokens: (B, L') int64 with L' <= max_len, left-padded -> (B, L', d) states. ``table``:
+        (n + 1, d) embeddings to look tokens up in (serving: one row per index label)."""
         length = tokens.shape[1]
         max_len = self.pos_emb.num_embeddings
-        x = table[tokens] * self.scale + self.pos_emb.weight[max_len - length:]
+        emb = self.embed(tokens) if table is None else table[tokens]
+        x = emb * self.scale + self.pos_emb.weight[max_len - length:]
         x = self.emb_dropout(x)
         pad = tokens == 0
         keep = (~pad).unsqueeze(-1).to(x.dtype)
@@ -136,13 +147,22 @@ class SequenceNet(nn.Module):
             x = block(x, mask, keep)
         return self.last_norm(x)
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean full-softmax cross-entropy of the next item over non-pad positions. (B, L) int64 each."""
-        table = self.item_table()
-        h = self.encode(tokens, table)
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Mean cross-entropy of the next item over non-pad positions; tokens/targets (B, L) int64.
+
+        ``negatives`` None: full softmax over every item. Else (m,) int64 tokens shared by the batch:
+        sampled softmax of the target against them (a negative equal to the target is masked)."""
+        h = self.encode(tokens)
         mask = targets != 0
-        logits = h[mask] @ table[1:].T  # (positions, n_items): every item is a candidate
-        return nn.functional.cross_entropy(logits, targets[mask] - 1)
+        h, pos = h[mask], targets[mask]
+        if negatives is None:
+            logits = h @ self.item_table()[1:].T  # (positions, n_items): every item is a candidate
+            return nn.functional.cross_entropy(logits, pos - 1)
+        pos_logit = (h * self.embed(pos)).sum(-1, keepdim=True)
+        neg_logit = (h @ self.embed(negatives).T).masked_fill(negatives[None, :] == pos[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1)
+        return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
 
     def last_state(self, tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) state at the last position: the shopper's next-item query vector."""

@@ -1,8 +1,9 @@
 """Training loop of ``retriever.sequence.SequenceNet`` (never imported by the server).
 
 Each epoch visits every fit sequence once (shuffled, bucketed by length so a batch is cut to its
-longest sequence): input = s[:-1], targets = s[1:] (last ``max_len`` steps, left-padded), full-
-softmax cross-entropy at every position, Adam(lr, betas 0.9/0.98). Every ``eval_every`` epochs the
+longest sequence): input = s[:-1], targets = s[1:] (last ``max_len`` steps, left-padded),
+cross-entropy at every position (full softmax, or sampled softmax against ``cfg.negatives``
+uniform negatives shared by the batch), Adam(lr, betas 0.9/0.98). Every ``eval_every`` epochs the
 caller's ``validate(net) -> float`` (e.g. validation NDCG@10 from ``evaluation.metrics``) decides
 early stopping: after ``patience`` checks without improvement the best weights are restored.
 """
@@ -60,7 +61,9 @@ def fit_sequence_model(sequences: Sequence[Array], n_items: int, cfg: SequenceCo
         net.train()
         for idx in length_batches(lengths, cfg.batch_size, rng):
             width = int(lengths[idx].max())
-            loss = net(tokens[idx, -width:], targets[idx, -width:])
+            negatives = None if not cfg.negatives else \
+                torch.from_numpy(rng.integers(1, n_items + 1, size=cfg.negatives))
+            loss = net(tokens[idx, -width:], targets[idx, -width:], negatives)
             opt.zero_grad()
             loss.backward()
             opt.step()

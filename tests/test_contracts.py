@@ -11,6 +11,7 @@ import pytest
 from indexer.table import Filters
 from retriever import candidates
 from retriever.collaborative import ALS, BPR, Markov, Popularity, VectorRecommender
+from retriever.ease import EASE
 from retriever.eventstore import StoredEvent
 from retriever.profiles import build_profile
 from retriever.sasrec import SASRec
@@ -40,6 +41,7 @@ RECOMMENDERS = {
     "markov": lambda: Markov(window=3, decay=0.8, symmetric=True),
     "als": lambda: ALS(factors=8, iterations=5, alpha=10.0, seed=0),
     "bpr": lambda: BPR(factors=8, iterations=20, learning_rate=0.05, seed=0),
+    "ease": lambda: EASE(lam=10.0),
     "sasrec": lambda: SASRec(max_epochs=2, eval_every=1, patience=1, lr=5e-3, seed=0),
     "text-zero-shot": lambda: VectorRecommender(_vectors()),
 }

@@ -237,6 +237,19 @@ def structured_vectors(n_clusters=4, per=25, d=16, seed=0) -> tuple[np.ndarray, 
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32), cluster
 
 
+def test_ease_matches_the_closed_form():
+    from retriever.collaborative import _user_items
+    from retriever.ease import EASE
+
+    train = seqs([0, 1, 2], [1, 2], [2, 3], [0, 3, 4], [4, 1])
+    model = EASE(lam=2.0).fit(train, 5)
+    x = _user_items(train, 5).toarray()
+    p = np.linalg.inv(x.T @ x + 2.0 * np.eye(5))
+    b = np.eye(5) - p / np.diag(p)[None, :]  # Steck 2019, eq. 8: diag(B) = 0
+    np.testing.assert_allclose(model.weights, b, atol=1e-5)
+    np.testing.assert_allclose(model.score([np.array([0, 1])]), np.array([[1, 1, 0, 0, 0]]) @ b, atol=1e-5)
+
+
 def test_text_zero_shot_follows_recent_cluster():
     vecs, cluster = structured_vectors()
     hist = np.array([np.flatnonzero(cluster == 0)[0], np.flatnonzero(cluster == 2)[0],
@@ -323,12 +336,12 @@ def test_quick_run_beauty(tmp_path):
 
 
 def test_unknown_system_is_an_error():
-    from evaluation.harness import make_system
+    from evaluation.tuning import build
 
-    with pytest.raises(ValueError, match="unknown system"):
-        make_system("nope", quick=True, seed=0)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        build("nope", {}, 0)
     with pytest.raises(ValueError, match="item_vectors"):
-        make_system("text-zero-shot", quick=True, seed=0)
+        build("text-zero-shot", {}, 0)
 
 
 def test_sasrec_padding_cut_is_exact():

@@ -1,0 +1,97 @@
+"""The learned parts of the served pipeline as versioned artifacts (``semrec train`` writes them,
+``semrec serve`` loads the newest).
+
+    runs/models/v0003/
+        mf/            item factors + item ids (retriever.mf.MFModel)
+        encoder/       the history encoder (retriever.encoder.HistoryEncoder)
+        ranking/       the learned ranking (ranker.ltr.RankingModel)
+        model_card.json, MODEL_CARD.md   data, sizes, settings, validation figures, seconds
+
+A version is written to a temporary folder and renamed when complete, so a server never loads a
+half-written one. Every part is optional: what a version lacks, the pipeline runs without.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retriever.encoder import HistoryEncoder
+from retriever.mf import MFModel
+
+from .ltr import RankingModel
+
+CARD = "model_card.json"
+
+
+class ModelsLoadError(RuntimeError):
+    """A models directory is missing or unusable; names the path and what is wrong."""
+
+
+@dataclass
+class Models:
+    mf: MFModel | None = None
+    encoder: HistoryEncoder | None = None
+    ranking: RankingModel | None = None
+    card: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def newest_version(root: str | os.PathLike) -> Path:
+    """``root`` itself when it holds a model card, else its newest ``vNNNN`` version."""
+    p = Path(root)
+    if (p / CARD).is_file():
+        return p
+    if not p.is_dir():
+        raise ModelsLoadError(f"models at {p}: no such directory; train them with `semrec train`")
+    versions = sorted(d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
+    if not versions:
+        raise ModelsLoadError(f"models at {p}: no {CARD} and no vNNNN versions inside; run `semrec train`")
+    return versions[-1]
+
+
+def load_models(root: str | os.PathLike) -> Models:
+    path = newest_version(root)
+    try:
+        card = json.loads((path / CARD).read_text())
+        return Models(mf=MFModel.load(path / "mf") if (path / "mf").is_dir() else None,
+                      encoder=HistoryEncoder.load(path / "encoder") if (path / "encoder").is_dir() else None,
+                      ranking=RankingModel.load(path / "ranking") if (path / "ranking").is_dir() else None,
+                      card=card, path=path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelsLoadError(f"models at {path}: {e}") from e
+
+
+def next_version(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    numbers = [int(d.name[1:]) for d in root.iterdir() if d.name.startswith("v") and d.name[1:].isdigit()]
+    return root / f"v{max(numbers, default=0) + 1:04d}"
+
+
+def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
+    """Publish ``models`` as the next version under ``root`` (atomically). Returns its directory."""
+    root = Path(root)
+    final = next_version(root)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, part in (("mf", models.mf), ("encoder", models.encoder), ("ranking", models.ranking)):
+        if part is not None:
+            part.save(tmp / name)
+    card = {"version": final.name, **card}
+    (tmp / CARD).write_text(json.dumps(card, indent=1, default=str))
+    (tmp / "MODEL_CARD.md").write_text(card_markdown(card))
+    os.replace(tmp, final)
+    return final
+
+
+def card_markdown(card: dict) -> str:
+    lines = [f"# semrec models {card.get('version', '')}", "", f"Command: `{card.get('command', '')}`", "",
+             f"Data: {card.get('data', {})}", ""]
+    for part in ("mf", "encoder", "ranking"):
+        if part in card.get("parts", {}):
+            lines += [f"## {part}", "", "```", json.dumps(card["parts"][part], indent=1, default=str)[:4000], "```", ""]
+    return "\n".join(lines)

@@ -7,14 +7,15 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from .deps import Components, ComponentsDep, load_components
+from .guards import RequestGuard, validation_failed
 from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
-from .routes import items, search, users, web
+from .routes import demo, items, search, users, web
 from .security import TokenBuckets, identify
 from .settings import Settings
 
@@ -55,14 +56,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.state.metrics = Metrics()
     app.state.rate_limits = TokenBuckets(settings.rate_per_minute, settings.rate_burst)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body must be at most {settings.max_body_bytes} bytes"})
-        return await call_next(request)
-
+    # Body size on the stream and strict JSON, before routing, keys and parsing (api/guards.py).
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_failed)
     app.middleware("http")(observe)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
@@ -77,6 +73,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(search.router, tags=["search"], responses=ERRORS)
     app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
     web.install(app)  # GET /: storefront and console page, /static, and its helper routes
+    if settings.demo_tokens:  # demo only: stands in for the shop's backend (api/routes/demo.py)
+        app.include_router(demo.router, tags=["demo"], responses=ERRORS)
     return app
 
 

@@ -153,7 +153,7 @@ def events_import(
 
 @app.command()
 def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
-           role: Annotated[str, typer.Option(help="read, ingest or admin")] = "ingest") -> None:
+           role: Annotated[str, typer.Option(help="read, ingest, backend or admin")] = "ingest") -> None:
     """Print a new API key (give it to the client) and the settings entry holding only its hash."""
     from .security import RANK, new_key
 
@@ -162,6 +162,36 @@ def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
     key, sha = new_key()
     typer.echo(f"key (shown once): {key}")
     typer.echo("add to SEMREC_API_KEYS: " + json.dumps({"name": name, "role": role, "sha256": sha}))
+
+
+@app.command()
+def token(user_id: Annotated[str, typer.Argument(help="the shopper the token opens (the shop's user id)")],
+          ttl: Annotated[float | None, typer.Option(help="seconds until it expires; default: setting token_ttl_s")
+                         ] = None) -> None:
+    """Print a shopper token for USER_ID, signed with SEMREC_TOKEN_SECRET: what the shop's backend
+    hands a logged-in shopper's browser (header X-Shopper-Token) to open only their own data."""
+    from pydantic import ValidationError
+
+    from .security import mint_token
+    from .settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        typer.echo(f"error: invalid SEMREC_* settings: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from e
+    if settings.token_secret is None:
+        typer.echo("error: set SEMREC_TOKEN_SECRET (the server's secret, at least 16 characters) first", err=True)
+        raise typer.Exit(2)
+    if ttl is not None and not 0 < ttl <= 7 * 86_400:
+        typer.echo("error: --ttl must be between 0 and 604800 seconds", err=True)
+        raise typer.Exit(2)
+    if not user_id or len(user_id) > 200 or any(ord(ch) < 32 or ord(ch) == 127 for ch in user_id):
+        typer.echo("error: USER_ID must be 1-200 printable characters", err=True)
+        raise typer.Exit(2)
+    value, expires = mint_token(user_id, settings.token_secret.get_secret_value(), ttl or settings.token_ttl_s)
+    typer.echo(value)
+    typer.echo(f"expires at {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(expires))} ({expires})", err=True)
 
 
 @app.command("ab-report")
@@ -292,6 +322,8 @@ def demo(
 ) -> None:
     """Index the bundled demo catalog, load its shoppers' history, start the API, and show similar
     items, search results and personal recommendations."""
+    import secrets
+
     import httpx
     import uvicorn
 
@@ -301,10 +333,15 @@ def demo(
     from retriever.personal import import_reviews
 
     from .app import create_app
+    from .security import ApiKey, mint_token, new_key
     from .settings import Settings
 
-    # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
-    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False)
+    # Keys are on as in production. The page gets shopper tokens from POST /demo/token, standing in
+    # for the shop's backend (api/routes/demo.py); the console's shopper list needs the admin key below.
+    console_key, console_sha = new_key()
+    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, demo_tokens=True,
+                        token_secret=secrets.token_urlsafe(32),
+                        api_keys=[ApiKey(name="demo-console", role="admin", sha256=console_sha)])
     index(REPO_DATA / "demo", out=settings.index_dir, reviews=None, fmt="own", model="minilm", kind="auto",
           review_weight=0.3, max_reviews=8, unknown_items="drop")
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
@@ -319,11 +356,13 @@ def demo(
             raise typer.Exit(1)
         time.sleep(0.1)
     base = f"http://127.0.0.1:{port}"
+    secret = settings.token_secret.get_secret_value()
     with httpx.Client(base_url=base, timeout=30) as client:
-        _show_examples(client)
+        _show_examples(client, lambda user: {"X-Shopper-Token": mint_token(user, secret, 600)[0]})
     typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs")
-    typer.echo("The demo runs without API keys on loopback;"
-               " `semrec serve` needs keys for writes (`semrec keygen`).")
+    typer.echo(f"Console admin key for this run (Console -> API key; the shopper list needs it): {console_key}")
+    typer.echo("The storefront gets shopper tokens from the demo-only POST /demo/token, standing in for a shop's"
+               " backend; `semrec serve` has no such route (`semrec token USER_ID`, `semrec keygen`).")
     if exit_after:
         server.should_exit = True
     else:
@@ -342,17 +381,19 @@ def _show(title: str, rows: list[dict]) -> None:
         typer.echo(f"  {row['score']:6.3f}  {row['item_id']}  {row['title'][:64]}{extra}")
 
 
-def _show_examples(client) -> None:
+def _show_examples(client, as_shopper) -> None:
+    """The demo's example calls; ``as_shopper(user_id)``: the headers of that shopper's requests."""
     for item_id in ["D0005", "D0040", "D0120"]:
         title = client.get(f"/items/{item_id}").json()["title"]
         rows = client.get(f"/items/{item_id}/similar", params={"k": 5}).json()["results"]
         _show(f"GET /items/{item_id}/similar?k=5   ({title})", rows)
     for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
         _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"])
-    rows = client.get("/users/U020/recommendations", params={"k": 5}).json()["results"]
+    rows = client.get("/users/U020/recommendations", params={"k": 5}, headers=as_shopper("U020")).json()["results"]
     _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows)
     body = {"interests": "vegan skincare for dry skin"}
-    rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body).json()["results"]
+    rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body,
+                       headers=as_shopper("visitor-1")).json()["results"]
     _show(f"POST /users/visitor-1/onboarding {body}", rows)
 
 

@@ -178,6 +178,7 @@ class ErrorOut(BaseModel):
 
 # Error answers any route may give; documented so clients (and the schema fuzz test) know them.
 ERRORS: dict[int | str, dict] = {
+    400: {"model": ErrorOut, "description": "the body is not valid JSON (or not UTF-8)"},
     401: {"model": ErrorOut, "description": "missing or unknown API key"},
     403: {"model": ErrorOut, "description": "the key's role is too small for this route"},
     404: {"model": ErrorOut, "description": "unknown item or resource"},

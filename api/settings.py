@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .experiments import Variant, check_shares
@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     auth: bool = Field(True, description="require API keys for writes (and for reads unless public_reads)")
     public_reads: bool = Field(True, description="read routes answer without a key")
     api_keys: list[ApiKey] = Field(default_factory=list, description="[{name, role, sha256}]; see `semrec keygen`")
+    token_secret: SecretStr | None = Field(None, min_length=16,
+                                           description="secret the shop's backend signs shopper tokens with "
+                                                       "(`semrec token`); None = personal routes need a backend key")
+    token_ttl_s: float = Field(900, gt=0, le=7 * 86_400, description="default lifetime of a shopper token")
+    demo_tokens: bool = Field(False, description="demo only: POST /demo/token hands any shopper's token to the "
+                                                 "page, standing in for the shop's backend; never in production")
     rate_per_minute: float = Field(6000, gt=0, description="requests per minute per key (or per address)")
     rate_burst: int = Field(200, ge=1)
     search_threads: int = Field(1, ge=1, le=256, description="FAISS threads per search; scale with workers")

@@ -24,3 +24,6 @@ def test_demo_indexes_serves_and_answers(tmp_path):
     assert "Hair Dryer" in block or "Straightener" in block or "Curling" in block
     assert len(ItemIndex.load(tmp_path / "ix" / "index")) == 300
     assert "GET /users/U020/recommendations" in r.output and "onboarding" in r.output
+    # keys are on in the demo too: the shopper lists came through shopper tokens; the console has a key
+    assert "Console admin key for this run" in r.output and "POST /demo/token" in r.output
+    assert "  [" in r.output.split("GET /users/U020/recommendations")[1]  # the list has rows

@@ -11,8 +11,9 @@ mounted under ``/static``; no build step, no CDN), plus the helper routes the pa
 - ``GET /variants``: the configured A/B variants and the one a shopper is bucketed in;
 - ``GET /report`` and ``GET /report/files/{path}``: the evaluation report's PNG plots and text.
 
-``shoppers`` and ``history`` show what one person did: they need an admin key when the service
-requires keys (``semrec demo`` runs without).
+``shoppers`` lists shoppers: it needs an admin key when the service requires keys. ``history``
+shows what one person did: it needs that shopper's token or a key with role ``backend``
+(``api.security``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from retriever.eventstore import EventStore
 from ..deps import Components, ComponentsDep, ItemId, KDep, unprocessable
 from ..experiments import assign
 from ..models import ERRORS, ScoredItem
-from ..security import require
+from ..security import require, require_shopper
 from .users import UserId as UserPath
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -241,7 +242,7 @@ class HistoryOut(BaseModel):
     onboarding: OnboardingOut | None
 
 
-@router.get("/users/{user_id}/history", response_model=HistoryOut, dependencies=[require("admin")])
+@router.get("/users/{user_id}/history", response_model=HistoryOut, dependencies=[require_shopper()])
 def history(user_id: UserPath, c: ComponentsDep,
             limit: Annotated[int, Query(ge=1, le=200, description="latest events returned")] = 50) -> HistoryOut:
     """A shopper's latest events and onboarding answers, looked up by the keyed hash of ``user_id``.

@@ -2,7 +2,8 @@
 
 Settings (environment, prefix ``SEMREC_SEARCH_``): ``LLM`` (generator name, e.g. "smollm2"; empty =
 no LLM), ``LLM_BUDGET_S``, ``EXPAND`` (default of the ``expand`` parameter), ``LLM_DEFAULT`` (ask
-the LLM when a request does not say), ``VOCAB_CACHE_DIR``.
+the LLM when a request does not say), ``VOCAB_CACHE_DIR``, ``SUGGEST_MIN_USERS`` (k-anonymity of
+suggested past queries).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,11 +22,13 @@ from indexer.store import ItemIndex
 from ranker.fusion import FusionWeights
 from ranker.model import Reranker
 from ranker.serve import query_rerank_hook
+from retriever.eventstore import pseudonymize
 from retriever.search.box import SearchBox
 from retriever.search.engine import SearchConfig
 
 from ..deps import ComponentsDep, FiltersDep, KDep, scored, unprocessable
 from ..models import ScoredItem
+from ..security import shopper_access
 
 router = APIRouter()
 
@@ -41,6 +44,8 @@ class SearchSettings(BaseSettings):
     expand: bool = Field(False, description="catalog + feedback expansion when a request does not say")
     vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
                                                            "default: <index_dir>/search-cache")
+    suggest_min_users: int = Field(3, ge=2, le=1000, description="distinct shoppers (or client addresses) a past "
+                                                                 "query needs before /suggest offers it")
 
 
 def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = None,
@@ -51,7 +56,7 @@ def build_search(index: ItemIndex, embedder: Embedder, cache_dir: Path | None = 
     s = settings or SearchSettings()
     config = SearchConfig(expand=s.expand, llm=s.llm_default, llm_budget_s=s.llm_budget_s)
     box = SearchBox.build(index, embedder, config=config, llm=s.llm or None,
-                          vocab_cache_dir=s.vocab_cache_dir or cache_dir)
+                          vocab_cache_dir=s.vocab_cache_dir or cache_dir, min_query_users=s.suggest_min_users)
     if reranker is not None:
         box.engine.rerank = query_rerank_hook(reranker, index, weights)
     return box
@@ -68,6 +73,15 @@ def search_box(c) -> SearchBox:
                 c.search = build_search(c.index, c.embedder, reranker=c.reranker if c.settings.rerank.search else None,
                                         weights=c.rerank_config.weights)
     return c.search
+
+
+def query_source(request: Request, user_id: str | None, secret: str) -> str:
+    """Who searched, for the query log's distinct count: the keyed hash of ``user_id`` when the
+    caller opens that shopper (their token, a backend key, or keys off), else of the client address
+    (a claimed user id proves nothing). The user's hash equals the event log's key, so erasure finds it."""
+    if user_id is not None and shopper_access(request, user_id):
+        return pseudonymize(user_id, secret)
+    return pseudonymize(f"client:{request.client.host if request.client else 'unknown'}", secret)
 
 
 def check_text(value: str, field: str) -> str:
@@ -137,7 +151,7 @@ class SuggestResponse(BaseModel):
 
 
 @router.get("/search", response_model=SearchResponse)
-def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
+def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText, request: Request,
            user_id: Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=TEXT_RULE,
                                                 description="personalise for this shopper")] = None,
            expand: Annotated[bool | None, Query(description="add catalog and feedback terms "
@@ -156,7 +170,7 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
     hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
             for item, ev in zip(items, res.evidence)]
     if hits:
-        box.queries.add(q)
+        box.queries.add(q, query_source(request, user_id, c.settings.pseudonym_key))
     return SearchResponse(query=q, results=hits,
                           expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
                           llm=res.llm_status, personalised=user_vector is not None,

@@ -1,5 +1,9 @@
 """The event log on SQLite: WAL mode, durable on acknowledgement, idempotent by ``event_id``.
 
+Erasure erases: the writer runs with ``secure_delete`` (SQLite overwrites deleted content with
+zeros instead of leaving it in free space), and after deleting a user the write-ahead log is
+checkpointed and truncated, so neither ``events.db`` nor its ``-wal`` keeps a byte of them.
+
 Schema changes are numbered migrations (``MIGRATIONS``); opening a database applies the ones it
 has not seen, inside a transaction, and records the version in ``meta``.
 """
@@ -71,6 +75,7 @@ class SQLiteEventStore(EventStore):
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we acknowledge
+        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
         self._lock = threading.Lock()
         self._migrate()
         self._local = threading.local()
@@ -214,7 +219,19 @@ class SQLiteEventStore(EventStore):
             for table in ("events", "onboarding", "impressions"):
                 self._db.execute(f"DELETE FROM {table} WHERE user_key = ?", (key,))
             self._db.execute("COMMIT")
+            self._truncate_wal()
         return [StoredEvent(*r) for r in rows]
+
+    def _truncate_wal(self, attempts: int = 50) -> None:
+        """Copy the write-ahead log into the database and truncate it to zero bytes (call under the
+        writer lock): the -wal file still holds the erased rows' old pages until then. A reader in
+        the middle of a query blocks the truncation; it is retried for up to ~1 s, then reported."""
+        for _ in range(attempts):
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.path}: could not truncate the write-ahead log after erasure (readers kept it busy)")
 
     def close(self) -> None:
         self.flush_impressions()

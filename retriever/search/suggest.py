@@ -16,9 +16,13 @@ Score of a completion (higher first)::
     kind prior (query 3, brand 2, category 1.5, title 1) + log1p(count) - 0.5 if matched mid-text
                                                           - 1 if matched through a typo variant
 
-``count`` is how often the query was searched, or how many live items carry the brand / category.
-Past queries come from :class:`QueryLog`, a bounded in-memory counter fed by ``/search``; a query
-is suggested once seen ``min_query_count`` times (one shopper's typing is not a suggestion).
+``count`` is how many distinct shoppers searched the query, or how many live items carry the brand /
+category. Past queries come from :class:`QueryLog`, fed by ``/search``: per query the distinct
+*sources* that searched it, each a keyed hash of a verified user id or of a client address, never
+clear text. A query is suggested only once ``min_query_users`` distinct sources searched it
+(k-anonymity, default 3): one client, however often it searches, never plants a suggestion, and
+nothing one shopper typed is shown to others until several others typed it too. Erasing a shopper
+takes them out of every query (:meth:`QueryLog.forget`).
 
 The catalog side follows item updates through ``ItemIndex.subscribe``: a deleted item's title is
 dropped at once (checked at query time), new titles appear after a rebuild in a background thread.
@@ -68,35 +72,64 @@ class Suggestion:
     score: float
 
 
-class QueryLog:
-    """Counts of normalised queries, at most ``max_size`` kept (the rarest are dropped first)."""
+MAX_SOURCES = 16  # sources kept per query: enough to pass any sane threshold and rank by popularity
 
-    def __init__(self, max_size: int = 10_000):
-        self.max_size = max_size
-        self.counts: Counter = Counter()
-        self.display: dict[str, str] = {}
+
+class QueryLog:
+    """Past queries with the distinct sources that searched them, bounded in memory.
+
+    Per normalised query (:func:`key`): ``{source: the text as that source typed it}``, at most
+    ``max_sources`` sources; at most ``max_size`` queries (those with the fewest sources go first).
+    A source is an opaque, pseudonymous string (the service passes keyed hashes). A query shows as
+    the text its earliest remaining source typed, so :meth:`forget` leaves nothing of a source.
+    """
+
+    def __init__(self, max_size: int = 10_000, max_sources: int = MAX_SOURCES):
+        self.max_size, self.max_sources = max_size, max_sources
+        self.sources: dict[str, dict[str, str]] = {}
         self.version = 0
         self._lock = threading.Lock()
 
-    def add(self, query: str) -> None:
+    def add(self, query: str, source: str) -> None:
+        """Record that ``source`` searched ``query``; a repeat by the same source changes nothing."""
         k = key(query)
         if not k:
             return
         with self._lock:
-            self.counts[k] += 1
-            self.display.setdefault(k, " ".join(query.split())[:MAX_KEY])
+            seen = self.sources.get(k)
+            if seen is not None and (source in seen or len(seen) >= self.max_sources):
+                return
+            self.sources.setdefault(k, {})[source] = " ".join(query.split())[:MAX_KEY]
             self.version += 1
-            if len(self.counts) > self.max_size:
-                # Drop the rarest tenth at once: amortised O(1) per add, and the newest queries
-                # (count 1) are the first to go, so one-off typing never pushes out what is popular.
-                keep = self.counts.most_common(int(self.max_size * 0.9))
-                self.counts = Counter(dict(keep))
-                self.display = {k2: self.display[k2] for k2 in self.counts}
+            if len(self.sources) > self.max_size:
+                # Drop the least shared tenth at once: amortised O(1) per add; among equals the newest
+                # go first, so one-off typing never pushes out what many searched.
+                keep = sorted(self.sources.items(), key=lambda kv: -len(kv[1]))[: int(self.max_size * 0.9)]
+                self.sources = dict(keep)
 
-    def snapshot(self, min_count: int) -> list[tuple[str, str, int]]:
-        """``[(key, display text, count)]`` of queries seen at least ``min_count`` times."""
+    def forget(self, source: str) -> int:
+        """Take ``source`` out of every query (erasure); a query no one else searched is dropped.
+        Returns how many queries it was in."""
         with self._lock:
-            return [(k, self.display[k], n) for k, n in self.counts.items() if n >= min_count]
+            hit = [k for k, seen in self.sources.items() if source in seen]
+            for k in hit:
+                del self.sources[k][source]
+                if not self.sources[k]:
+                    del self.sources[k]
+            if hit:
+                self.version += 1
+            return len(hit)
+
+    def counts(self) -> dict[str, int]:
+        """``{key: distinct sources}`` of every logged query."""
+        with self._lock:
+            return {k: len(seen) for k, seen in self.sources.items()}
+
+    def snapshot(self, min_sources: int) -> list[tuple[str, str, int]]:
+        """``[(key, display text, distinct sources)]`` of queries searched by at least ``min_sources``."""
+        with self._lock:
+            return [(k, next(iter(seen.values())), len(seen)) for k, seen in self.sources.items()
+                    if len(seen) >= min_sources]
 
 
 class _Table:
@@ -147,11 +180,13 @@ def _word_starts(k: str, limit: int | None = None) -> list[str]:
 class Suggester:
     """Completions for a typed prefix (see module docstring). Thread-safe."""
 
-    def __init__(self, index: ItemIndex, queries: QueryLog | None = None, *, min_query_count: int = 2,
+    def __init__(self, index: ItemIndex, queries: QueryLog | None = None, *, min_query_users: int = 3,
                  background: bool = True):
+        if min_query_users < 2:
+            raise ValueError("min_query_users must be at least 2: one client's queries are never suggested")
         self.index = index
         self.queries = queries if queries is not None else QueryLog()
-        self.min_query_count = min_query_count
+        self.min_query_users = min_query_users
         self.background = background
         self._lock = threading.Lock()
         self._catalog = self._build_catalog()
@@ -195,7 +230,7 @@ class Suggester:
         with self._lock:
             if self._query_table is None or self._query_version != self.queries.version:
                 self._query_version = self.queries.version
-                snap = self.queries.snapshot(self.min_query_count)
+                snap = self.queries.snapshot(self.min_query_users)
                 entries = [(text, "query", PRIORS["query"] + math.log1p(n), -1) for _, text, n in snap]
                 self._query_table = _Table(entries, [(k, i, False) for i, (k, _, _) in enumerate(snap)])
             return self._query_table

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -24,14 +24,26 @@ log = logging.getLogger("semrec.app")
 
 def follow(c: Components, every: float, stop: threading.Event) -> None:
     """Apply what other server processes wrote (index log, event log) every ``every`` seconds, so
-    with several workers each one sees any write within about that long."""
+    with several workers each one sees any write within about that long; compact the index's log
+    and memory when they have grown (``ItemIndex.maybe_compact``)."""
+    s = c.settings
     while not stop.wait(every):
         try:
             c.index.follow()
             if c.events is not None:
                 c.state.catch_up(c.events)
+            done = c.index.maybe_compact(log_bytes=int(s.compact_log_mb * 2**20), retired=s.compact_retired)
+            if done:
+                log.info("compacted the index", extra={"fields": {"what": done, "items": len(c.index)}})
         except Exception:  # keep following; a failure here must not stop the service, but is logged
             log.exception("following the shared logs failed")
+
+
+def hold_labels(request: Request) -> Iterator[None]:
+    """App-wide dependency: item labels a request reads stay valid until it is answered (a label
+    renumbering waits for open requests; ``ItemIndex.reading``)."""
+    with request.app.state.components.index.reading():
+        yield
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
@@ -50,9 +62,11 @@ def create_app(settings: Settings | None = None, components: Components | None =
         follower.join()
 
     configure_logging()
-    app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
+    app = FastAPI(title="semrec", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(identify), Depends(hold_labels)],
                   description="Semantic recommendations for e-commerce: similar items, search, personal "
-                              "recommendations, events. Writes need an API key (X-API-Key).")
+                              "recommendations, events. Writes need an API key (X-API-Key); a shopper's "
+                              "personal routes need their shopper token (X-Shopper-Token) or a backend key.")
     app.state.metrics = Metrics()
     app.state.rate_limits = TokenBuckets(settings.rate_per_minute, settings.rate_burst)
 

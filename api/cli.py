@@ -81,12 +81,17 @@ def serve(
 
 @app.command()
 def compact(index_dir: IndexOpt = Path("out/index")) -> None:
-    """Fold the write-ahead log into a new snapshot (run it while no server writes to the index)."""
+    """Fold the write-ahead log into a new snapshot. Safe beside running servers: they carry on with
+    the new log (servers also compact by themselves, see SEMREC_COMPACT_LOG_MB)."""
     from indexer.store import ItemIndex
 
-    idx = ItemIndex.load(index_dir)
+    try:
+        idx = ItemIndex.load(index_dir)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     idx.save(index_dir)
-    typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log emptied")
+    typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log rotated")
 
 
 @app.command()

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     search_threads: int = Field(1, ge=1, le=256, description="FAISS threads per search; scale with workers")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per request (query embedding)")
     follow_seconds: float = Field(0.25, gt=0, le=60, description="how often a worker applies other workers' writes")
+    compact_log_mb: float = Field(32, gt=0, description="fold the index's write-ahead log into a new snapshot "
+                                                        "(online) once it is this large")
+    compact_retired: int = Field(1024, ge=1, description="renumber labels once more than this many (and half the "
+                                                         "live count) belong to replaced or deleted items")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed; none by default")
 
     @field_validator("variants")

@@ -25,7 +25,9 @@ nothing one shopper typed is shown to others until several others typed it too. 
 takes them out of every query (:meth:`QueryLog.forget`).
 
 The catalog side follows item updates through ``ItemIndex.subscribe``: a deleted item's title is
-dropped at once (checked at query time), new titles appear after a rebuild in a background thread.
+dropped at once (checked at query time), new titles appear after a rebuild in a background thread,
+renumbered labels (``ItemIndex.compact_labels``) are mapped at once (a retired title gets label -2:
+never shown).
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class Suggester:
         self.min_query_users = min_query_users
         self.background = background
         self._lock = threading.Lock()
-        self._catalog = self._build_catalog()
+        self._catalog = self._build_catalog()[0]
         self._query_table: _Table | None = None
         self._query_version = -1
         self._dirty = False
@@ -197,10 +199,12 @@ class Suggester:
         index.subscribe(self._on_update)
 
     # ---- building ------------------------------------------------------------------------------
-    def _build_catalog(self) -> _Table:
+    def _build_catalog(self) -> tuple[_Table, int]:
+        """The catalog's completion table and the label generation its labels belong to."""
         with self.index.lock:
             live = np.flatnonzero(self.index.table.alive.view)
             records = [self.index.table.records[i] for i in live]
+            generation = self.index.generation
         entries: list[tuple[str, str, float, int]] = []
         keyed: list[tuple[str, int, bool]] = []
         brands: Counter = Counter()
@@ -224,7 +228,7 @@ class Suggester:
             for k, n in counts.items():
                 entries.append((display[(kind, k)], kind, PRIORS[kind] + math.log1p(n), -1))
                 keyed += [(s, len(entries) - 1, j > 0) for j, s in enumerate(_word_starts(k))]
-        return _Table(entries, keyed)
+        return _Table(entries, keyed), generation
 
     def _queries_table(self) -> _Table:
         with self._lock:
@@ -237,9 +241,18 @@ class Suggester:
 
     def rebuild(self) -> None:
         """Re-read titles, brands and categories from the live catalog (blocking)."""
-        table = self._build_catalog()
+        while True:
+            table, generation = self._build_catalog()
+            with self.index.lock, self._lock:
+                if generation == self.index.generation:  # else labels were renumbered meanwhile: again
+                    self._catalog = table
+                    return
+
+    def _relabel(self, mapping: np.ndarray) -> None:
         with self._lock:
-            self._catalog = table
+            table = self._catalog
+            table.entries = [(text, kind, score, -1 if label == -1 else int(mapping[label]) if label >= 0 and
+                              mapping[label] >= 0 else -2) for text, kind, score, label in table.entries]
 
     def wait(self) -> None:
         """Block until a background rebuild in flight (if any) is done."""
@@ -248,6 +261,9 @@ class Suggester:
             thread.join()
 
     def _on_update(self, op: str, labels: np.ndarray) -> None:
+        if op == "relabel":
+            self._relabel(labels)
+            return
         if op != "upsert":
             return  # deleted titles are filtered at query time
         if not self.background:
@@ -290,7 +306,7 @@ class Suggester:
             for table in tables:
                 for score, e in table.matches(p, limit):
                     text, kind, _, label = table.entries[e]
-                    if label >= 0 and not alive[label]:
+                    if label < -1 or (label >= 0 and not alive[label]):  # -2: retired before a renumbering
                         continue
                     s = round(score - penalty, 4)
                     tk = text.casefold()

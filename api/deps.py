@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import torch
 from fastapi import Depends, HTTPException, Path, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from indexer.embed import Embedder, load_embedder
 from indexer.store import ItemIndex
@@ -88,7 +89,23 @@ def get_components(request: Request) -> Components:
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
 ItemId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
-                             description="the shop's item id")]
+                             description="the shop's item id (may contain '/')")]
+
+
+class ItemIdConvertor(Convertor):
+    """``{item_id:item}`` in a route path: any text, slashes included, except that it does not end
+    in ``/similar`` or ``/also-bought`` (those paths belong to the item's sub-routes)."""
+
+    regex = r".+?(?<!/similar)(?<!/also-bought)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("item", ItemIdConvertor())
 
 
 def unprocessable(location: str, field: str, msg: str) -> HTTPException:

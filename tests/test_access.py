@@ -70,12 +70,14 @@ def impressions(store, user=None):
     store.flush_impressions()
     if user is None:
         return store._db.execute("SELECT COUNT(*) FROM impressions").fetchone()[0]
-    return store._db.execute("SELECT COUNT(*) FROM impressions WHERE user_key = ?", (store.user_key(user),)).fetchone()[0]
+    return store._db.execute("SELECT COUNT(*) FROM impressions WHERE user_key = ?",
+                             (store.user_key(user),)).fetchone()[0]
 
 
 def test_personal_recommendations_open_only_to_the_shoppers_token_or_a_backend_key(client):
     interest = "shampoo for my thinning hair and hair loss"
-    assert client.post("/users/alice/onboarding", json={"interests": interest}, headers=as_key(BACKEND)).status_code == 200
+    r = client.post("/users/alice/onboarding", json={"interests": interest}, headers=as_key(BACKEND))
+    assert r.status_code == 200
     path = "/users/alice/recommendations"
     keyless = client.get(path)
     assert keyless.status_code == 401 and "thinning" not in keyless.text and "token" in keyless.json()["detail"]
@@ -137,7 +139,8 @@ def test_a_shopper_token_posts_only_its_own_events(client):
     batch = [{"event_id": "t1", "user_id": "gina", "item_id": "tent", "type": "click"},
              {"event_id": "t2", "user_id": "hank", "item_id": "tent", "type": "click"}]
     body = client.post("/events", json={"events": batch}, headers=as_shopper("gina")).json()
-    assert body["stored"] == 1 and [(x["index"], x["reason"].split(":")[0]) for x in body["rejected"]] == [(1, "user_id")]
+    assert body["stored"] == 1
+    assert [(x["index"], x["reason"].split(":")[0]) for x in body["rejected"]] == [(1, "user_id")]
     assert client.store.user_events("hank") == []
     assert client.post("/events", json={"events": batch}).status_code == 401
     assert client.post("/events", json={"events": batch}, headers=as_key(READ)).status_code == 403

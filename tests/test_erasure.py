@@ -60,8 +60,9 @@ def test_after_erasure_no_file_of_the_data_dir_holds_a_byte_of_the_user(data_dir
     needles = [USER.encode(), user_key.encode(), INTEREST.encode(), b"marker-q8z1", b"marker-w4k2"]
     me = admin = {"X-API-Key": ADMIN}  # the shop's backend acting for the shopper
     with TestClient(create_app(settings)) as client:
+        done = [("dryer", "view"), ("dryer-travel", "click"), ("tent", "purchase")]
         events = [{"event_id": f"{USER}-{n}", "user_id": USER, "item_id": item, "type": kind}
-                  for n, (item, kind) in enumerate([("dryer", "view"), ("dryer-travel", "click"), ("tent", "purchase")])]
+                  for n, (item, kind) in enumerate(done)]
         assert client.post("/events", json={"events": events}, headers=me).json()["stored"] == 3
         assert client.post(f"/users/{USER}/onboarding", json={"interests": INTEREST}, headers=me).status_code == 200
         assert client.get(f"/users/{USER}/recommendations", headers=me).status_code == 200
@@ -87,7 +88,8 @@ def test_suggestions_need_three_distinct_shoppers_and_forget_an_erased_one(data_
             return {"text": query, "kind": "query"} in got
 
         for user in ("ann", "ben"):
-            assert client.get("/search", params={"q": query, "user_id": user}, headers=as_shopper(user)).status_code == 200
+            r = client.get("/search", params={"q": query, "user_id": user}, headers=as_shopper(user))
+            assert r.status_code == 200
         assert not suggested()
         client.get("/search", params={"q": query, "user_id": "cat"}, headers=as_shopper("cat"))
         assert suggested()

@@ -126,7 +126,8 @@ NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
 @pytest.mark.parametrize("method,path,body,field", [
     ("PUT", "/items/nan", '{"title": "Lamp", "price": %s}', ["body", "price"]),
     ("PUT", "/items/nan", '{"title": "Lamp", "created_at": %s}', ["body", "created_at"]),
-    ("PUT", "/items/nan", '{"title": "Lamp", "reviews": [{"text": "ok", "rating": %s}]}', ["body", "reviews", 0, "rating"]),
+    ("PUT", "/items/nan", '{"title": "Lamp", "reviews": [{"text": "ok", "rating": %s}]}',
+     ["body", "reviews", 0, "rating"]),
     ("POST", "/recommendations", '{"min_price": %s}', ["body", "min_price"]),
     ("POST", "/events", '{"events": [{"event_id": "n1", "user_id": "u", "item_id": "tent", "type": "rating", '
                         '"value": %s}]}', ["body", "events", 0, "value"]),

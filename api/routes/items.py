@@ -26,7 +26,7 @@ def health(c: ComponentsDep) -> HealthOut:
                      index_kind=c.index.kind)
 
 
-@router.get("/items/{item_id}", response_model=ItemOut)
+@router.get("/items/{item_id:item}", response_model=ItemOut)
 def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.index.table.get(item_id)
     if rec is None:
@@ -34,13 +34,16 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     return ItemOut.from_record(rec)
 
 
-@router.get("/items/{item_id}/similar", response_model=SimilarOut)
+@router.get("/items/{item_id:item}/similar", response_model=SimilarOut)
 def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> SimilarOut:
     if c.index.table.get(item_id) is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
     staged = c.reranker is not None and c.settings.rerank.similar
     cfg = c.rerank_config
-    labels, scores = similar_items(c.index, [item_id], max(k, cfg.top_n) if staged else k, filters)
+    try:
+        labels, scores = similar_items(c.index, [item_id], max(k, cfg.top_n) if staged else k, filters)
+    except KeyError:  # deleted by a request racing this one
+        raise HTTPException(404, detail=f"item {item_id!r} not found") from None
     labels, scores = labels[0], scores[0]
     if staged:  # the product page's item is the context: "shoppers looking at this pick ..."
         context = context_text(c.reranker, c.index, Evidence(history=[item_id]))
@@ -50,7 +53,7 @@ def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> 
     return SimilarOut(item_id=item_id, results=scored(c.index, labels, scores))
 
 
-@router.put("/items/{item_id}", response_model=UpsertOut, dependencies=[require("admin")])
+@router.put("/items/{item_id:item}", response_model=UpsertOut, dependencies=[require("admin")])
 def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     record = body.model_dump(exclude={"reviews"})
     if record["created_at"] is None:
@@ -64,7 +67,7 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     return UpsertOut(item_id=item_id, created=created)
 
 
-@router.delete("/items/{item_id}", status_code=204, dependencies=[require("admin")])
+@router.delete("/items/{item_id:item}", status_code=204, dependencies=[require("admin")])
 def delete_item(item_id: ItemId, c: ComponentsDep) -> Response:
     if not c.index.delete(item_id):
         raise HTTPException(404, detail=f"item {item_id!r} not found")

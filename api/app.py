@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from .deps import Components, ComponentsDep, load_components
-from .guards import RequestGuard, validation_failed
+from .guards import RequestGuard, method_not_allowed, validation_failed
 from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
 from .routes import demo, items, search, users, web
@@ -20,6 +20,10 @@ from .security import TokenBuckets, identify
 from .settings import Settings
 
 log = logging.getLogger("semrec.app")
+# Longest request line and headers the HTTP server reads (uvicorn's h11 default is 16 KiB): a
+# query the schema allows (e.g. /ratings?ids= of 20,000 characters, percent-encoded up to 12
+# bytes each) must reach the app and get its 422, not a bare 400 from the server.
+MAX_REQUEST_HEAD_BYTES = 256 * 1024
 
 
 def follow(c: Components, every: float, stop: threading.Event) -> None:
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     # Body size on the stream and strict JSON, before routing, keys and parsing (api/guards.py).
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(405, method_not_allowed)
     app.middleware("http")(observe)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],

@@ -76,7 +76,10 @@ def serve(
     if model:
         os.environ["SEMREC_MODEL"] = model
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
-    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
+    from .app import MAX_REQUEST_HEAD_BYTES
+
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False,
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
 
 
 @app.command()
@@ -337,7 +340,7 @@ def demo(
     from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
-    from .app import create_app
+    from .app import MAX_REQUEST_HEAD_BYTES, create_app
     from .security import ApiKey, mint_token, new_key
     from .settings import Settings
 
@@ -353,7 +356,8 @@ def demo(
     read, stored = import_reviews(store, clean_catalog(load_catalog(REPO_DATA / "demo"))[0].reviews, "demo")
     store.close()
     typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                           h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

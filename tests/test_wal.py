@@ -150,6 +150,40 @@ def test_review_pools_survive_online_compaction_and_relabel(tmp_path):
         assert index.table.get("after") is not None and len(index) == 22
 
 
+def test_history_encoder_and_mf_follow_a_relabel(tmp_path):
+    import torch
+
+    from retriever.encoder import HistoryEncoder
+    from retriever.mf import MFModel
+    from retriever.sequence import SequenceConfig, SequenceNet
+
+    index, vecs = random_index(20)
+    ids = [f"i{j}" for j in range(20)]
+    torch.manual_seed(0)
+    net = SequenceNet(20, SequenceConfig(item_input="text+id", hidden=8, n_blocks=1, dropout=0.0), text=vecs)
+    encoder = HistoryEncoder(net, ids).attach(index)
+    mf = MFModel(ids, RNG.normal(size=(20, 4)).astype(np.float32))
+    for n in range(30):
+        upsert(index, "hot", f"v{n}")
+    upsert(index, "i3")  # a trained item with a new label
+    user = encoder.user_vectors([index.table.labels(["i1", "i2"])])[0]
+    probe = ["i3", "i7", "hot"]
+    before = encoder.scores_of(user, index.table.labels(probe))
+    mf_before = mf.row_labels(index).copy()
+    assert index.compact_labels() and index.table.n_labels == len(index) == 21
+    labels = index.table.labels(probe)
+    assert np.allclose(encoder.scores_of(user, labels), before)  # each item keeps its embedding
+    assert encoder.search_index.ntotal == 21
+    found, _ = encoder.candidates(user, 21, index.table.alive.view)
+    assert sorted(found.tolist()) == list(range(21))
+    for j in range(51 - index.table.n_labels):  # back to the label count the MF cache was keyed on
+        upsert(index, f"new{j}")
+    assert index.table.n_labels == 51
+    rows = mf.row_labels(index)
+    assert (rows != mf_before).any()  # the cache followed the new labels
+    assert all(rows[r] == index.table.label_of[i] for r, i in enumerate(ids))
+
+
 def test_semrec_compact_runs_beside_a_running_server(tiny_catalog, embedder, tmp_path):
     from api.security import digest
     from indexer.build import build_index

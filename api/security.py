@@ -217,24 +217,29 @@ def shopper_access(request: Request, user_id: str) -> bool:
     return shopper is not None and hmac.compare_digest(shopper.encode(), user_id.encode())
 
 
+def check_shopper(request: Request, user_id: str) -> None:
+    """Raise unless the caller may see ``user_id``'s personal data (see :func:`shopper_access`):
+    401 without credentials, 403 for another shopper's token or a key below ``backend``."""
+    if shopper_access(request, user_id):
+        return
+    key = getattr(request.state, "api_key", None)
+    if key is not None:
+        raise HTTPException(403, detail=f"key {key.name!r} has role {key.role!r}; a shopper's personal data "
+                                        "needs their shopper token or a key with role 'backend'")
+    if getattr(request.state, "shopper", None) is not None:
+        raise HTTPException(403, detail="this shopper token opens only its own shopper's data")
+    raise HTTPException(401, detail="this asks for one shopper's personal data: send their shopper token "
+                                    "(X-Shopper-Token, signed by the shop's backend, e.g. `semrec token`) "
+                                    "or a key with role 'backend' (X-API-Key)",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
 def require_shopper():
     """Route dependency of the personal routes under ``/users/{user_id}``: the caller must open that
-    shopper (see :func:`shopper_access`). 401 without credentials, 403 for another shopper's token
-    or a key below ``backend``."""
+    shopper (:func:`check_shopper`)."""
 
     def check(request: Request) -> None:
-        if shopper_access(request, request.path_params.get("user_id", "")):
-            return
-        key = getattr(request.state, "api_key", None)
-        if key is not None:
-            raise HTTPException(403, detail=f"key {key.name!r} has role {key.role!r}; a shopper's personal data "
-                                            "needs their shopper token or a key with role 'backend'")
-        if getattr(request.state, "shopper", None) is not None:
-            raise HTTPException(403, detail="this shopper token opens only its own shopper's data")
-        raise HTTPException(401, detail="this route shows one shopper's personal data: send their shopper token "
-                                        "(X-Shopper-Token, signed by the shop's backend, e.g. `semrec token`) "
-                                        "or a key with role 'backend' (X-API-Key)",
-                            headers={"WWW-Authenticate": "Bearer"})
+        check_shopper(request, request.path_params.get("user_id", ""))
 
     return Depends(check)
 

@@ -105,6 +105,24 @@ def test_history_needs_the_same_access(client):
     assert client.get("/users/carol/history", headers=as_key(BACKEND)).status_code == 200
 
 
+def test_personalised_search_needs_the_same_access(client):
+    """/search?user_id= ranks by the shopper's interests (their personal data): it opens like their
+    recommendations; a search without user_id stays public."""
+    interest = "shampoo for my thinning hair and hair loss"
+    r = client.post("/users/ivy/onboarding", json={"interests": interest}, headers=as_key(BACKEND))
+    assert r.status_code == 200
+    params = {"q": "hair", "user_id": "ivy"}
+    keyless = client.get("/search", params=params)
+    assert keyless.status_code == 401 and "thinning" not in keyless.text
+    assert client.get("/search", params=params, headers=as_key(INGEST)).status_code == 403
+    assert client.get("/search", params=params, headers=as_shopper("jude")).status_code == 403
+    for headers in (as_shopper("ivy"), as_key(BACKEND)):
+        r = client.get("/search", params=params, headers=headers)
+        assert r.status_code == 200 and r.json()["personalised"] is True, headers
+    r = client.get("/search", params={"q": "hair"})
+    assert r.status_code == 200 and r.json()["personalised"] is False and r.json()["results"]
+
+
 def test_the_ingest_key_cannot_overwrite_a_shoppers_onboarding(client):
     mine = {"interests": "espresso"}
     assert client.post("/users/erin/onboarding", json=mine, headers=as_shopper("erin")).status_code == 200

@@ -16,7 +16,7 @@ from retriever.search import SearchBox
 
 from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, search_box_for, unprocessable
 from ..models import ScoredItem
-from ..security import shopper_access
+from ..security import check_shopper, shopper_access
 
 router = APIRouter()
 
@@ -120,6 +120,7 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText, request
     check_text(q, "q")
     if user_id is not None:
         check_text(user_id, "user_id")
+        check_shopper(request, user_id)  # results shaped by a shopper's interests are their personal data
     box = search_box(c)
     res, personalised = pipeline.search(c.svc, c.config(), q, k, filters, user_id=user_id, expand=expand, llm=llm)
     items = scored(c.svc.index, res.labels, res.scores)

@@ -4,35 +4,52 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from .deps import Components, ComponentsDep, load_components
+from .guards import RequestGuard, method_not_allowed, validation_failed
 from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
-from .routes import items, search, users, web
+from .routes import demo, items, search, users, web
 from .security import TokenBuckets, identify
 from .settings import Settings
 
 log = logging.getLogger("semrec.app")
+# Longest request line and headers the HTTP server reads (uvicorn's h11 default is 16 KiB): a
+# query the schema allows (e.g. /ratings?ids= of 20,000 characters, percent-encoded up to 12
+# bytes each) must reach the app and get its 422, not a bare 400 from the server.
+MAX_REQUEST_HEAD_BYTES = 256 * 1024
 
 
 def follow(c: Components, every: float, stop: threading.Event) -> None:
     """Apply what other server processes wrote (the catalog's log or feed; the event log with its
     erasures, which take an erased user's share out of this worker's counts) every ``every``
-    seconds, so with several workers each one sees any write within about that long."""
+    seconds, so with several workers each one sees any write within about that long; compact the
+    index's log and memory when they have grown (``ItemIndex.maybe_compact``)."""
+    s = c.settings
     while not stop.wait(every):
         try:
             c.svc.index.follow()
             if c.svc.events is not None:
                 c.svc.state.catch_up(c.svc.events)
+            done = c.svc.index.maybe_compact(log_bytes=int(s.compact_log_mb * 2**20), retired=s.compact_retired)
+            if done:
+                log.info("compacted the index", extra={"fields": {"what": done, "items": len(c.svc.index)}})
         except Exception:  # keep following; a failure here must not stop the service, but is logged
             log.exception("following the shared logs failed")
+
+
+def hold_labels(request: Request) -> Iterator[None]:
+    """App-wide dependency: item labels a request reads stay valid until it is answered (a label
+    renumbering waits for open requests; ``ItemIndex.reading``)."""
+    with request.app.state.components.svc.index.reading():
+        yield
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
@@ -57,21 +74,18 @@ def create_app(settings: Settings | None = None, components: Components | None =
     configure_logging()
     # /docs: Swagger UI with its assets from the fastapi-offline package, no CDN. No /redoc: ReDoc's
     # bundle fetches its logo from a CDN (the browser test caught it), and one docs page is enough.
-    app = FastAPIOffline(title="semrec", version="0.1.0", lifespan=lifespan, dependencies=[Depends(identify)],
-                         redoc_url=None,
+    app = FastAPIOffline(title="semrec", version="0.1.0", lifespan=lifespan,
+                         dependencies=[Depends(identify), Depends(hold_labels)], redoc_url=None,
                          description="Semantic recommendations for e-commerce: similar items, search, personal "
-                                     "recommendations, events. Writes need an API key (X-API-Key).")
+                                     "recommendations, events. Writes need an API key (X-API-Key); a shopper's "
+                                     "personal routes need their shopper token (X-Shopper-Token) or a backend key.")
     app.state.metrics = Metrics()
     app.state.rate_limits = TokenBuckets(settings.rate_per_minute, settings.rate_burst)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body must be at most {settings.max_body_bytes} bytes"})
-        return await call_next(request)
-
+    # Body size on the stream and strict JSON, before routing, keys and parsing (api/guards.py).
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(405, method_not_allowed)
     app.middleware("http")(observe)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
@@ -86,6 +100,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(search.router, tags=["search"], responses=ERRORS)
     app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
     web.install(app)  # GET /: storefront and console page, /static, and its helper routes
+    if settings.demo_tokens:  # demo only: stands in for the shop's backend (api/routes/demo.py)
+        app.include_router(demo.router, tags=["demo"], responses=ERRORS)
     return app
 
 

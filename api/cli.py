@@ -161,7 +161,10 @@ def serve(
     except ValidationError as e:
         raise typer.BadParameter(e.errors()[0]["msg"].removeprefix("Value error, "), param_hint="settings") from None
     # Our own JSON access log names routes by template; uvicorn's would print raw paths with user ids.
-    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False)
+    from .app import MAX_REQUEST_HEAD_BYTES
+
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, access_log=False,
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -179,8 +182,8 @@ def compact(index_dir: IndexOpt = Path("out/index"),
             db_url: Annotated[str | None, typer.Option(envvar="SEMREC_DB_URL", help=(
                 "PostgreSQL catalog feed: its changes are folded in too, and the snapshot's position in it "
                 "is recorded"))] = None) -> None:
-    """Fold the write-ahead log (or the catalog feed) into a new snapshot (run it while no server writes
-    to the index)."""
+    """Fold the write-ahead log (or the catalog feed) into a new snapshot. Safe beside running servers:
+    they carry on with the new log (servers also compact by themselves, see SEMREC_COMPACT_LOG_MB)."""
     from indexer.store import ItemIndex
 
     idx = ItemIndex.load(index_dir)
@@ -189,7 +192,7 @@ def compact(index_dir: IndexOpt = Path("out/index"),
 
         idx.use_feed(open_feed(db_url))
     idx.save(index_dir)
-    typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log emptied")
+    typer.echo(f"{index_dir}: snapshot of {len(idx)} items written, log rotated")
 
 
 @app.command()
@@ -282,7 +285,7 @@ def _pseudonym_key(given: str | None) -> str:
 
 @app.command()
 def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
-           role: Annotated[str, typer.Option(help="read, ingest or admin")] = "ingest") -> None:
+           role: Annotated[str, typer.Option(help="read, ingest, backend or admin")] = "ingest") -> None:
     """Print a new API key (give it to the client) and the settings entry holding only its hash."""
     from .security import RANK, new_key
 
@@ -291,6 +294,32 @@ def keygen(name: Annotated[str, typer.Option(help="who the key is for")],
     key, sha = new_key()
     typer.echo(f"key (shown once): {key}")
     typer.echo("add to SEMREC_API_KEYS: " + json.dumps({"name": name, "role": role, "sha256": sha}))
+
+
+@app.command()
+def token(user_id: Annotated[str, typer.Argument(help="the shopper the token opens (the shop's user id)")],
+          ttl: Annotated[float | None, typer.Option(help="seconds until it expires; default: setting token_ttl_s")
+                         ] = None) -> None:
+    """Print a shopper token for USER_ID, signed with SEMREC_TOKEN_SECRET: what the shop's backend
+    hands a logged-in shopper's browser (header X-Shopper-Token) to open only their own data."""
+    from pydantic import ValidationError
+
+    from .security import mint_token
+    from .settings import cli_settings
+
+    try:
+        settings = cli_settings()
+    except ValidationError as e:
+        raise UserError(f"settings: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    if settings.token_secret is None:
+        raise UserError("set SEMREC_TOKEN_SECRET (the server's secret, at least 16 characters) first")
+    if ttl is not None and not 0 < ttl <= 7 * 86_400:
+        raise typer.BadParameter("must be between 0 and 604800 seconds", param_hint="--ttl")
+    if not user_id or len(user_id) > 200 or any(ord(ch) < 32 or ord(ch) == 127 for ch in user_id):
+        raise typer.BadParameter("must be 1-200 printable characters", param_hint="USER_ID")
+    value, expires = mint_token(user_id, settings.token_secret.get_secret_value(), ttl or settings.token_ttl_s)
+    typer.echo(value)
+    typer.echo(f"expires at {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(expires))} ({expires})", err=True)
 
 
 @app.command("ab-report")
@@ -426,6 +455,8 @@ def demo(
 ) -> None:
     """Index the bundled demo catalog (or reuse the index while the catalog is unchanged), load its
     shoppers' history, start the API, and show similar items, search results and recommendations."""
+    import secrets
+
     import httpx
     import uvicorn
 
@@ -435,11 +466,16 @@ def demo(
     from retriever.eventstore import open_event_store
     from retriever.personal import import_reviews
 
-    from .app import create_app
+    from .app import MAX_REQUEST_HEAD_BYTES, create_app
+    from .security import ApiKey, mint_token, new_key
     from .settings import Settings
 
-    # The demo listens on loopback only and runs without API keys; `semrec serve` requires them for writes.
-    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, auth=False, demo=True)
+    # Keys are on as in production. The page gets shopper tokens from POST /demo/token, standing in
+    # for the shop's backend (api/routes/demo.py); the console's shopper list needs the admin key below.
+    console_key, console_sha = new_key()
+    settings = Settings(index_dir=out / "index", db_path=out / "events.db", port=port, demo=True, demo_tokens=True,
+                        token_secret=secrets.token_urlsafe(32),
+                        api_keys=[ApiKey(name="demo-console", role="admin", sha256=console_sha)])
     _check_port("127.0.0.1", port)
     catalog, report = clean_catalog(load_catalog(REPO_DATA / "demo"))
     fingerprint = catalog_fingerprint(catalog, "minilm", EmbedConfig())
@@ -455,7 +491,8 @@ def demo(
     typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
     with _access_log_to(out / "access.log"):
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning"))
+                                               log_level="warning",
+                                               h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
@@ -463,11 +500,14 @@ def demo(
                 raise typer.Exit(1)
             time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
+        secret = settings.token_secret.get_secret_value()
         with httpx.Client(base_url=base, timeout=30) as client:
-            _show_examples(client, settings.rerank.mmr_lambda)
+            _show_examples(client, settings.rerank.mmr_lambda,
+                           lambda user: {"X-Shopper-Token": mint_token(user, secret, 600)[0]})
         typer.echo(f"\nStorefront and console: {base}/   API docs: {base}/docs   Access log: {out / 'access.log'}")
-        typer.echo("The demo runs without API keys on loopback;"
-                   " `semrec serve` needs keys for writes (`semrec keygen`).")
+        typer.echo(f"Console admin key for this run (Console -> API key; the shopper list needs it): {console_key}")
+        typer.echo("The storefront gets shopper tokens from the demo-only POST /demo/token, standing in for a shop's"
+                   " backend; `semrec serve` has no such route (`semrec token USER_ID`, `semrec keygen`).")
         if exit_after:
             server.should_exit = True
         else:
@@ -483,13 +523,13 @@ def _unchanged_index(index_dir: Path, fingerprint: str) -> bool:
     """True when ``index_dir`` holds an index built from a catalog with this fingerprint and not
     changed since (no upserts or deletes in its write-ahead log)."""
     from indexer.store import IndexNotFoundError, read_manifest
+    from indexer.wal import WAL_NAME, holds_entries
 
     try:
         built = read_manifest(index_dir).build.get("catalog_fingerprint")
     except IndexNotFoundError:
         return False
-    wal = index_dir / "wal.jsonl"
-    return built == fingerprint and not (wal.exists() and wal.stat().st_size)
+    return built == fingerprint and not holds_entries(index_dir / WAL_NAME)
 
 
 @contextlib.contextmanager
@@ -533,17 +573,19 @@ def _show(title: str, rows: list[dict], mmr_lambda: float | None = None) -> None
                    f"(rank {', '.join(str(n + 1) for n in moved)} scored higher than the item above)")
 
 
-def _show_examples(client, mmr_lambda: float) -> None:
+def _show_examples(client, mmr_lambda: float, as_shopper) -> None:
+    """The demo's example calls; ``as_shopper(user_id)``: the headers of that shopper's requests."""
     for item_id in ["D0005", "D0040", "D0120"]:
         title = client.get(f"/items/{item_id}").json()["title"]
         rows = client.get(f"/items/{item_id}/similar", params={"k": 5}).json()["results"]
         _show(f"GET /items/{item_id}/similar?k=5   ({title})", rows)
     for q in ["hair dryer for thick curly hair", "science kit for a 10 year old", "vegan moisturizer for dry skin"]:
         _show(f"GET /search?q={q}&k=5", client.get("/search", params={"q": q, "k": 5}).json()["results"], mmr_lambda)
-    rows = client.get("/users/U020/recommendations", params={"k": 5}).json()["results"]
+    rows = client.get("/users/U020/recommendations", params={"k": 5}, headers=as_shopper("U020")).json()["results"]
     _show("GET /users/U020/recommendations?k=5   (a runner in the demo history)", rows, mmr_lambda)
     body = {"interests": "vegan skincare for dry skin"}
-    rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body).json()["results"]
+    rows = client.post("/users/visitor-1/onboarding", params={"k": 5}, json=body,
+                       headers=as_shopper("visitor-1")).json()["results"]
     _show(f"POST /users/visitor-1/onboarding {body}", rows, mmr_lambda)
 
 

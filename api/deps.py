@@ -7,6 +7,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, HTTPException, Path, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from indexer.store import ItemIndex
 from indexer.table import Filters
@@ -62,10 +63,13 @@ def open_catalog(settings: Settings, index: ItemIndex) -> None:
 def search_box_for(settings: Settings, svc: Services):
     """The search box the settings describe, over ``svc``'s index (reranked when asked)."""
     s = settings.search
-    return build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
-                        vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
-                        reranker=svc.reranker if settings.rerank.search else None,
-                        weights=settings.rerank.config().weights)
+    box = build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
+                       vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
+                       reranker=svc.reranker if settings.rerank.search else None,
+                       weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users)
+    if svc.state is not None:  # an erased shopper leaves the query log in every worker (see routes.users)
+        svc.state.on_erasure.append(box.queries.forget)
+    return box
 
 
 def get_components(request: Request) -> Components:
@@ -74,7 +78,23 @@ def get_components(request: Request) -> Components:
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
 ItemId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
-                             description="the shop's item id")]
+                             description="the shop's item id (may contain '/')")]
+
+
+class ItemIdConvertor(Convertor):
+    """``{item_id:item}`` in a route path: any text, slashes included, except that it does not end
+    in ``/similar`` or ``/also-bought`` (those paths belong to the item's sub-routes)."""
+
+    regex = r".+?(?<!/similar)(?<!/also-bought)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("item", ItemIdConvertor())
 
 
 def unprocessable(location: str, field: str, msg: str) -> HTTPException:

@@ -8,10 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ShortText = Annotated[str, Field(max_length=200)]
+# Request bodies take JSON as typed: false is not 0, 0 is not false, "5" is not 5 (a mistake to name,
+# not to guess); unknown fields are an error too.
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     title: str = Field("", max_length=500)
     text: str = Field(..., min_length=1, max_length=5000)
     rating: float | None = Field(None, ge=1, le=5)
@@ -21,7 +24,7 @@ class ReviewIn(BaseModel):
 class ItemIn(BaseModel):
     """An item to upsert. Its text is embedded at once, so it is searchable when the call returns."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     title: str = Field(..., min_length=1, max_length=500)
     description: str = Field("", max_length=20_000)
     brand: str = Field("", max_length=200)
@@ -108,7 +111,7 @@ IdText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x
 class EventIn(BaseModel):
     """One interaction. Checked one by one: a bad event is rejected with its reason, the rest stored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     event_id: IdText = Field(description="idempotency key: an event id seen before is ignored")
     user_id: IdText
     item_id: IdText
@@ -141,7 +144,7 @@ class EventsOut(BaseModel):
 
 
 class OnboardingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     interests: str = Field("", max_length=1000, description='free text, e.g. "vegan skincare for dry skin"')
     categories: list[ShortText] = Field(default_factory=list, max_length=20)
     liked_items: list[IdText] = Field(default_factory=list, max_length=50)
@@ -150,7 +153,7 @@ class OnboardingIn(BaseModel):
 class SessionIn(BaseModel):
     """An anonymous session: context inline, nothing stored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     recent_items: list[IdText] = Field(default_factory=list, max_length=50, description="oldest first")
     text: str = Field("", max_length=1000)
     k: int = Field(10, ge=1, le=100)
@@ -186,6 +189,7 @@ class ErrorOut(BaseModel):
 
 # Error answers any route may give; documented so clients (and the schema fuzz test) know them.
 ERRORS: dict[int | str, dict] = {
+    400: {"model": ErrorOut, "description": "the body is not valid JSON (or not UTF-8)"},
     401: {"model": ErrorOut, "description": "missing or unknown API key"},
     403: {"model": ErrorOut, "description": "the key's role is too small for this route"},
     404: {"model": ErrorOut, "description": "unknown item or resource"},

@@ -66,7 +66,8 @@ class Metrics:
 
 def route_template(request: Request) -> str:
     route = request.scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    # path_format drops convertors: "/items/{item_id}", not "/items/{item_id:item}"
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
 
 
 async def observe(request: Request, call_next):

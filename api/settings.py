@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ranker.pipeline import PipelineConfig
@@ -55,6 +55,8 @@ class SearchSettings(BaseModel):
     expand: bool = Field(SearchConfig.expand, description="catalog + feedback expansion when a request does not say")
     vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
                                                            "default: <index_dir>/search-cache")
+    suggest_min_users: int = Field(3, ge=2, le=1000, description="distinct shoppers (or client addresses) a past "
+                                                                 "query needs before /suggest offers it")
 
     def config(self) -> SearchConfig:
         return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s)
@@ -98,11 +100,21 @@ class Settings(BaseSettings):
     auth: bool = Field(True, description="require API keys for writes (and for reads unless public_reads)")
     public_reads: bool = Field(True, description="read routes answer without a key")
     api_keys: list[ApiKey] = Field(default_factory=list, description="[{name, role, sha256}]; see `semrec keygen`")
+    token_secret: SecretStr | None = Field(None, min_length=16,
+                                           description="secret the shop's backend signs shopper tokens with "
+                                                       "(`semrec token`); None = personal routes need a backend key")
+    token_ttl_s: float = Field(900, gt=0, le=7 * 86_400, description="default lifetime of a shopper token")
+    demo_tokens: bool = Field(False, description="demo only: POST /demo/token hands any shopper's token to the "
+                                                 "page, standing in for the shop's backend; never in production")
     rate_per_minute: float = Field(6000, gt=0, description="requests per minute per key (or per address)")
     rate_burst: int = Field(200, ge=1)
     search_threads: int = Field(1, ge=1, le=256, description="FAISS threads per search; scale with workers")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per request (query embedding)")
     follow_seconds: float = Field(0.25, gt=0, le=60, description="how often a worker applies other workers' writes")
+    compact_log_mb: float = Field(32, gt=0, description="fold the index's write-ahead log into a new snapshot "
+                                                        "(online) once it is this large")
+    compact_retired: int = Field(1024, ge=1, description="renumber labels once more than this many (and half the "
+                                                         "live count) belong to replaced or deleted items")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed; none by default")
 
     @field_validator("variants")

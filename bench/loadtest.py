@@ -134,13 +134,15 @@ def parse_mix(text: str) -> dict[str, float]:
 class Traffic:
     """Picks and sends requests; remembers every event id sent and which ones were acknowledged."""
 
-    def __init__(self, users, items, queries, mix, batch, ingest_key, read_key=None, seed=0):
+    def __init__(self, users, items, queries, mix, batch, ingest_key, read_key=None, seed=0, backend_key=None):
         self.users, self.items, self.queries, self.batch = users, [i for i, _ in items], queries, batch
         self.routes, self.weights = list(mix), [mix[r] for r in mix]
         self.rng = random.Random(seed)
         self.prefix = f"lt-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}-"
         self.ingest = {"X-API-Key": ingest_key} if ingest_key else {}
         self.read = {"X-API-Key": read_key} if read_key else {}
+        # a shopper's recommendations are personal data: asked for as the shop's backend would
+        self.personal = {"X-API-Key": backend_key} if backend_key else self.read
         self.next_id, self.acked_sum = 0, 0
         self.acked: set[str] = set()
         self.in_doubt: set[str] = set()  # sent, but no 200 came back: stored or not, we cannot know
@@ -165,7 +167,7 @@ class Traffic:
         try:
             if route == "recommendations":
                 r = await client.get(f"/users/{quote(self.rng.choice(self.users), safe='')}/recommendations",
-                                     params={"k": 10}, headers=self.read)
+                                     params={"k": 10}, headers=self.personal)
             elif route == "similar":
                 r = await client.get(f"/items/{quote(self.rng.choice(self.items), safe='')}/similar",
                                      params={"k": 10}, headers=self.read)
@@ -288,10 +290,10 @@ def new_key() -> tuple[str, str]:
 
 def start_server(index: Path, db: Path | str, log_path: Path, startup_s: float, workers: int = 1
                  ) -> tuple[subprocess.Popen, str, dict]:
-    """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin and ingest keys
-    (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers. ``db``: a SQLite
+    """``semrec serve`` (``workers`` processes) on a free loopback port with fresh admin, ingest and backend
+    keys (rate limits lifted unless SEMREC_RATE_* are set); returns once /health answers. ``db``: a SQLite
     path (SEMREC_DB_PATH) or a PostgreSQL URL (SEMREC_DB_URL)."""
-    keys = {role: new_key() for role in ("admin", "ingest")}
+    keys = {role: new_key() for role in ("admin", "ingest", "backend")}
     env = dict(os.environ, SEMREC_API_KEYS=json.dumps(
         [{"name": f"loadtest-{role}", "role": role, "sha256": sha} for role, (_, sha) in keys.items()]))
     env.pop("SEMREC_DB_URL", None)  # the log we verify is the one the server writes
@@ -388,7 +390,8 @@ def run_coroutine(coro) -> None:
 
 
 def run(index: Path, db: Path | str | None = None, *, url: str | None = None, ingest_key: str | None = None,
-        admin_key: str | None = None, read_key: str | None = None, duration: float = 60.0,
+        admin_key: str | None = None, read_key: str | None = None, backend_key: str | None = None,
+        duration: float = 60.0,
         rate: float | None = None, workers: int | None = None, max_in_flight: int = 64,
         mix: dict[str, float] | None = None, batch: int = 10, users: Path | None = None,
         queries: Path | None = None, find_max_rate: bool = False, step_s: float = 10.0, step_factor: float = 1.5,
@@ -419,8 +422,9 @@ def run(index: Path, db: Path | str | None = None, *, url: str | None = None, in
             server_log.write_text("")
             log(f"starting semrec serve --index {index} (db {db}, log {server_log}) ...")
             server, url, keys = start_server(index, db, server_log, startup_s, server_workers)
-            ingest_key, admin_key = keys["ingest"], keys["admin"]
-        traffic = Traffic(user_ids, items, texts, mix, batch, ingest_key or admin_key, read_key, seed)
+            ingest_key, admin_key, backend_key = keys["ingest"], keys["admin"], keys["backend"]
+        traffic = Traffic(user_ids, items, texts, mix, batch, ingest_key or admin_key, read_key, seed,
+                          backend_key or admin_key)
         result: dict = {"url": url, "started_server": started, "prefix": traffic.prefix, "mix": mix,
                         "users": len(user_ids), "items": len(items), "queries": len(texts), "batch": batch,
                         "max_in_flight": max_in_flight}
@@ -504,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", help="the server's event log (to verify stored events): a SQLite file or a "
                                 "postgresql:// URL (the server started here then gets SEMREC_DB_URL)")
     p.add_argument("--url", help=f"attach to a running server (http://{LOOPBACK}:PORT); default: start one")
-    for key in ("--ingest-key", "--admin-key", "--read-key"):
+    for key in ("--ingest-key", "--admin-key", "--read-key", "--backend-key"):
         p.add_argument(key, help="API key (attach mode); reads go without a key unless --read-key")
     p.add_argument("--duration", type=float, default=60.0, help="seconds (open and closed loop)")
     p.add_argument("--rate", type=float, help="open loop: requests per second (find-max: the first step)")
@@ -527,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         r = run(a.index, a.db, url=a.url, ingest_key=a.ingest_key, admin_key=a.admin_key, read_key=a.read_key,
+                backend_key=a.backend_key,
                 duration=a.duration, rate=a.rate, workers=a.workers, max_in_flight=a.max_in_flight, mix=a.mix,
                 batch=a.batch, users=a.users, queries=a.queries, find_max_rate=a.find_max, step_s=a.step_duration,
                 step_factor=a.step_factor, max_steps=a.max_steps, p99_ms=a.p99_ms, timeout=a.timeout, seed=a.seed,

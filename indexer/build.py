@@ -12,7 +12,7 @@ So reviews shift an item toward what shoppers say about it, more so the more rev
 never beyond ``review_weight``. An item with no document text (e.g. Musical Instruments, which has no
 metadata) takes its vector from its reviews alone (w = 1).
 
-The pool ``(s, n)`` is kept with the index (:class:`indexer.store.ReviewPool`, with a digest of each
+The pool ``(s, n)`` is kept with the index (:class:`indexer.pools.ReviewPool`, with a digest of each
 pooled review), so a review that arrives later is embedded once and added to it: the item's vector is
 then exactly what a rebuild from all its reviews would give. On Musical Instruments the mean of all
 reviews beats the 8 most helpful ones (``python -m bench.review_pooling``; figures in its docstring).
@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from .documents import documents, review_digest
 from .embed import Embedder, normalize
+from .pools import ReviewPool, text_key
 from .schema import Catalog
-from .store import ItemIndex, ReviewPool, auto_kind, text_key
+from .store import ItemIndex, auto_kind
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,11 @@ def open_events(where: str | Path, pseudonym_key: str, half_lives_days=(30.0, 1.
 
 def build_search(index: ItemIndex, embedder: Embedder, config: SearchConfig, *, llm: str | None = None,
                  vocab_cache_dir: str | Path | None = None, reranker: Reranker | None = None,
-                 weights: FusionWeights = FusionWeights()) -> SearchBox:
-    """The search box for ``index``; ``reranker`` reorders the fused top ``config.rerank_depth``."""
-    box = SearchBox.build(index, embedder, config=config, llm=llm or None, vocab_cache_dir=vocab_cache_dir)
+                 weights: FusionWeights = FusionWeights(), min_query_users: int = 3) -> SearchBox:
+    """The search box for ``index``; ``reranker`` reorders the fused top ``config.rerank_depth``;
+    ``min_query_users``: distinct sources a past query needs before it is suggested."""
+    box = SearchBox.build(index, embedder, config=config, llm=llm or None, vocab_cache_dir=vocab_cache_dir,
+                          min_query_users=min_query_users)
     if reranker is not None:
         box.engine.rerank = query_rerank_hook(reranker, index, weights)
     return box

@@ -60,6 +60,22 @@ class HistoryEncoder:
     def _on_update(self, op: str, labels: np.ndarray) -> None:
         if op == "upsert":  # new labels are always the next ones: the tables stay aligned
             self._add(labels)
+        elif op == "relabel":
+            self._relabel(labels)
+
+    def _relabel(self, mapping: np.ndarray) -> None:
+        """Labels renumbered (``ItemIndex.compact_labels``; ``mapping`` int64 (old n_labels,), new
+        label of each old one, -1 retired): each live row moves to its new label, in fresh tables."""
+        old = np.flatnonzero(mapping >= 0)
+        old = old[np.argsort(mapping[old], kind="stable")]  # new labels are 0..n-1
+        with self.lock:
+            emb = self.table.view[old]
+            table = GrowableArray((self.dim,), np.float32, capacity=max(1024, len(emb)))
+            table.extend(emb)
+            search_index = make_index("flat", self.dim)
+            if len(emb):
+                search_index.add(emb)
+            self.table, self.search_index = table, search_index
 
     @torch.no_grad()
     def _add(self, labels: np.ndarray) -> None:

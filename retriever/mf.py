@@ -110,7 +110,8 @@ class MFModel:
         self.cfg, self.info = cfg, dict(info or {})
         self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.gram = self.factors.astype(np.float64).T @ self.factors.astype(np.float64)
-        self._labels: tuple[int, Array, Array] | None = None  # (n_labels, label of each row, row of each label)
+        # ((generation, n_labels), label of each row, row of each label)
+        self._labels: tuple[tuple[int, int], Array, Array] | None = None
 
     def user_vectors(self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]) -> Array:
         """(n, f) float32: each history (item ids, oldest first, with their event types) folded in."""
@@ -125,14 +126,14 @@ class MFModel:
 
     def row_labels(self, index: ItemIndex) -> Array:
         """(n_rows,) int64 index label of each factor row; -1 for items no longer in the index.
-        Cached until the index changes (an upsert gives an item a new label)."""
+        Cached until the index changes (an upsert gives an item a new label; compaction renumbers all)."""
         return self._mapping(index)[0]
 
     def _mapping(self, index: ItemIndex) -> tuple[Array, Array]:
-        version = index.table.n_labels
+        version = (index.generation, index.table.n_labels)
         if self._labels is None or self._labels[0] != version:
             lab = np.array([index.table.label_of.get(i, -1) for i in self.item_ids], dtype=np.int64)
-            row = np.full(version, -1, dtype=np.int64)
+            row = np.full(index.table.n_labels, -1, dtype=np.int64)
             row[lab[lab >= 0]] = np.flatnonzero(lab >= 0)
             self._labels = (version, lab, row)
         return self._labels[1], self._labels[2]

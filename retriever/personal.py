@@ -32,6 +32,16 @@ def category_centroid(index: ItemIndex, category: str) -> np.ndarray | None:
         return normalize(index.vectors.view[labels].mean(axis=0, keepdims=True))[0]
 
 
+def live_vectors(index: ItemIndex, item_ids: list[str]) -> tuple[list[int], np.ndarray]:
+    """Positions in ``item_ids`` of the items live now, and their unit vectors float32 ``(m, dim)``,
+    read in one step under the index lock: an item deleted meanwhile (by a request racing this
+    one) is left out, never a KeyError."""
+    with index.lock:
+        labels = [index.table.label_of.get(i) for i in item_ids]
+        keep = [n for n, label in enumerate(labels) if label is not None]
+        return keep, index.vectors.view[[labels[n] for n in keep]].copy()
+
+
 def context_vectors(index: ItemIndex, embedder: Embedder, cfg: ProfileConfig, *, text: str = "",
                     categories: list[str] = (), liked: list[str] = ()) -> tuple[np.ndarray, np.ndarray, dict]:
     """Vectors and weights for stated interests: free text, chosen categories, liked items.
@@ -53,9 +63,10 @@ def context_vectors(index: ItemIndex, embedder: Embedder, cfg: ProfileConfig, *,
             weights.append(cfg.category_weight)
             evidence["categories"].append(cat)
             evidence["stated"].append((cat, centre))
-    known = [i for i in liked if index.table.get(i) is not None]
+    keep, liked_vecs = live_vectors(index, list(liked))
+    known = [liked[n] for n in keep]
     if known:
-        vecs.extend(index.vectors_of(known))
+        vecs.extend(liked_vecs)
         weights.extend([cfg.liked_weight] * len(known))
         evidence["liked"] = known
     dim = index.dim
@@ -65,8 +76,8 @@ def context_vectors(index: ItemIndex, embedder: Embedder, cfg: ProfileConfig, *,
 def profile_from_events(index: ItemIndex, events: list[StoredEvent], cfg: ProfileConfig, now: float,
                         extra: tuple[np.ndarray, np.ndarray, dict] | None = None) -> Profile:
     """A profile from stored events (oldest first) plus optional stated-interest vectors."""
-    live = [e for e in events if index.table.get(e.item_id) is not None]
-    vecs = index.vectors_of([e.item_id for e in live]) if live else np.zeros((0, index.dim), np.float32)
+    keep, vecs = live_vectors(index, [e.item_id for e in events])
+    live = [events[n] for n in keep]
     w = event_weights([e.type for e in live], [e.value for e in live], np.array([e.ts for e in live]), now,
                       cfg.half_life_days) if live else np.zeros(0, np.float32)
     evidence: dict = {}

@@ -4,7 +4,7 @@ kept in step with the log by replaying what it holds beyond the last sequence nu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class InteractionState:
             raise ValueError("at least one popularity half-life is needed")
         self.lock = threading.RLock()  # request threads read while event ingestion writes
         self._catching_up = threading.Lock()  # one reader of the log at a time: the cursors move in order
+        self.on_erasure: list[Callable[[str], object]] = []  # called with each erased user's key (query logs)
         self._reset()
 
     def _reset(self) -> None:
@@ -95,6 +96,8 @@ class InteractionState:
             self.covisit.forget_user(erasure.user_key)
             self.apply([e for seq, e in erasure.events if seq <= self.last_seq], sign=-1.0)
             self.covisit.forget_user(erasure.user_key)
+        for forget in self.on_erasure:
+            forget(erasure.user_key)
 
     def apply(self, events: list[StoredEvent], sign: float = 1.0) -> None:
         with self.lock:

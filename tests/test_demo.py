@@ -37,6 +37,9 @@ def test_demo_indexes_serves_and_answers(tmp_path):
         assert len(scores) == 5, block
         assert (scores == sorted(scores, reverse=True)) != ("note: scores are not in descending order" in block)
 
+    # keys are on in the demo too: the shopper lists came through shopper tokens; the console has a key
+    assert "Console admin key for this run" in r.output and "POST /demo/token" in r.output
+
     again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "ix"), "--port", str(free_port()), "--exit"])
     assert again.exit_code == 0, again.output
     assert "is up to date with data/demo" in again.output and "indexed 300 items" not in again.output

@@ -236,10 +236,13 @@ def test_suggest_prefix_typo_queries_and_updates():
     assert "Ionique Pro" in [s.text for s in sug.suggest("ionik", 5)]      # typo
     for typed in ("l'or", "lor", "L’OR"):
         assert "L'Oréal" in [s.text for s in sug.suggest(typed, 5)]
-    log.add("burr grinder for espresso")
-    assert "burr grinder for espresso" not in [s.text for s in sug.suggest("burr", 5)]  # seen once
-    log.add("Burr grinder  for espresso")
+    log.add("burr grinder for espresso", "shopper-1")
+    log.add("Burr grinder  for espresso", "shopper-1")
+    log.add("burr grinder for espresso", "shopper-2")
+    assert "burr grinder for espresso" not in [s.text for s in sug.suggest("burr", 5)]  # two shoppers only
+    log.add("BURR grinder for espresso", "shopper-3")
     assert sug.suggest("burr", 5)[0] == sug.suggest("BURR G", 5)[0]
+    assert sug.suggest("burr", 5)[0].text == "burr grinder for espresso"  # as its earliest searcher typed it
     assert sug.suggest("burr", 5)[0].kind == "query"
     index.delete("grinder")
     assert "Burr coffee grinder" not in [s.text for s in sug.suggest("burr", 5)]
@@ -249,11 +252,30 @@ def test_suggest_prefix_typo_queries_and_updates():
 
 
 def test_query_log_is_bounded():
-    log = QueryLog(max_size=50)
+    log = QueryLog(max_size=50, max_sources=16)
     for n in range(200):
-        log.add("popular query")
-        log.add(f"one-off {n}")
-    assert len(log.counts) <= 50 and log.counts["popular query"] == 200
+        log.add("popular query", f"shopper-{n}")
+        log.add(f"one-off {n}", f"shopper-{n}")
+    counts = log.counts()
+    assert len(counts) <= 50 and counts["popular query"] == 16  # sources kept per query are capped too
+
+
+def test_suggestions_need_several_distinct_shoppers_and_forget_an_erased_one():
+    index = bare_index(TINY_ITEMS + EXTRA_ITEMS)
+    log = QueryLog()
+    sug = Suggester(index, log, background=False, min_query_users=3)
+    for _ in range(50):  # one client, however often, plants nothing
+        log.add("visit evil-pharma.example for cheap pills", "client-a")
+    log.add("visit evil-pharma.example for cheap pills", "client-b")
+    assert all(s.kind != "query" for s in sug.suggest("vis", 10))
+    log.add("visit evil-pharma.example for cheap pills", "client-c")
+    assert sug.suggest("vis", 10)[0].kind == "query"
+    assert log.forget("client-b") == 1
+    assert all(s.kind != "query" for s in sug.suggest("vis", 10))
+    log.forget("client-a"), log.forget("client-c")
+    assert log.counts() == {}
+    with pytest.raises(ValueError):
+        Suggester(index, log, min_query_users=1)
 
 
 # ---- Chinese -----------------------------------------------------------------------------------------

@@ -96,8 +96,8 @@ def test_suggest_completions_and_popular_queries(client):
     assert kinds["Lips"] == "category" and kinds["Matte red lipstick"] == "title"
     assert client.get("/suggest", params={"q": "brezee"}).json()["suggestions"][0] == {"text": "Breeze",
                                                                                        "kind": "brand"}
-    for _ in range(2):
-        client.get("/search", params={"q": "travel hair dryer"})
+    for shopper in ("s1", "s2", "s3"):  # three distinct shoppers (keys are off: a user id counts as verified)
+        client.get("/search", params={"q": "travel hair dryer", "user_id": shopper})
     assert {"text": "travel hair dryer", "kind": "query"} in client.get("/suggest", params={"q": "trav"}).json()[
         "suggestions"]
     assert client.get("/suggest", params={"q": "zzzzzz"}).json()["suggestions"] == []

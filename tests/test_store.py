@@ -111,9 +111,11 @@ def test_write_ahead_log_replays_acknowledged_updates(tmp_path):
     with open(tmp_path / "wal.jsonl", "a") as fh:
         fh.write('{"op": "delete", "item_id": "i1"')
     assert ItemIndex.load(tmp_path).table.get("i1") is not None
-    # A save folds the log into a new snapshot and empties the log.
+    # A save folds the log into a new snapshot; the new log holds only its rotation header.
     live.save(tmp_path)
-    assert not (tmp_path / "wal.jsonl").read_text()
+    lines = (tmp_path / "wal.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["op"] == "rotate"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("v")) == [(tmp_path / "CURRENT").read_text()]
     assert ItemIndex.load(tmp_path).table.get("new") is not None
 
 

@@ -24,7 +24,7 @@ def health(c: ComponentsDep) -> HealthOut:
                      index_kind=c.svc.index.kind)
 
 
-@router.get("/items/{item_id}", response_model=ItemOut)
+@router.get("/items/{item_id:item}", response_model=ItemOut)
 def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.svc.index.table.get(item_id)
     if rec is None:
@@ -32,7 +32,7 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     return ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
 
 
-@router.get("/items/{item_id}/similar", response_model=SimilarOut)
+@router.get("/items/{item_id:item}/similar", response_model=SimilarOut)
 def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> SimilarOut:
     try:
         labels, scores = pipeline.similar(c.svc, c.config(), item_id, k, filters)
@@ -41,7 +41,7 @@ def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> 
     return SimilarOut(item_id=item_id, results=scored(c.svc.index, labels, scores))
 
 
-@router.put("/items/{item_id}", response_model=UpsertOut, dependencies=[require("admin")])
+@router.put("/items/{item_id:item}", response_model=UpsertOut, dependencies=[require("admin")])
 def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     record = body.model_dump(exclude={"reviews"})
     if record["created_at"] is None:
@@ -54,7 +54,7 @@ def put_item(item_id: ItemId, body: ItemIn, c: ComponentsDep) -> UpsertOut:
     return UpsertOut(item_id=item_id, created=created)
 
 
-@router.delete("/items/{item_id}", status_code=204, dependencies=[require("admin")])
+@router.delete("/items/{item_id:item}", status_code=204, dependencies=[require("admin")])
 def delete_item(item_id: ItemId, c: ComponentsDep) -> Response:
     if not c.svc.index.delete(item_id):
         raise HTTPException(404, detail=f"item {item_id!r} not found")

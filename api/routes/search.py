@@ -7,14 +7,16 @@ import threading
 import unicodedata
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from ranker import pipeline
+from retriever.eventstore import pseudonymize
 from retriever.search import SearchBox
 
 from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, search_box_for, unprocessable
 from ..models import ScoredItem
+from ..security import check_shopper, shopper_access
 
 router = APIRouter()
 
@@ -29,6 +31,15 @@ def search_box(c: Components) -> SearchBox:
             if c.svc.search is None:
                 c.svc.search = search_box_for(c.settings, c.svc)
     return c.svc.search
+
+
+def query_source(request: Request, user_id: str | None, secret: str) -> str:
+    """Who searched, for the query log's distinct count: the keyed hash of ``user_id`` when the
+    caller opens that shopper (their token, a backend key, or keys off), else of the client address
+    (a claimed user id proves nothing). The user's hash equals the event log's key, so erasure finds it."""
+    if user_id is not None and shopper_access(request, user_id):
+        return pseudonymize(user_id, secret)
+    return pseudonymize(f"client:{request.client.host if request.client else 'unknown'}", secret)
 
 
 def check_text(value: str, field: str) -> str:
@@ -98,7 +109,7 @@ class SuggestResponse(BaseModel):
 
 
 @router.get("/search", response_model=SearchResponse)
-def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
+def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText, request: Request,
            user_id: Annotated[str | None, Query(min_length=1, max_length=200, json_schema_extra=TEXT_RULE,
                                                 description="personalise for this shopper")] = None,
            expand: Annotated[bool | None, Query(description="add catalog and feedback terms "
@@ -109,13 +120,14 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
     check_text(q, "q")
     if user_id is not None:
         check_text(user_id, "user_id")
+        check_shopper(request, user_id)  # results shaped by a shopper's interests are their personal data
     box = search_box(c)
     res, personalised = pipeline.search(c.svc, c.config(), q, k, filters, user_id=user_id, expand=expand, llm=llm)
     items = scored(c.svc.index, res.labels, res.scores)
     hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
             for item, ev in zip(items, res.evidence)]
     if hits:
-        box.queries.add(q)
+        box.queries.add(q, query_source(request, user_id, c.settings.pseudonym_key))
     return SearchResponse(query=q, results=hits,
                           expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
                           llm=res.llm_status, personalised=personalised,

@@ -26,7 +26,7 @@ from ..models import (
     Rejected,
     SessionIn,
 )
-from ..security import require
+from ..security import EventWriter, public_read, require, require_shopper
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -39,8 +39,8 @@ def _store(c: Components):
     return c.svc.events
 
 
-@router.post("/events", response_model=EventsOut, dependencies=[require("ingest")])
-def post_events(body: EventsIn, c: ComponentsDep) -> EventsOut:
+@router.post("/events", response_model=EventsOut)
+def post_events(body: EventsIn, c: ComponentsDep, writer: EventWriter) -> EventsOut:
     """Store a batch. Each event is checked on its own: invalid ones come back with the reason,
     valid ones are stored (durably, before this returns) and change recommendations at once."""
     store = _store(c)
@@ -55,7 +55,10 @@ def post_events(body: EventsIn, c: ComponentsDep) -> EventsOut:
             where = ".".join(str(p) for p in first["loc"]) or "event"
             rejected.append(Rejected(index=n, event_id=_id(raw), reason=f"{where}: {first['msg']}"))
             continue
-        if c.svc.index.table.get(e.item_id) is None:
+        if writer is not None and e.user_id != writer:  # a shopper token posts only its own events
+            rejected.append(Rejected(index=n, event_id=e.event_id, reason="user_id: this shopper token is for "
+                                                                          "another user"))
+        elif c.svc.index.table.get(e.item_id) is None:
             rejected.append(Rejected(index=n, event_id=e.event_id, reason=f"item_id: unknown item {e.item_id!r}"))
         elif e.timestamp is not None and e.timestamp > now + FUTURE_SLACK_S:
             rejected.append(Rejected(index=n, event_id=e.event_id, reason="timestamp: more than a day in the future"))
@@ -85,7 +88,8 @@ def _respond(c: Components, recs: Recommendations, variant: Variant, user_id: st
                               results=results)
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut)
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
+            dependencies=[require_shopper()])
 def user_recommendations(user_id: UserId, c: ComponentsDep, filters: FiltersDep, k: KDep,
                          exclude_purchased: bool | None = None,
                          variant: Annotated[str | None, Query(
@@ -106,7 +110,7 @@ def user_recommendations(user_id: UserId, c: ComponentsDep, filters: FiltersDep,
     return _respond(c, recs, chosen, user_id, log=variant is None)  # a forced variant is no A/B data
 
 
-@router.post("/users/{user_id}/onboarding", response_model=RecommendationsOut, dependencies=[require("ingest")])
+@router.post("/users/{user_id}/onboarding", response_model=RecommendationsOut, dependencies=[require_shopper()])
 def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -> RecommendationsOut:
     """Stated interests build a profile at once; the answer is the first recommendations."""
     unknown = [i for i in body.liked_items if c.svc.index.table.get(i) is None]
@@ -121,7 +125,7 @@ def onboarding(user_id: UserId, body: OnboardingIn, c: ComponentsDep, k: KDep) -
     return _respond(c, recs, variant, user_id, log=True)
 
 
-@router.post("/recommendations", response_model=RecommendationsOut, dependencies=[require("read")])
+@router.post("/recommendations", response_model=RecommendationsOut, dependencies=[public_read()])
 def session_recommendations(body: SessionIn, c: ComponentsDep) -> RecommendationsOut:
     """Recommendations for an anonymous session from its inline context; nothing is stored."""
     unknown = [i for i in body.recent_items if c.svc.index.table.get(i) is None]
@@ -138,9 +142,11 @@ def session_recommendations(body: SessionIn, c: ComponentsDep) -> Recommendation
 
 @router.delete("/users/{user_id}", status_code=204, dependencies=[require("admin")])
 def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
-    """Erase the user's events, onboarding answers and impressions, and their share of the
-    collaborative counts. A later request for this id is a cold start."""
+    """Erase the user's events, onboarding answers and impressions, their share of the
+    collaborative counts and their past searches. A later request for this id is a cold start."""
     store = _store(c)
     store.delete_user(user_id)
-    c.svc.state.catch_up(store)  # applies the erasure log entry here at once; other workers within follow_seconds
+    # Applies the erasure log entry here at once: the counts, and (state.on_erasure) the search box's
+    # query log, which keys a verified shopper's searches like the event log; other workers within follow_seconds.
+    c.svc.state.catch_up(store)
     return Response(status_code=204)

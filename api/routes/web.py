@@ -11,8 +11,9 @@ mounted under ``/static``; no build step, no CDN), plus the helper routes the pa
 - ``GET /variants``: the configured A/B variants and the one a shopper is bucketed in;
 - ``GET /report`` and ``GET /report/files/{path}``: the evaluation report's PNG plots and text.
 
-``shoppers`` and ``history`` show what one person did: they need an admin key when the service
-requires keys (``semrec demo`` runs without).
+``shoppers`` lists shoppers: it needs an admin key when the service requires keys. ``history``
+shows what one person did: it needs that shopper's token or a key with role ``backend``
+(``api.security``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from retriever.eventstore import EventStore
 from ..deps import Components, ComponentsDep, ItemId, KDep, unprocessable
 from ..experiments import assign
 from ..models import ERRORS, ScoredItem
-from ..security import require
+from ..security import require, require_shopper
 from .users import UserId as UserPath
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -67,7 +68,7 @@ class AlsoBoughtOut(BaseModel):
     results: list[CoItem]
 
 
-@router.get("/items/{item_id}/also-bought", response_model=AlsoBoughtOut)
+@router.get("/items/{item_id:item}/also-bought", response_model=AlsoBoughtOut)
 def also_bought(item_id: ItemId, c: ComponentsDep, k: KDep) -> AlsoBoughtOut:
     """Items that shoppers touched right before or after this one (co-visitation counts of the
     event log), most frequent first. Empty until someone has interacted with the item."""
@@ -196,12 +197,13 @@ def shoppers(c: ComponentsDep, request: Request) -> ShoppersOut:
     store = _store(c)
     path = Path(c.settings.shoppers_file)
     if not path.is_file():
-        return ShoppersOut(source=str(path), shoppers=[], without_history=0,
-                           note=f"no shoppers file at {path} (set SEMREC_SHOPPERS_FILE)")
+        return ShoppersOut(source=shown(path), shoppers=[], without_history=0,
+                           note=f"no shoppers file at {shown(path)} (set SEMREC_SHOPPERS_FILE)")
     try:
         ids = request.app.state.shopper_ids.ids(path)
     except Exception as e:  # a malformed file must not break the console
-        return ShoppersOut(source=str(path), shoppers=[], without_history=0, note=f"cannot read {path}: {e}")
+        return ShoppersOut(source=shown(path), shoppers=[], without_history=0, note=f"cannot read {shown(path)}: "
+                                                                                   f"{type(e).__name__}")
     out, missing = [], 0
     for uid in ids:
         events = store.user_events(uid, 200)
@@ -215,7 +217,7 @@ def shoppers(c: ComponentsDep, request: Request) -> ShoppersOut:
                 cats[rec["categories"][min(1, len(rec["categories"]) - 1)]] += 1
         out.append(ShopperOut(user_id=uid, events=len(events), top_categories=[k for k, _ in cats.most_common(3)],
                               last_seen=max(e.ts for e in events)))
-    return ShoppersOut(source=str(path), shoppers=out, without_history=missing)
+    return ShoppersOut(source=shown(path), shoppers=out, without_history=missing)
 
 
 class HistoryEvent(BaseModel):
@@ -241,7 +243,7 @@ class HistoryOut(BaseModel):
     onboarding: OnboardingOut | None
 
 
-@router.get("/users/{user_id}/history", response_model=HistoryOut, dependencies=[require("admin")])
+@router.get("/users/{user_id}/history", response_model=HistoryOut, dependencies=[require_shopper()])
 def history(user_id: UserPath, c: ComponentsDep,
             limit: Annotated[int, Query(ge=1, le=200, description="latest events returned")] = 50) -> HistoryOut:
     """A shopper's latest events and onboarding answers, looked up by the keyed hash of ``user_id``.
@@ -295,6 +297,12 @@ class ReportOut(BaseModel):
     markdown: str | None = Field(description="results.md, when the report has one")
 
 
+def shown(path: Path) -> str:
+    """A path as clients may see it: a relative one as configured, an absolute one by its last two
+    parts only (the server's own directory layout is none of a client's business)."""
+    return f".../{'/'.join(path.parts[-2:])}" if path.is_absolute() else path.as_posix()
+
+
 def _report_files(root: Path) -> list[Path]:
     """PNGs in the report directory and its immediate subfolders (one per dataset), sorted."""
     found = sorted(root.glob("*.png")) + sorted(root.glob("*/*.png"))
@@ -306,14 +314,14 @@ def report(c: ComponentsDep) -> ReportOut:
     """The offline evaluation's plots (setting ``report_dir``, default ``runs/report``)."""
     root = Path(c.settings.report_dir)
     if not root.is_dir():
-        return ReportOut(directory=str(root), exists=False, plots=[], markdown=None)
+        return ReportOut(directory=shown(root), exists=False, plots=[], markdown=None)
     plots = []
     for p in _report_files(root):
         rel = p.relative_to(root).as_posix()
         title = (f"{p.parent.name}: " if p.parent != root else "") + p.stem.replace("_", " ").replace("-", " ")
         plots.append(PlotOut(path=rel, url=f"/report/files/{rel}", title=title))
     md = next((p for p in (root / "results.md", *sorted(root.glob("*/results.md"))) if p.is_file()), None)
-    return ReportOut(directory=str(root), exists=True, plots=plots,
+    return ReportOut(directory=shown(root), exists=True, plots=plots,
                      markdown=md.read_text(encoding="utf-8", errors="replace")[:100_000] if md else None)
 
 

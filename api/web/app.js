@@ -8,6 +8,9 @@
  *   #/item/<id>          product page: similar items, customers also bought, rating
  *   #/console[/<user>]   console: shoppers, history, sources, A/B variants side by side, report plots
  * Every click on a product is sent to POST /events with the request_id of the list it came from.
+ * A shopper's personal routes (their feed, history, onboarding, their events) carry that shopper's
+ * token (X-Shopper-Token). A real shop's backend signs it at login and hands it to the page; under
+ * `semrec demo` the demo-only POST /demo/token stands in for that backend.
  */
 "use strict";
 
@@ -185,10 +188,37 @@
     if (Array.isArray(d)) return d.map((x) => `${(x.loc || []).slice(1).join(".")}: ${x.msg}`).join("; ");
     return "";
   }
+  // ---- shopper tokens --------------------------------------------------------------------------
+  const tokens = new Map();  // user id -> {token, expires_at}
+  let demoTokens = true;     // false once the server says it has no demo token route
+  async function tokenFor(user) {
+    const known = tokens.get(user);
+    if (known && known.expires_at - 30 > Date.now() / 1000) return known.token;
+    if (!demoTokens) return null;
+    const res = await fetch("/demo/token", { method: "POST", body: JSON.stringify({ user_id: user }),
+      headers: { Accept: "application/json", "Content-Type": "application/json" } });
+    if (!res.ok) {
+      if (res.status === 404 || res.status === 405) demoTokens = false;
+      return null;
+    }
+    const data = await res.json();
+    tokens.set(user, data);
+    return data.token;
+  }
+  /** The shopper whose token a request needs: the one in /users/{id}/..., or the current one. */
+  function tokenUser(path) {
+    const m = /^\/users\/([^/?]+)\//.exec(path);
+    if (m) { try { return decodeURIComponent(m[1]); } catch { return null; } }
+    return path.startsWith("/events") || path.startsWith("/search") ? state.user : null;
+  }
+
   async function api(path, opts = {}) {
     const headers = { Accept: "application/json" };
     const key = saved.get(KEY.apiKey, "");
     if (key) headers["X-API-Key"] = key;
+    const who = tokenUser(path);
+    const token = who ? await tokenFor(who).catch(() => null) : null;
+    if (token) headers["X-Shopper-Token"] = token;
     let body;
     if (opts.body !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(opts.body); }
     const res = await fetch(path, { method: opts.method || "GET", headers, body, signal: opts.signal, keepalive: !!opts.keepalive });
@@ -236,7 +266,7 @@
       })
       .catch((e) => {
         banner(needsKey(e)
-          ? "This server needs an API key (role ingest) for events: paste one in Console → API key. Your clicks are not recorded."
+          ? "This server needs your shopper token (from the shop's backend) or an ingest key for events. Your clicks are not recorded."
           : `Could not record your ${type}: ${e.message}`);
       });
     state.pending = Promise.all([state.pending, sent]).then(() => undefined);
@@ -487,7 +517,7 @@
         toast("Your feed now follows your interests");
         $("#feed-slot").scrollIntoView({ behavior: "smooth", block: "start" });
       } catch (e) {
-        err.textContent = needsKey(e) ? "This server needs an API key for onboarding (Console → API key)." : e.message;
+        err.textContent = needsKey(e) ? "This server needs your shopper token (from the shop's backend) for onboarding." : e.message;
       } finally {
         button.disabled = false;
         button.textContent = "Show my picks";
@@ -726,7 +756,7 @@
   function shopperPanel(shoppers, user) {
     if (shoppers.error) {
       return needsKey(shoppers.error)
-        ? `<p class="hint">Listing shoppers needs an admin key on this server. Save one below.</p>`
+        ? `<p class="hint">Listing shoppers needs an admin key on this server (<code>semrec demo</code> prints one). Save it below.</p>`
         : `<p class="hint error">${esc(shoppers.error.message)}</p>`;
     }
     const rows = shoppers.shoppers.map((s) => `<li><button type="button" data-user="${esc(s.user_id)}" aria-current="${s.user_id === user}">
@@ -793,7 +823,7 @@
     ]);
     if (!$("#history")) return;
     if (hist.error) {
-      $("#history").innerHTML = `<p class="hint">${needsKey(hist.error) ? "Reading a shopper's history needs an admin key." : esc(hist.error.message)}</p>`;
+      $("#history").innerHTML = `<p class="hint">${needsKey(hist.error) ? "Reading a shopper's history needs their shopper token or a key with role backend." : esc(hist.error.message)}</p>`;
     } else {
       const ob = hist.onboarding;
       $("#history").innerHTML = (ob ? `<p class="hint">Onboarding: ${[ob.interests && `“${esc(ob.interests)}”`, ...ob.categories.map(esc)].filter(Boolean).join(", ") || "–"}</p>` : "") +

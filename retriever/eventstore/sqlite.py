@@ -1,5 +1,9 @@
 """The event log on SQLite: WAL mode, durable on acknowledgement, idempotent by ``event_id``.
 
+Erasure erases: the writer runs with ``secure_delete`` (SQLite overwrites deleted content with
+zeros instead of leaving it in free space), and after deleting a user the write-ahead log is
+checkpointed and truncated, so neither ``events.db`` nor its ``-wal`` keeps a byte of them.
+
 Schema changes are numbered migrations (``MIGRATIONS``); opening a database applies the ones it
 has not seen, inside a transaction, and records the version in ``meta``.
 """
@@ -91,12 +95,15 @@ class SQLiteEventStore(EventStore):
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we acknowledge
+        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
         self._lock = threading.Lock()
         self._migrate()
         with self._lock:  # erasures past retention go at the next erasure, and at every open
             self._db.execute("BEGIN IMMEDIATE")
-            self._prune_erasures(time.time())
+            pruned = self._prune_erasures(time.time())
             self._db.execute("COMMIT")
+            if pruned:  # their bytes leave the -wal file too (see _truncate_wal)
+                self._truncate_wal()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._pending: list[tuple] = []
@@ -257,15 +264,28 @@ class SQLiteEventStore(EventStore):
                              (key, erased_json(erased), now))
             self._prune_erasures(now)
             self._db.execute("COMMIT")
+            self._truncate_wal()
         return [e for _, e in erased]
 
-    def _prune_erasures(self, now: float) -> None:
-        """Drop erasure log entries past retention (inside the caller's write transaction)."""
+    def _prune_erasures(self, now: float) -> bool:
+        """Drop erasure log entries past retention (inside the caller's write transaction); whether any went."""
         old = self._db.execute("SELECT MAX(seq) FROM erasures WHERE erased_at < ?",
                                (now - self.erasure_retention_s,)).fetchone()[0]
         if old is not None:
             self._db.execute("DELETE FROM erasures WHERE seq <= ?", (old,))
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'erasures_pruned_through'", (str(old),))
+        return old is not None
+
+    def _truncate_wal(self, attempts: int = 50) -> None:
+        """Copy the write-ahead log into the database and truncate it to zero bytes (call under the
+        writer lock): the -wal file still holds the erased rows' old pages until then. A reader in
+        the middle of a query blocks the truncation; it is retried for up to ~1 s, then reported."""
+        for _ in range(attempts):
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.path}: could not truncate the write-ahead log after erasure (readers kept it busy)")
 
     def close(self) -> None:
         self.flush_impressions()

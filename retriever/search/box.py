@@ -31,15 +31,16 @@ class SearchBox:
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
               llm: str | None = None, llm_cache_dir: str | Path | None = DEFAULT_CACHE,
               vocab_cache_dir: str | Path | None = None, max_logged_queries: int = 10_000,
-              min_query_count: int = 2) -> SearchBox:
+              min_query_users: int = 3) -> SearchBox:
         """Build the search box for ``index``. ``llm``: generator name (e.g. "smollm2") or None.
 
+        ``min_query_users``: distinct shoppers (or clients) a past query needs before it is suggested.
         The LLM loads in a background thread (seconds from its cache, ~40 s the first time): until
         it is ready, searches run without it and report ``llm_status`` "unavailable".
         """
         engine = SearchEngine.build(index, embedder, config=config, cache_dir=vocab_cache_dir)
         queries = QueryLog(max_logged_queries)
-        box = cls(engine, Suggester(index, queries, min_query_count=min_query_count), queries)
+        box = cls(engine, Suggester(index, queries, min_query_users=min_query_users), queries)
         if llm:
             box.llm_loading = threading.Thread(target=box._load_llm, args=(llm, llm_cache_dir),
                                                name="llm-load", daemon=True)

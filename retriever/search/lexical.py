@@ -15,7 +15,9 @@ Keeping in step: bm25s indexes are static, so :class:`LexicalIndex` is
 - deletes and replaced items via the ItemIndex's live mask (``table.mask``), which also applies
   the business filters,
 - a rebuild in a background thread once the delta or the dead share grows past a threshold; it
-  swaps in under the index lock, keeping delta entries newer than its snapshot.
+  swaps in under the index lock, keeping delta entries newer than its snapshot,
+- label renumbering (``ItemIndex.compact_labels``): main and delta labels are mapped to the new
+  ones; main documents of retired items map to -1 and stay masked (``_alive``) until a rebuild.
 
 Scores are BM25 (Lucene variant, k1=1.5, b=0.75), non-negative; an item matching no query term is
 not a result.
@@ -185,31 +187,36 @@ class LexicalIndex:
         self._rebuilding: threading.Thread | None = None
         self.rebuilds = 0
         with index.lock:
-            self._main = self._build_main(*self._snapshot())
+            self._main = self._build_main(*self._snapshot()[:3])
             index.subscribe(self._on_update)
 
     # ---- building ------------------------------------------------------------------------------
-    def tokens_of(self, label: int) -> list[str]:
-        """BM25 tokens of the item with ``label`` (any label ever given, live or not)."""
-        rec = self.index.table.records[label]
+    def tokens_of(self, label: int, records: list[dict] | None = None) -> list[str]:
+        """BM25 tokens of the item with ``label`` (any label held, live or not) in ``records``
+        (default: the index's table now)."""
+        rec = (self.index.table.records if records is None else records)[label]
         return item_tokens(rec, self.extra_text.get(rec["item_id"], ""), self.title_weight)
 
-    def _snapshot(self) -> tuple[np.ndarray, int]:
-        """Live labels now and the label count they were taken at (call under the index lock)."""
-        return np.flatnonzero(self.index.table.alive.view).astype(np.int64), self.index.table.n_labels
+    def _snapshot(self) -> tuple[np.ndarray, int, list[dict], int]:
+        """Live labels now, the label count and records they were taken at, and the index's label
+        generation (call under the index lock)."""
+        table = self.index.table
+        return (np.flatnonzero(table.alive.view).astype(np.int64), table.n_labels, table.records,
+                self.index.generation)
 
-    def _build_main(self, labels: np.ndarray, cut: int) -> _Main:
-        return _Main(labels, [self.tokens_of(int(label)) for label in labels], cut, self.k1, self.b)
+    def _build_main(self, labels: np.ndarray, cut: int, records: list[dict]) -> _Main:
+        return _Main(labels, [self.tokens_of(int(label), records) for label in labels], cut, self.k1, self.b)
 
     def rebuild(self) -> None:
         """Rebuild the main index over the live items now (blocking) and empty the delta up to then."""
         with self.index.lock:
-            labels, cut = self._snapshot()
+            labels, cut, records, generation = self._snapshot()
         # Records never change once written (an upsert gets a new label), so tokenising them
         # outside the lock is safe; updates meanwhile land in the delta and survive the swap.
-        main = self._build_main(labels, cut)
+        main = self._build_main(labels, cut, records)
         with self.index.lock:
-            self._swap(main)
+            if generation == self.index.generation:  # else labels were renumbered: built on old ones
+                self._swap(main)
 
     def _swap(self, main: _Main) -> None:
         self._main = main
@@ -223,21 +230,28 @@ class LexicalIndex:
         if thread is not None:
             thread.join()
 
+    def _alive(self, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``mask[labels]`` where label -1 (a document of an item retired before a renumbering) is False."""
+        return np.append(mask, False)[labels]
+
     def _maybe_rebuild(self) -> None:
         main = self._main
-        dead = main.n_docs - int(self.index.table.alive.view[main.labels].sum()) if main.n_docs else 0
+        dead = main.n_docs - int(self._alive(main.labels, self.index.table.alive.view).sum()) if main.n_docs else 0
         big_delta = len(self._delta_len) >= max(self.rebuild_min_delta, REBUILD_DELTA_SHARE * main.n_docs)
         many_dead = main.n_docs >= self.rebuild_min_delta and dead >= REBUILD_DEAD_SHARE * main.n_docs
         if not (big_delta or many_dead) or (self._rebuilding is not None and self._rebuilding.is_alive()):
             return
         if not self.background_rebuild:
-            self._swap(self._build_main(*self._snapshot()))  # we hold the index lock already
+            self._swap(self._build_main(*self._snapshot()[:3]))  # we hold the index lock already
             return
         self._rebuilding = threading.Thread(target=self.rebuild, name="bm25-rebuild", daemon=True)
         self._rebuilding.start()
 
     # ---- updates (called by ItemIndex under its lock) --------------------------------------------
     def _on_update(self, op: str, labels: np.ndarray) -> None:
+        if op == "relabel":
+            self._relabel(labels)
+            return
         if op == "upsert":
             for label in labels:
                 self._add_delta(int(label))
@@ -245,6 +259,17 @@ class LexicalIndex:
             for label in labels:
                 self._drop_delta(int(label))  # a dead main-index document is masked at query time
         self._maybe_rebuild()
+
+    def _relabel(self, mapping: np.ndarray) -> None:
+        """Follow ``ItemIndex.compact_labels``: ``mapping[old]`` is the new label (-1: retired)."""
+        main = self._main
+        main.cut = int((mapping[: main.cut] >= 0).sum())  # order is kept: labels below the cut stay below
+        main.labels = np.where(main.labels >= 0, mapping[np.maximum(main.labels, 0)], -1)
+        remap = {old: int(mapping[old]) for old in self._delta_len if mapping[old] >= 0}
+        self._delta_len = {remap[old]: n for old, n in self._delta_len.items() if old in remap}
+        self._delta_terms = {remap[old]: t for old, t in self._delta_terms.items() if old in remap}
+        self._delta_postings = {term: moved for term, postings in self._delta_postings.items()
+                                if (moved := {remap[old]: tf for old, tf in postings.items() if old in remap})}
 
     def _add_delta(self, label: int) -> None:
         tokens = self.tokens_of(label)
@@ -317,7 +342,7 @@ class LexicalIndex:
             allowed = self.index.table.mask(filters)
             main = self._main
             s = main.scores(weights)
-            hit = (s > 0) & allowed[main.labels]
+            hit = (s > 0) & self._alive(main.labels, allowed)
             labels, scores = main.labels[hit], s[hit]
             delta = self._delta_scores(weights)
         if delta:  # every delta label is below len(allowed): both were read under the lock

@@ -16,12 +16,18 @@ Score of a completion (higher first)::
     kind prior (query 3, brand 2, category 1.5, title 1) + log1p(count) - 0.5 if matched mid-text
                                                           - 1 if matched through a typo variant
 
-``count`` is how often the query was searched, or how many live items carry the brand / category.
-Past queries come from :class:`QueryLog`, a bounded in-memory counter fed by ``/search``; a query
-is suggested once seen ``min_query_count`` times (one shopper's typing is not a suggestion).
+``count`` is how many distinct shoppers searched the query, or how many live items carry the brand /
+category. Past queries come from :class:`QueryLog`, fed by ``/search``: per query the distinct
+*sources* that searched it, each a keyed hash of a verified user id or of a client address, never
+clear text. A query is suggested only once ``min_query_users`` distinct sources searched it
+(k-anonymity, default 3): one client, however often it searches, never plants a suggestion, and
+nothing one shopper typed is shown to others until several others typed it too. Erasing a shopper
+takes them out of every query (:meth:`QueryLog.forget`).
 
 The catalog side follows item updates through ``ItemIndex.subscribe``: a deleted item's title is
-dropped at once (checked at query time), new titles appear after a rebuild in a background thread.
+dropped at once (checked at query time), new titles appear after a rebuild in a background thread,
+renumbered labels (``ItemIndex.compact_labels``) are mapped at once (a retired title gets label -2:
+never shown).
 """
 
 from __future__ import annotations
@@ -68,35 +74,64 @@ class Suggestion:
     score: float
 
 
-class QueryLog:
-    """Counts of normalised queries, at most ``max_size`` kept (the rarest are dropped first)."""
+MAX_SOURCES = 16  # sources kept per query: enough to pass any sane threshold and rank by popularity
 
-    def __init__(self, max_size: int = 10_000):
-        self.max_size = max_size
-        self.counts: Counter = Counter()
-        self.display: dict[str, str] = {}
+
+class QueryLog:
+    """Past queries with the distinct sources that searched them, bounded in memory.
+
+    Per normalised query (:func:`key`): ``{source: the text as that source typed it}``, at most
+    ``max_sources`` sources; at most ``max_size`` queries (those with the fewest sources go first).
+    A source is an opaque, pseudonymous string (the service passes keyed hashes). A query shows as
+    the text its earliest remaining source typed, so :meth:`forget` leaves nothing of a source.
+    """
+
+    def __init__(self, max_size: int = 10_000, max_sources: int = MAX_SOURCES):
+        self.max_size, self.max_sources = max_size, max_sources
+        self.sources: dict[str, dict[str, str]] = {}
         self.version = 0
         self._lock = threading.Lock()
 
-    def add(self, query: str) -> None:
+    def add(self, query: str, source: str) -> None:
+        """Record that ``source`` searched ``query``; a repeat by the same source changes nothing."""
         k = key(query)
         if not k:
             return
         with self._lock:
-            self.counts[k] += 1
-            self.display.setdefault(k, " ".join(query.split())[:MAX_KEY])
+            seen = self.sources.get(k)
+            if seen is not None and (source in seen or len(seen) >= self.max_sources):
+                return
+            self.sources.setdefault(k, {})[source] = " ".join(query.split())[:MAX_KEY]
             self.version += 1
-            if len(self.counts) > self.max_size:
-                # Drop the rarest tenth at once: amortised O(1) per add, and the newest queries
-                # (count 1) are the first to go, so one-off typing never pushes out what is popular.
-                keep = self.counts.most_common(int(self.max_size * 0.9))
-                self.counts = Counter(dict(keep))
-                self.display = {k2: self.display[k2] for k2 in self.counts}
+            if len(self.sources) > self.max_size:
+                # Drop the least shared tenth at once: amortised O(1) per add; among equals the newest
+                # go first, so one-off typing never pushes out what many searched.
+                keep = sorted(self.sources.items(), key=lambda kv: -len(kv[1]))[: int(self.max_size * 0.9)]
+                self.sources = dict(keep)
 
-    def snapshot(self, min_count: int) -> list[tuple[str, str, int]]:
-        """``[(key, display text, count)]`` of queries seen at least ``min_count`` times."""
+    def forget(self, source: str) -> int:
+        """Take ``source`` out of every query (erasure); a query no one else searched is dropped.
+        Returns how many queries it was in."""
         with self._lock:
-            return [(k, self.display[k], n) for k, n in self.counts.items() if n >= min_count]
+            hit = [k for k, seen in self.sources.items() if source in seen]
+            for k in hit:
+                del self.sources[k][source]
+                if not self.sources[k]:
+                    del self.sources[k]
+            if hit:
+                self.version += 1
+            return len(hit)
+
+    def counts(self) -> dict[str, int]:
+        """``{key: distinct sources}`` of every logged query."""
+        with self._lock:
+            return {k: len(seen) for k, seen in self.sources.items()}
+
+    def snapshot(self, min_sources: int) -> list[tuple[str, str, int]]:
+        """``[(key, display text, distinct sources)]`` of queries searched by at least ``min_sources``."""
+        with self._lock:
+            return [(k, next(iter(seen.values())), len(seen)) for k, seen in self.sources.items()
+                    if len(seen) >= min_sources]
 
 
 class _Table:
@@ -147,14 +182,16 @@ def _word_starts(k: str, limit: int | None = None) -> list[str]:
 class Suggester:
     """Completions for a typed prefix (see module docstring). Thread-safe."""
 
-    def __init__(self, index: ItemIndex, queries: QueryLog | None = None, *, min_query_count: int = 2,
+    def __init__(self, index: ItemIndex, queries: QueryLog | None = None, *, min_query_users: int = 3,
                  background: bool = True):
+        if min_query_users < 2:
+            raise ValueError("min_query_users must be at least 2: one client's queries are never suggested")
         self.index = index
         self.queries = queries if queries is not None else QueryLog()
-        self.min_query_count = min_query_count
+        self.min_query_users = min_query_users
         self.background = background
         self._lock = threading.Lock()
-        self._catalog = self._build_catalog()
+        self._catalog = self._build_catalog()[0]
         self._query_table: _Table | None = None
         self._query_version = -1
         self._dirty = False
@@ -162,10 +199,12 @@ class Suggester:
         index.subscribe(self._on_update)
 
     # ---- building ------------------------------------------------------------------------------
-    def _build_catalog(self) -> _Table:
+    def _build_catalog(self) -> tuple[_Table, int]:
+        """The catalog's completion table and the label generation its labels belong to."""
         with self.index.lock:
             live = np.flatnonzero(self.index.table.alive.view)
             records = [self.index.table.records[i] for i in live]
+            generation = self.index.generation
         entries: list[tuple[str, str, float, int]] = []
         keyed: list[tuple[str, int, bool]] = []
         brands: Counter = Counter()
@@ -189,22 +228,31 @@ class Suggester:
             for k, n in counts.items():
                 entries.append((display[(kind, k)], kind, PRIORS[kind] + math.log1p(n), -1))
                 keyed += [(s, len(entries) - 1, j > 0) for j, s in enumerate(_word_starts(k))]
-        return _Table(entries, keyed)
+        return _Table(entries, keyed), generation
 
     def _queries_table(self) -> _Table:
         with self._lock:
             if self._query_table is None or self._query_version != self.queries.version:
                 self._query_version = self.queries.version
-                snap = self.queries.snapshot(self.min_query_count)
+                snap = self.queries.snapshot(self.min_query_users)
                 entries = [(text, "query", PRIORS["query"] + math.log1p(n), -1) for _, text, n in snap]
                 self._query_table = _Table(entries, [(k, i, False) for i, (k, _, _) in enumerate(snap)])
             return self._query_table
 
     def rebuild(self) -> None:
         """Re-read titles, brands and categories from the live catalog (blocking)."""
-        table = self._build_catalog()
+        while True:
+            table, generation = self._build_catalog()
+            with self.index.lock, self._lock:
+                if generation == self.index.generation:  # else labels were renumbered meanwhile: again
+                    self._catalog = table
+                    return
+
+    def _relabel(self, mapping: np.ndarray) -> None:
         with self._lock:
-            self._catalog = table
+            table = self._catalog
+            table.entries = [(text, kind, score, -1 if label == -1 else int(mapping[label]) if label >= 0 and
+                              mapping[label] >= 0 else -2) for text, kind, score, label in table.entries]
 
     def wait(self) -> None:
         """Block until a background rebuild in flight (if any) is done."""
@@ -213,6 +261,9 @@ class Suggester:
             thread.join()
 
     def _on_update(self, op: str, labels: np.ndarray) -> None:
+        if op == "relabel":
+            self._relabel(labels)
+            return
         if op != "upsert":
             return  # deleted titles are filtered at query time
         if not self.background:
@@ -255,7 +306,7 @@ class Suggester:
             for table in tables:
                 for score, e in table.matches(p, limit):
                     text, kind, _, label = table.entries[e]
-                    if label >= 0 and not alive[label]:
+                    if label < -1 or (label >= 0 and not alive[label]):  # -2: retired before a renumbering
                         continue
                     s = round(score - penalty, 4)
                     tk = text.casefold()

@@ -23,6 +23,7 @@ from ..conftest import make_app, open_events_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SEMREC_CHROMIUM", "/usr/bin/chromium"))
+ADMIN = "sk_e2e_console_admin"  # the console's key; the storefront shops with demo shopper tokens
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
@@ -84,6 +85,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
 
     from api.cli import REPO_DATA
     from api.experiments import Variant
+    from api.security import ApiKey, digest
     from api.settings import Settings
     from indexer.build import build_index
     from indexer.clean import clean_catalog
@@ -93,7 +95,9 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
 
     root = tmp_path_factory.mktemp("e2e")
     settings = Settings(index_dir=root / "index", db_path=root / "events.db", report_dir=root / "report",
-                        shoppers_file=REPO_DATA / "demo" / "reviews.jsonl", auth=False,
+                        shoppers_file=REPO_DATA / "demo" / "reviews.jsonl", demo_tokens=True,
+                        token_secret="e2e-shopper-token-secret", rate_per_minute=1e6, rate_burst=100_000,
+                        api_keys=[ApiKey(name="console", role="admin", sha256=digest(ADMIN))],
                         variants=[Variant(name="control", share=0.5),
                                   Variant(name="no-covisit", share=0.5, candidates={"covisit": 0})])
     catalog, _ = clean_catalog(load_catalog(REPO_DATA / "demo"))

@@ -9,6 +9,8 @@ import re
 
 import pytest
 
+from .conftest import ADMIN
+
 pytestmark = pytest.mark.e2e
 
 
@@ -128,7 +130,8 @@ def test_a_click_is_an_event_and_the_feed_follows(page, screenshots, server):
     assert (event["type"], event["item_id"], event["request_id"]) == ("click", item, list_id)
     ready(page, "item")
     user = page.evaluate("JSON.parse(localStorage.getItem('semrec.user'))")
-    history = page.request.get(f"{server}/users/{user}/history").json()["events"]
+    assert page.request.get(f"{server}/users/{user}/history").status == 401  # personal: not for anyone
+    history = page.request.get(f"{server}/users/{user}/history", headers={"X-API-Key": ADMIN}).json()["events"]
     assert [(e["item_id"], e["type"], e["request_id"]) for e in history] == [(item, "click", list_id)]
 
     page.go_back()
@@ -143,6 +146,7 @@ def test_a_click_is_an_event_and_the_feed_follows(page, screenshots, server):
 
 
 def test_console_shows_history_sources_variants_and_report(page, screenshots):
+    page.add_init_script(f"localStorage.setItem('semrec.apiKey', JSON.stringify('{ADMIN}'))")  # staff key
     page.goto("/#/console/U020")
     ready(page, "console")
     assert page.locator("#shopper-list button").count() == 60
@@ -231,6 +235,7 @@ def test_product_page_claims_only_what_the_data_says(page, screenshots):
 
 
 def test_console_shopper_list_does_not_scroll_sideways_or_cut_tags(page, screenshots):
+    page.add_init_script(f"localStorage.setItem('semrec.apiKey', JSON.stringify('{ADMIN}'))")  # staff key
     page.goto("/#/console/U020")
     ready(page, "console")
     page.locator("#shopper-list .tag").first.wait_for()

@@ -16,7 +16,8 @@ at position t scores every item by a dot product with the (shared) item embeddin
 Loss: cross-entropy of the next item at every position, over all items or (default) sampled
 softmax against 1024 uniform negatives (with one sampled negative and BCE, SASRec reached NDCG@10
 0.0214 on Beauty in our harness; eSASRec reports 0.052 with full and 0.053 with sampled softmax).
-Item indexes are 0-based outside; inside, token i + 1 is item i and token 0 pads. Everything here is state and math; the training loop is ``retriever.sequence_train``.
+Item indexes are 0-based outside; inside, token i + 1 is item i and token 0 pads. Everything
+here is state and math; the training loop is ``retriever.sequence_train``.
 """
 
 from __future__ import annotations

@@ -134,7 +134,8 @@ class Settings(BaseSettings):
                       rerank=self.rerank.config(), exclude_purchased=self.exclude_purchased)
         if variant is None:
             return cfg
-        return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank)
+        return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank,
+                       search=variant.search_changes())
 
 
 def cli_settings(**overrides) -> Settings:

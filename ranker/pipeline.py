@@ -4,7 +4,8 @@ nothing else, so what is measured is what is served.
     recommend_users(svc, cfg, user_ids, k)            personal recommendations
     recommend_session(svc, cfg, recent_items, text, k) an anonymous session, from inline context
     similar(svc, cfg, item_id, k)                     similar items (a product page)
-    search(svc, cfg, query, k)                        the search box
+    search(svc, cfg, query, k)                        the search box: the query parsed into filters and
+                                                      boosts (retriever.search.parse), then the engine
 
 A personal list, step by step (``cfg`` decides each step; ablations are configs, not code paths):
 
@@ -65,6 +66,8 @@ class PipelineConfig:
     use_reranker: bool = True      # the A/B switch: False skips the reranking stage (fusion + MMR)
     learned_ranking: bool = True   # rank candidates with the learned model (``ranker.ltr``) when one is loaded
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
+    # changes to the search box's SearchConfig, as (field, value) pairs (an A/B variant's search settings)
+    search: tuple[tuple[str, float | bool], ...] = ()
 
 
 @dataclass
@@ -285,12 +288,19 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
     False skips the per-result evidence."""
     if svc.search is None:
         raise ValueError("these services were opened without a search box")
+    engine = svc.search.engine.with_config(**dict(cfg.search)) if cfg.search else svc.search.engine
     user_vector = None
     if user_id is not None and svc.events is not None:
         profile = user_profile(svc.events, svc.index, svc.embedder, user_id, cfg.profile)
         user_vector = None if profile.is_empty else profile.interests
-    result = svc.search.engine.search(query, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                                      user_vector=user_vector, query_vec=query_vec, explain=explain)
+    parsed, text = None, query
+    if engine.config.understand:
+        parsed = svc.search.parser.parse(query)
+        if parsed.has_constraints:
+            text, filters = parsed.text or query, parsed.filters(filters)
+            query_vec = query_vec if text == query else None
+    result = engine.search(text, k, filters, expand=expand, use_llm=(expand is not False) and llm,
+                           user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed)
     return result, user_vector is not None
 
 

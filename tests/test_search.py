@@ -236,9 +236,11 @@ def test_suggest_prefix_typo_queries_and_updates():
     assert "Ionique Pro" in [s.text for s in sug.suggest("ionik", 5)]      # typo
     for typed in ("l'or", "lor", "L’OR"):
         assert "L'Oréal" in [s.text for s in sug.suggest(typed, 5)]
-    log.add("burr grinder for espresso")
-    assert "burr grinder for espresso" not in [s.text for s in sug.suggest("burr", 5)]  # seen once
-    log.add("Burr grinder  for espresso")
+    log.add("burr grinder for espresso", "shopper-1")
+    log.add("burr grinder for espresso", "shopper-1")
+    log.add("burr grinder for espresso", None)
+    assert "burr grinder for espresso" not in [s.text for s in sug.suggest("burr", 5)]  # one shopper
+    log.add("Burr grinder  for espresso", "shopper-2")
     assert sug.suggest("burr", 5)[0] == sug.suggest("BURR G", 5)[0]
     assert sug.suggest("burr", 5)[0].kind == "query"
     index.delete("grinder")
@@ -251,9 +253,11 @@ def test_suggest_prefix_typo_queries_and_updates():
 def test_query_log_is_bounded():
     log = QueryLog(max_size=50)
     for n in range(200):
-        log.add("popular query")
-        log.add(f"one-off {n}")
+        log.add("popular query", f"u{n}")
+        log.add(f"one-off {n}", f"u{n}")
     assert len(log.counts) <= 50 and log.counts["popular query"] == 200
+    log.forget("u7")
+    assert log.counts["popular query"] == 199
 
 
 # ---- Chinese -----------------------------------------------------------------------------------------

@@ -96,8 +96,11 @@ def test_suggest_completions_and_popular_queries(client):
     assert kinds["Lips"] == "category" and kinds["Matte red lipstick"] == "title"
     assert client.get("/suggest", params={"q": "brezee"}).json()["suggestions"][0] == {"text": "Breeze",
                                                                                        "kind": "brand"}
-    for _ in range(2):
-        client.get("/search", params={"q": "travel hair dryer"})
+    for user in (None, None, "ann", "ann"):  # anonymous, then one shopper twice: not yet a popular query
+        client.get("/search", params={"q": "travel hair dryer"} | ({"user_id": user} if user else {}))
+    assert {"text": "travel hair dryer", "kind": "query"} not in client.get("/suggest", params={"q": "trav"}).json()[
+        "suggestions"]
+    client.get("/search", params={"q": "Travel hair  dryer", "user_id": "bob"})
     assert {"text": "travel hair dryer", "kind": "query"} in client.get("/suggest", params={"q": "trav"}).json()[
         "suggestions"]
     assert client.get("/suggest", params={"q": "zzzzzz"}).json()["suggestions"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import unicodedata
+import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -12,8 +13,11 @@ from pydantic import BaseModel, Field
 
 from ranker import pipeline
 from retriever.search import SearchBox
+from retriever.search.parse import ParsedQuery
+from retriever.search.suggest import key as query_key
 
 from ..deps import Components, ComponentsDep, FiltersDep, KDep, scored, search_box_for, unprocessable
+from ..experiments import assign
 from ..models import ScoredItem
 
 router = APIRouter()
@@ -77,8 +81,41 @@ class ExpansionOut(BaseModel):
     source: Literal["catalog", "feedback", "llm", "typo"]
 
 
+class SpanOut(BaseModel):
+    kind: Literal["price", "brand", "brand boost", "category", "category boost", "size", "not"]
+    text: str = Field(description="what the query said (or the catalog name it matched)")
+
+
+class ParseOut(BaseModel):
+    """What the query was understood to ask for. Hard constraints filter the results; boosts
+    lift matching items."""
+
+    text: str = Field(description="the words that were searched")
+    min_price: float | None = Field(description="hard: no result costs less")
+    max_price: float | None = Field(description="hard: no result costs more")
+    brand: str | None = Field(description="hard: every result is of this brand")
+    category: str | None = Field(description="hard: every result is in this category")
+    exclude_brands: list[str] = Field(description="hard: no result is of these brands")
+    exclude_words: list[str] = Field(description="hard: no result title holds these words")
+    boost_brands: list[str]
+    boost_categories: list[str]
+    sizes: list[str] = Field(description="sizes / quantities asked for (a boost), e.g. '500 ml'")
+    spans: list[SpanOut]
+
+    @classmethod
+    def of(cls, p: ParsedQuery) -> ParseOut:
+        return cls(text=p.text, min_price=p.min_price, max_price=p.max_price, brand=p.brand, category=p.category,
+                   exclude_brands=list(p.exclude_brands), exclude_words=list(p.exclude_words),
+                   boost_brands=list(p.boost_brands), boost_categories=list(p.boost_categories),
+                   sizes=[f"{q.value:g} {q.unit}" if not q.unit.startswith("size:") else q.unit for q in p.sizes],
+                   spans=[SpanOut(kind=k, text=t) for k, t in p.spans])
+
+
 class SearchResponse(BaseModel):
+    request_id: str = Field(description="send it back with the clicks and carts that follow from this list")
     query: str
+    parsed: ParseOut | None = Field(description="the query's understood constraints; null when parsing is off")
+    variant: str | None = Field(description="the shopper's A/B variant (with user_id); null for anonymous searches")
     results: list[SearchHit]
     expansion: list[ExpansionOut] = Field(description="terms added to the query, each grounded in the catalog")
     llm: Literal["off", "unavailable", "cached", "generated", "timeout", "busy", "error"] = Field(
@@ -110,13 +147,23 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
     if user_id is not None:
         check_text(user_id, "user_id")
     box = search_box(c)
-    res, personalised = pipeline.search(c.svc, c.config(), q, k, filters, user_id=user_id, expand=expand, llm=llm)
+    variant = assign(user_id, c.settings.variants, c.settings.ab_salt) if user_id is not None else None
+    res, personalised = pipeline.search(c.svc, c.config(variant), q, k, filters, user_id=user_id, expand=expand,
+                                        llm=llm)
     items = scored(c.svc.index, res.labels, res.scores)
     hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
             for item, ev in zip(items, res.evidence)]
-    if hits:
-        box.queries.add(q)
-    return SearchResponse(query=q, results=hits,
+    request_id = uuid.uuid4().hex
+    store = c.svc.events
+    if hits and store is not None:
+        store.log_search(request_id, user_id, q, query_key(q), [h.item_id for h in hits],
+                         None if variant is None else variant.name)
+        box.sync_queries(store)
+    if hits and user_id is not None:  # counted here at once; the log's counts replace these every 30 s
+        box.queries.add(q, store.user_key(user_id) if store is not None else user_id)
+    parsed = None if res.parsed is None else ParseOut.of(res.parsed)
+    return SearchResponse(request_id=request_id, query=q, parsed=parsed,
+                          variant=None if variant is None else variant.name, results=hits,
                           expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
                           llm=res.llm_status, personalised=personalised,
                           took_ms=round(sum(res.timings_ms.values()), 3))

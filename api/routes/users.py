@@ -143,4 +143,6 @@ def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
     store = _store(c)
     store.delete_user(user_id)
     c.svc.state.catch_up(store)  # applies the erasure log entry here at once; other workers within follow_seconds
+    if c.svc.search is not None:  # their searches stop counting toward suggestions here at once, elsewhere within 30 s
+        c.svc.search.sync_queries(store, wait=True)
     return Response(status_code=204)

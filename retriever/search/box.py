@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from indexer.store import ItemIndex
 
 from .engine import SearchConfig, SearchEngine
 from .llm import DEFAULT_CACHE, LLMExpander, load_generator
+from .parse import QueryParser
 from .suggest import QueryLog, Suggester
 
 log = logging.getLogger(__name__)
@@ -20,12 +22,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SearchBox:
-    """The engine, its suggester and query log (and, while it loads, the LLM loader thread)."""
+    """The engine, its suggester and query log, the query parser (and, while it loads, the LLM
+    loader thread)."""
 
     engine: SearchEngine
     suggester: Suggester
     queries: QueryLog
     llm_loading: threading.Thread | None = field(default=None, repr=False)
+    parser: QueryParser | None = None
+
+    def __post_init__(self) -> None:
+        self._sync_lock = threading.Lock()
+        self._synced_at = -float("inf")
+        self._syncing: threading.Thread | None = None
+        if self.parser is None:
+            self.parser = QueryParser(self.engine.index)
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
@@ -45,6 +56,26 @@ class SearchBox:
                                                name="llm-load", daemon=True)
             box.llm_loading.start()
         return box
+
+    def sync_queries(self, store, every_s: float = 30.0, *, wait: bool = False) -> None:
+        """Reload the popular-query counts from the search log of ``store`` (an ``EventStore``): in a
+        background thread, at most once per ``every_s`` seconds; ``wait``: now, in this thread (after
+        an erasure, so the erased shopper's queries stop counting before the call returns)."""
+        load = lambda: self.queries.replace(store.popular_queries(self.suggester.min_query_count))  # noqa: E731
+        if wait:
+            running = self._syncing
+            if running is not None:
+                running.join()
+            self._synced_at = time.monotonic()
+            load()
+            return
+        with self._sync_lock:
+            now = time.monotonic()
+            if now - self._synced_at < every_s or (self._syncing is not None and self._syncing.is_alive()):
+                return
+            self._synced_at = now
+            self._syncing = threading.Thread(target=load, name="query-log-sync", daemon=True)
+            self._syncing.start()
 
     def _load_llm(self, name: str, cache_dir: str | Path | None) -> None:
         try:

@@ -34,6 +34,7 @@ from ..fusion import RRF_K, as_run, fuse
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
 from .lexical import LexicalIndex, tokenize
 from .llm import LLMExpander
+from .parse import ParsedQuery, size_matches, title_violates
 from .typo import TypoIndex, respell
 
 Rerank = Callable[[str, np.ndarray, np.ndarray], np.ndarray]  # (query, labels, scores) -> final scores
@@ -68,6 +69,8 @@ class SearchConfig:
     llm_budget_s: float = 0.5         # longest a request waits for the LLM
     rerank_depth: int = 50            # fused candidates handed to the rerank hook
     personal_weight: float = 0.1      # weight of the user-vector cosine (not tuned: no data yet)
+    understand: bool = True           # parse price / brand / category / size / negations (retriever.search.parse)
+    parse_boost: float = 0.1          # added to the max-normalised score per parsed brand / category / size match
 
 
 @dataclass
@@ -96,6 +99,7 @@ class SearchResult:
     expansion: list[Expansion]
     llm_status: str = "off"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    parsed: ParsedQuery | None = None
 
 
 class SearchEngine:
@@ -132,12 +136,15 @@ class SearchEngine:
 
     def search(self, query: str, k: int = 10, filters: Filters | None = None, *, expand: bool | None = None,
                use_llm: bool | None = None, user_vector: np.ndarray | None = None,
-               query_vec: np.ndarray | None = None, explain: bool = True) -> SearchResult:
+               query_vec: np.ndarray | None = None, explain: bool = True,
+               parsed: ParsedQuery | None = None) -> SearchResult:
         """Top-``k`` items for ``query`` with evidence (see module docstring).
 
         ``expand`` / ``use_llm``: None = the config's default. ``query_vec``: the query's unit
         embedding float32 ``(dim,)`` when already computed (batch evaluation). ``explain=False``
-        skips the evidence (an empty list), which costs a tokenisation per result.
+        skips the evidence (an empty list), which costs a tokenisation per result. ``parsed``: the
+        query's parse (``query`` is then its text, ``filters`` include its hard filters): its
+        exclusions are applied to the candidates and its boosts to their scores.
         """
         cfg, clock = self.config, _Clock()
         expand = cfg.expand if expand is None else expand
@@ -181,12 +188,14 @@ class SearchEngine:
                 lex, dense = self._retrieve(weights, query_vec, depth, filters)
                 fused = self._fuse(lex, dense, depth)
             clock.lap("feedback")
+        if parsed is not None:
+            fused = self._constrain(fused, parsed)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
                     if explain else [])
         clock.lap("evidence")
-        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps)
+        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps, parsed)
 
     # ---- steps -----------------------------------------------------------------------------------
     def _retrieve(self, weights: dict[str, float], query_vec: np.ndarray, depth: int, filters: Filters | None):
@@ -232,6 +241,28 @@ class SearchEngine:
             return runs[0][0][0], runs[0][1][0]
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
+
+    def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
+        """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        boost = parsed.boost_brands or parsed.boost_categories or parsed.sizes
+        if not (parsed.exclude_brands or parsed.exclude_words or boost) or not len(labels):
+            return labels, scores
+        with self.index.lock:
+            records = [self.index.table.records[int(lb)] for lb in labels]
+        no_brands = {b.casefold() for b in parsed.exclude_brands}
+        keep = np.array([r["brand"].casefold() not in no_brands and not title_violates(r["title"], parsed.exclude_words)
+                         for r in records], dtype=bool)
+        if boost:
+            brands = {b.casefold() for b in parsed.boost_brands}
+            cats = {c.casefold() for c in parsed.boost_categories}
+            hits = np.array([(r["brand"].casefold() in brands) + bool(cats & {c.casefold() for c in r["categories"]})
+                             + size_matches(r, parsed.sizes) for r in records], dtype=np.float64)
+            scores = scores / max(scores.max(), 1e-12) + self.config.parse_boost * hits
+        order = np.argsort(-scores[keep], kind="stable")
+        return labels[keep][order], scores[keep][order]
 
     def _hooks(self, query: str, fused, k: int, user_vector: np.ndarray | None):
         labels, scores = fused

@@ -17,8 +17,10 @@ Score of a completion (higher first)::
                                                           - 1 if matched through a typo variant
 
 ``count`` is how often the query was searched, or how many live items carry the brand / category.
-Past queries come from :class:`QueryLog`, a bounded in-memory counter fed by ``/search``; a query
-is suggested once seen ``min_query_count`` times (one shopper's typing is not a suggestion).
+Past queries come from :class:`QueryLog`, distinct shoppers per query, fed by ``/search`` and
+reloaded from the search log in the event store; a query is suggested once searched by
+``min_query_count`` distinct shoppers (one shopper's typing is not a suggestion, and an erased
+shopper's queries stop counting).
 
 The catalog side follows item updates through ``ItemIndex.subscribe``: a deleted item's title is
 dropped at once (checked at query time), new titles appear after a rebuild in a background thread.
@@ -69,32 +71,60 @@ class Suggestion:
 
 
 class QueryLog:
-    """Counts of normalised queries, at most ``max_size`` kept (the rarest are dropped first)."""
+    """Per normalised query, the distinct shoppers who searched it (at most ``max_size`` queries
+    kept; the rarest are dropped first). Shoppers are known by an opaque key (the event store's
+    pseudonym); anonymous searches are not counted. ``replace`` loads the counts from the search
+    log (``EventStore.popular_queries``): the store is the truth across workers and erasures."""
 
     def __init__(self, max_size: int = 10_000):
         self.max_size = max_size
         self.counts: Counter = Counter()
         self.display: dict[str, str] = {}
+        self._users: dict[str, set[str]] = {}
         self.version = 0
         self._lock = threading.Lock()
 
-    def add(self, query: str) -> None:
+    def add(self, query: str, user: str | None) -> None:
         k = key(query)
-        if not k:
+        if not k or user is None:
             return
         with self._lock:
+            users = self._users.setdefault(k, set())
+            if user in users:
+                return
+            users.add(user)
             self.counts[k] += 1
             self.display.setdefault(k, " ".join(query.split())[:MAX_KEY])
             self.version += 1
             if len(self.counts) > self.max_size:
                 # Drop the rarest tenth at once: amortised O(1) per add, and the newest queries
-                # (count 1) are the first to go, so one-off typing never pushes out what is popular.
+                # (one shopper) are the first to go, so one-off typing never pushes out what is popular.
                 keep = self.counts.most_common(int(self.max_size * 0.9))
                 self.counts = Counter(dict(keep))
                 self.display = {k2: self.display[k2] for k2 in self.counts}
+                self._users = {k2: self._users.get(k2, set()) for k2 in self.counts}
+
+    def forget(self, user: str) -> None:
+        """Take one shopper out of every count (an erasure)."""
+        with self._lock:
+            for k, users in self._users.items():
+                if user in users:
+                    users.discard(user)
+                    self.counts[k] -= 1
+            self.counts = Counter({k: n for k, n in self.counts.items() if n > 0})
+            self.version += 1
+
+    def replace(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Counts from the search log: ``(key, display text, distinct users)`` per query."""
+        rows = list(rows)[: self.max_size]
+        with self._lock:
+            self.counts = Counter({k: n for k, _, n in rows})
+            self.display = {k: " ".join(text.split())[:MAX_KEY] for k, text, _ in rows}
+            self._users = {}  # who they were stays in the store; new adds count on top until the next load
+            self.version += 1
 
     def snapshot(self, min_count: int) -> list[tuple[str, str, int]]:
-        """``[(key, display text, count)]`` of queries seen at least ``min_count`` times."""
+        """``[(key, display text, distinct users)]`` of queries searched by at least ``min_count`` shoppers."""
         with self._lock:
             return [(k, self.display[k], n) for k, n in self.counts.items() if n >= min_count]
 

@@ -13,6 +13,7 @@ from indexer.table import Filters
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
 from ranker.services import Services, build_search, open_events, open_index, set_threads
+from retriever.search.enrich import EnrichConfig
 
 from .experiments import Variant
 from .models import ItemOut, ScoredItem
@@ -65,7 +66,8 @@ def search_box_for(settings: Settings, svc: Services):
     return build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
                         vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
                         reranker=svc.reranker if settings.rerank.search else None,
-                        weights=settings.rerank.config().weights)
+                        weights=settings.rerank.config().weights, index_dir=settings.index_dir,
+                        enrich=EnrichConfig(model=s.enrich_model) if s.enrich_upserts else None)
 
 
 def get_components(request: Request) -> Components:

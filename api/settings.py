@@ -55,6 +55,10 @@ class SearchSettings(BaseModel):
     expand: bool = Field(SearchConfig.expand, description="catalog + feedback expansion when a request does not say")
     vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
                                                            "default: <index_dir>/search-cache")
+    enrich_model: str = Field("smollm2", description="generator of the synthetic shopper queries (`semrec enrich`, "
+                                                     "upserts): 'smollm2', a hub id or a local folder")
+    enrich_upserts: bool = Field(True, description="enrich upserted items in the background when the index was "
+                                                   "enriched (`semrec enrich`)")
 
     def config(self) -> SearchConfig:
         return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s)

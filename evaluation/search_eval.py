@@ -44,6 +44,7 @@ from ranker.rerank import query_rerank_hook
 from ranker.services import Services
 from retriever.search import SearchBox
 from retriever.search.engine import SearchConfig, SearchEngine
+from retriever.search.expand import ExpandConfig
 from retriever.search.expansion import CatalogVocabulary, catalog_terms, embed_cached
 from retriever.search.lexical import LexicalIndex
 from retriever.search.llm import LLMExpander, TextGenerator, load_generator
@@ -56,10 +57,15 @@ K = 10
 CONFIG = pipeline.PipelineConfig()  # the service's default: personalisation needs a shopper, none here
 
 # name -> (SearchConfig changes, search() keyword arguments)
+_BM25 = {"retrievers": ("lexical",), "typo": False}
+EXPAND_SOURCES = ("typo", "catalog", "co-click", "llm")
 SYSTEMS: dict[str, tuple[dict, dict]] = {
-    "bm25": ({"retrievers": ("lexical",), "typo": False}, {"expand": False}),
+    "bm25": (_BM25, {"expand": False}),
+    # BM25 with the /expand answer's terms as weighted should-clauses: what a shop's own engine gets
+    "bm25 + /expand": (_BM25, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "dense": ({"retrievers": ("dense",)}, {"expand": False}),
     "hybrid": ({}, {"expand": False}),
+    "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
     "hybrid + feedback": ({"catalog_terms": 0}, {"expand": True}),
     "hybrid + catalog + feedback": ({}, {"expand": True}),
@@ -160,6 +166,14 @@ class Corpus:
         extra = {i: " ".join(t for r, t in pairs if r not in held_out) for i, pairs in self.texts.items()}
         return index, extra
 
+    def search_log(self, reviews: pd.DataFrame, exclude: set[str]) -> list[tuple[str, str, str, str]]:
+        """A simulated search log: every queryable review headline not in ``exclude`` (the cases
+        evaluated) as a past search whose shopper clicked the reviewed item, shaped like
+        ``EventStore.search_interactions``. Its co-clicks feed ``/expand`` (source "co-click")."""
+        pool = query_pool(reviews)
+        pool = pool[~pool["review_id"].isin(exclude)]
+        return [(q.strip(), i, "click", u) for q, i, u in zip(pool["title"], pool["item_id"], pool["user_id"])]
+
     def vocabulary(self, index: ItemIndex, lexical: LexicalIndex) -> CatalogVocabulary:
         terms, kinds, df = catalog_terms(index, lexical)
         missing = [t for t in terms if t not in self.term_vec]
@@ -187,11 +201,14 @@ class CachedReplies(TextGenerator):
 
 def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, dict]],
               base: SearchConfig, *, generator: TextGenerator | None = None,
-              reranker: Reranker | None = None, lexical_kw: dict | None = None) -> dict[str, np.ndarray]:
+              reranker: Reranker | None = None, lexical_kw: dict | None = None,
+              expand_config: ExpandConfig = ExpandConfig(), search_log: list | None = None) -> dict[str, np.ndarray]:
     """1-based rank of each case's item per system (0 = not in the top K).
 
     ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
-    (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings."""
+    (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings. A system
+    with ``expand_terms`` (sources) adds the ``pipeline.expand`` terms of those sources to its query;
+    ``search_log``: the co-click rows ``/expand`` learns from (none: no co-click terms)."""
     qvecs = corpus.embedder.encode([c.query for c in cases])
     ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
     for fold in sorted({c.fold for c in cases}):
@@ -203,11 +220,20 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
         engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
                               rerank=None if reranker is None else query_rerank_hook(reranker, index))
         box = SearchBox(engine, Suggester(index, QueryLog(1)), QueryLog(1))
+        box.expander.config = expand_config
+        if search_log:
+            box.expander.coclicks.load(search_log, corpus.embedder, corpus.cache_dir)
+        full = Services(index, corpus.embedder, search=box)
         for name, (changes, kwargs) in systems.items():
             svc = Services(index, corpus.embedder, search=replace(box, engine=engine.with_config(**changes)))
+            sources = kwargs.get("expand_terms")
             for n in rows:
+                terms = None if sources is None else [
+                    e for e in pipeline.expand(full, CONFIG, cases[n].query, query_vec=qvecs[n],
+                                               llm=generator is not None and "llm" in sources).terms
+                    if e.source in sources]
                 res, _ = pipeline.search(svc, CONFIG, cases[n].query, K, query_vec=qvecs[n], explain=False,
-                                         expand=kwargs.get("expand"), llm=kwargs.get("use_llm"))
+                                         expand=kwargs.get("expand"), llm=kwargs.get("use_llm"), terms=terms)
                 hit = np.flatnonzero(res.labels == index.table.label_of[cases[n].item_id])
                 ranks[name][n] = hit[0] + 1 if len(hit) else 0
         if llm is not None:

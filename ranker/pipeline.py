@@ -46,6 +46,8 @@ from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
+from retriever.search.expand import ExpandResult
+from retriever.search.expansion import Expansion
 from retriever.similar import similar_items
 
 from .explain import Reason
@@ -280,12 +282,14 @@ def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: F
 
 def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filters | None = None, *,
            user_id: str | None = None, expand: bool | None = None, llm: bool | None = None,
-           query_vec: np.ndarray | None = None, explain: bool = True) -> tuple[SearchResult, bool]:
+           query_vec: np.ndarray | None = None, explain: bool = True,
+           terms: list[Expansion] | None = None) -> tuple[SearchResult, bool]:
     """The search box's answer for ``query`` and whether it was personalised: with ``user_id`` of a
     shopper with a profile, their interest vectors lightly boost what is close to them
     (``SearchConfig.personal_weight``). ``expand`` / ``llm``: None = the service's defaults.
     ``query_vec``: the query's embedding when already computed (batch evaluation); ``explain``:
-    False skips the per-result evidence."""
+    False skips the per-result evidence; ``terms``: weighted terms added to the BM25 query (an
+    ``expand`` answer)."""
     if svc.search is None:
         raise ValueError("these services were opened without a search box")
     engine = svc.search.engine.with_config(**dict(cfg.search)) if cfg.search else svc.search.engine
@@ -300,9 +304,18 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
             text, filters = parsed.text or query, parsed.filters(filters)
             query_vec = query_vec if text == query else None
     result = engine.search(text, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                           user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed)
+                           user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed, terms=terms)
     return result, user_vector is not None
 
 
-__all__ = ["PipelineConfig", "Recommendations", "Services", "rank_profiles", "recommend_session", "recommend_users",
-           "search", "similar"]
+def expand(svc: Services, cfg: PipelineConfig, query: str, *, llm: bool = False, budget_s: float | None = None,
+           query_vec: np.ndarray | None = None) -> ExpandResult:
+    """Query expansion for a shop's own lexical engine (``GET /expand``): weighted, grounded terms
+    with their provenance, spelling fixes, brand / category hints (``retriever.search.expand``)."""
+    if svc.search is None:
+        raise ValueError("these services were opened without a search box")
+    return svc.search.expander.expand(query, llm=llm, budget_s=budget_s, query_vec=query_vec)
+
+
+__all__ = ["PipelineConfig", "Recommendations", "Services", "expand", "rank_profiles", "recommend_session",
+           "recommend_users", "search", "similar"]

@@ -10,9 +10,10 @@ from indexer.build import EmbedConfig, upsert_items
 from indexer.documents import review_text
 from indexer.schema import make_items
 from ranker import pipeline
+from retriever.aspects import item_aspects
 
 from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, scored
-from ..models import HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
+from ..models import AspectOut, HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
 from ..security import require
 
 router = APIRouter()
@@ -29,7 +30,15 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.svc.index.table.get(item_id)
     if rec is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    return ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
+    out = ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
+    stored = c.svc.search.enrichment.get(item_id) if c.svc.search is not None and c.svc.search.enrichment else None
+    if stored is not None:
+        pros, cons, out.shopper_queries = stored.pros, stored.cons, list(stored.queries)
+    else:  # not enriched (yet): the aspects of the reviews it holds, computed now (~1 ms)
+        pros, cons = item_aspects(c.svc.index.reviews.get(item_id, []))
+    out.pros = [AspectOut(**vars(a)) for a in pros]
+    out.cons = [AspectOut(**vars(a)) for a in cons]
+    return out
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarOut)

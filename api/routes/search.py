@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import unicodedata
 import uuid
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ranker import pipeline
 from retriever.search import SearchBox
+from retriever.search.expand import elasticsearch_query
 from retriever.search.parse import ParsedQuery
 from retriever.search.suggest import key as query_key
 
@@ -124,6 +126,37 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
+class TermOut(BaseModel):
+    term: str
+    source: Literal["typo", "catalog", "co-click", "llm"] = Field(
+        description="typo: a spelling fix; catalog: words of the nearest catalog items or vocabulary; co-click: "
+                    "words of items shoppers acted on after this query (search log); llm: the generator's, grounded")
+    weight: float = Field(description="boost relative to the query's own words (1.0)")
+
+
+class HintOut(BaseModel):
+    kind: Literal["brand", "category"]
+    name: str
+    weight: float = Field(description="1.0 when the query names it, else its share of the nearest items")
+
+
+class CorrectionOut(BaseModel):
+    word: str
+    replacements: list[str]
+
+
+class ExpandResponse(BaseModel):
+    query: str
+    terms: list[TermOut] = Field(description="terms to add as weighted should-clauses; all grounded in the catalog")
+    corrections: list[CorrectionOut]
+    hints: list[HintOut]
+    parsed: ParseOut
+    llm: Literal["off", "unavailable", "cached", "generated", "timeout", "busy", "error"]
+    cached: bool = Field(description="answered from the expansion cache")
+    elasticsearch: dict = Field(description="a ready Elasticsearch bool query over `fields`")
+    took_ms: float
+
+
 class SuggestionOut(BaseModel):
     text: str
     kind: Literal["query", "brand", "category", "title"]
@@ -167,6 +200,27 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText,
                           expansion=[ExpansionOut(term=e.term, source=e.source) for e in res.expansion],
                           llm=res.llm_status, personalised=personalised,
                           took_ms=round(sum(res.timings_ms.values()), 3))
+
+
+@router.get("/expand", response_model=ExpandResponse)
+def expand(c: ComponentsDep, q: QueryText,
+           llm: Annotated[bool, Query(description="also ask the LLM (waits at most the service's LLM budget; "
+                                                  "a later call gets the answer from the cache)")] = False,
+           fields: Annotated[str, Query(max_length=500, pattern=r"^[\w.^]+(,[\w.^]+)*$",
+                                        description="comma-separated fields of your index for the "
+                                                    "Elasticsearch query")] = "title^2,description",
+           ) -> ExpandResponse:
+    """Query expansion for a shop's own lexical engine: weighted terms with their provenance."""
+    check_text(q, "q")
+    search_box(c)
+    started = time.perf_counter()
+    res = pipeline.expand(c.svc, c.config(), q, llm=llm)
+    return ExpandResponse(query=q, terms=[TermOut(term=e.term, source=e.source, weight=e.weight) for e in res.terms],
+                          corrections=[CorrectionOut(word=w, replacements=r) for w, r in res.corrections.items()],
+                          hints=[HintOut(kind=h.kind, name=h.name, weight=h.weight) for h in res.hints],
+                          parsed=ParseOut.of(res.parsed), llm=res.llm_status, cached=res.cached,
+                          elasticsearch=elasticsearch_query(res, fields.split(",")),
+                          took_ms=round((time.perf_counter() - started) * 1000, 3))
 
 
 @router.get("/suggest", response_model=SuggestResponse)

@@ -13,6 +13,8 @@ from indexer.embed import Embedder
 from indexer.store import ItemIndex
 
 from .engine import SearchConfig, SearchEngine
+from .enrich import BackgroundEnricher, EnrichConfig, EnrichedText, EnrichmentStore
+from .expand import QueryExpander
 from .llm import DEFAULT_CACHE, LLMExpander, load_generator
 from .parse import QueryParser
 from .suggest import QueryLog, Suggester
@@ -30,6 +32,9 @@ class SearchBox:
     queries: QueryLog
     llm_loading: threading.Thread | None = field(default=None, repr=False)
     parser: QueryParser | None = None
+    expander: QueryExpander | None = None
+    enrichment: EnrichmentStore | None = None
+    enricher: BackgroundEnricher | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._sync_lock = threading.Lock()
@@ -37,20 +42,36 @@ class SearchBox:
         self._syncing: threading.Thread | None = None
         if self.parser is None:
             self.parser = QueryParser(self.engine.index)
+        if self.expander is None:
+            self.expander = QueryExpander(self.engine, self.parser)
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
               llm: str | None = None, llm_cache_dir: str | Path | None = DEFAULT_CACHE,
               vocab_cache_dir: str | Path | None = None, max_logged_queries: int = 10_000,
-              min_query_count: int = 2) -> SearchBox:
+              min_query_count: int = 2, index_dir: str | Path | None = None,
+              enrich: EnrichConfig | None = None) -> SearchBox:
         """Build the search box for ``index``. ``llm``: generator name (e.g. "smollm2") or None.
 
         The LLM loads in a background thread (seconds from its cache, ~40 s the first time): until
         it is ready, searches run without it and report ``llm_status`` "unavailable".
+        ``index_dir`` holding an ``enrichment.json`` (``semrec enrich``): its synthetic queries join
+        the lexical documents, and with ``enrich`` upserted items are enriched in the background
+        (their lexical text refreshed and the file saved when done).
         """
-        engine = SearchEngine.build(index, embedder, config=config, cache_dir=vocab_cache_dir)
+        store = EnrichmentStore.load(index_dir, cache_dir=llm_cache_dir) if index_dir is not None else None
+        enriched = store is not None and store.items
+        engine = SearchEngine.build(index, embedder, config=config, cache_dir=vocab_cache_dir,
+                                    extra_text=EnrichedText(store) if enriched else None)
         queries = QueryLog(max_logged_queries)
-        box = cls(engine, Suggester(index, queries, min_query_count=min_query_count), queries)
+        box = cls(engine, Suggester(index, queries, min_query_count=min_query_count), queries, enrichment=store)
+        if enriched and enrich is not None:
+            def done(ids: list[str]) -> None:
+                engine.lexical.refresh(ids)
+                store.save(index_dir)
+
+            load = lambda: load_generator(enrich.model, cache_dir=llm_cache_dir)  # noqa: E731
+            box.enricher = BackgroundEnricher(index, store, load, enrich, on_done=done)
         if llm:
             box.llm_loading = threading.Thread(target=box._load_llm, args=(llm, llm_cache_dir),
                                                name="llm-load", daemon=True)
@@ -58,10 +79,14 @@ class SearchBox:
         return box
 
     def sync_queries(self, store, every_s: float = 30.0, *, wait: bool = False) -> None:
-        """Reload the popular-query counts from the search log of ``store`` (an ``EventStore``): in a
+        """Reload the popular-query counts and the co-click table from the search log of ``store`` (an
+        ``EventStore``): in a
         background thread, at most once per ``every_s`` seconds; ``wait``: now, in this thread (after
         an erasure, so the erased shopper's queries stop counting before the call returns)."""
-        load = lambda: self.queries.replace(store.popular_queries(self.suggester.min_query_count))  # noqa: E731
+        def load() -> None:
+            self.queries.replace(store.popular_queries(self.suggester.min_query_count))
+            self.expander.coclicks.load(store.search_interactions())
+
         if wait:
             running = self._syncing
             if running is not None:

@@ -118,9 +118,10 @@ class SearchEngine:
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
-              cache_dir: str | None = None, **kw) -> SearchEngine:
-        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``)."""
-        lexical = LexicalIndex(index)
+              cache_dir: str | None = None, extra_text=None, **kw) -> SearchEngine:
+        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``);
+        ``extra_text``: more lexical text per item id (e.g. ``enrich.EnrichedText``)."""
+        lexical = LexicalIndex(index, extra_text=extra_text)
         vocab = CatalogVocabulary.build(index, lexical, embedder, cache_dir=cache_dir)
         return cls(index, embedder, lexical=lexical, vocabulary=vocab, config=config, **kw)
 
@@ -137,14 +138,15 @@ class SearchEngine:
     def search(self, query: str, k: int = 10, filters: Filters | None = None, *, expand: bool | None = None,
                use_llm: bool | None = None, user_vector: np.ndarray | None = None,
                query_vec: np.ndarray | None = None, explain: bool = True,
-               parsed: ParsedQuery | None = None) -> SearchResult:
+               parsed: ParsedQuery | None = None, terms: list[Expansion] | None = None) -> SearchResult:
         """Top-``k`` items for ``query`` with evidence (see module docstring).
 
         ``expand`` / ``use_llm``: None = the config's default. ``query_vec``: the query's unit
         embedding float32 ``(dim,)`` when already computed (batch evaluation). ``explain=False``
         skips the evidence (an empty list), which costs a tokenisation per result. ``parsed``: the
         query's parse (``query`` is then its text, ``filters`` include its hard filters): its
-        exclusions are applied to the candidates and its boosts to their scores.
+        exclusions are applied to the candidates and its boosts to their scores. ``terms``: weighted
+        terms to add to the BM25 query (an ``/expand`` answer, as a shop's own engine would use it).
         """
         cfg, clock = self.config, _Clock()
         expand = cfg.expand if expand is None else expand
@@ -168,6 +170,7 @@ class SearchEngine:
             terms, llm_status = self.llm.expand(query, cfg.llm_budget_s)
             expansion += [Expansion(t, "llm", cfg.llm_weight) for t in terms]
             clock.lap("llm")
+        expansion += list(terms or [])
         _add_terms(weights, expansion)
         depth = max(cfg.depth, k)
         lex, dense = self._retrieve(weights, query_vec, depth, filters)

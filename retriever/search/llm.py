@@ -51,6 +51,11 @@ class TextGenerator(ABC):
     def generate(self, system: str, shots: list[tuple[str, str]], user: str, max_new_tokens: int = 32) -> str:
         """The model's reply (greedy, deterministic) to ``user`` after ``system`` and example turns."""
 
+    def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
+                       max_new_tokens: int = 32) -> list[str]:
+        """Replies to several ``users`` at once (the same as one by one; faster where batched)."""
+        return [self.generate(system, shots, u, max_new_tokens) for u in users]
+
 
 class TransformersGenerator(TextGenerator):
     """A transformers causal LM on CPU (greedy decoding, repetition penalty against loops)."""
@@ -86,6 +91,29 @@ class TransformersGenerator(TextGenerator):
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                       repetition_penalty=1.3, pad_token_id=self.tokenizer.eos_token_id)
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
+                       max_new_tokens: int = 32) -> list[str]:
+        """One padded batch (left padding, greedy): on 2 CPU cores a batch of 8 costs ~2-3x one prompt."""
+        if len(users) <= 1:
+            return [self.generate(system, shots, u, max_new_tokens) for u in users]
+        head = [{"role": "system", "content": system}]
+        for q, a in shots:
+            head += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        texts = [self.tokenizer.apply_chat_template(head + [{"role": "user", "content": u}], tokenize=False,
+                                                    add_generation_prompt=True) for u in users]
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        try:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            self.tokenizer.padding_side = side
+        with self.lock, self._torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      repetition_penalty=1.3, pad_token_id=pad)
+        width = enc["input_ids"].shape[1]
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
 
 
 def smollm2_path() -> tuple[str, str]:

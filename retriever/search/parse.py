@@ -228,8 +228,9 @@ class QueryParser:
         i = 0
         while i < len(words):
             w = words[i]
-            negated = (i > 0 and words[i - 1] in neg_words) or (w not in neg_words and self._dashed(query, w))
-            if w in neg_words and i + 1 < len(words):
+            negated = (i > 0 and words[i - 1] in neg_words and self._spaced(query, words[i - 1], w)) or (
+                w not in neg_words and self._dashed(query, w))
+            if w in neg_words and i + 1 < len(words) and self._spaced(query, w, words[i + 1]):
                 i += 1
                 continue
             found = None
@@ -279,6 +280,11 @@ class QueryParser:
             i += 1
         return {"text": text, "spans": spans, "brand": brand, "category": category, "boost_brands": tuple(boost_b),
                 "boost_categories": tuple(boost_c), "exclude_brands": tuple(excl_b), "exclude_words": tuple(excl_w)}
+
+    @staticmethod
+    def _spaced(query: str, neg: str, word: str) -> bool:
+        """Is "neg word" written apart ("no fragrance"), not as one hyphenated word ("no-show")?"""
+        return re.search(rf"\b{re.escape(neg)}\s+{re.escape(word)}", fold(query)) is not None
 
     @staticmethod
     def _dashed(query: str, word: str) -> bool:

@@ -40,7 +40,8 @@ def load_set(path: Path = SET) -> list[dict]:
 
 def as_fields(p: ParsedQuery) -> dict:
     return {"text": tokenize(p.text), "min_price": p.min_price, "max_price": p.max_price, "brand": p.brand,
-            "category": p.category, "exclude_brands": sorted(p.exclude_brands), "exclude_words": sorted(p.exclude_words),
+            "category": p.category, "exclude_brands": sorted(p.exclude_brands),
+            "exclude_words": sorted(p.exclude_words),
             "sizes": sorted(f"{q.value:g} {q.unit}" if not q.unit.startswith("size:") else q.unit for q in p.sizes)}
 
 
@@ -71,7 +72,8 @@ def violations(index: ItemIndex, parsed: ParsedQuery, labels: np.ndarray) -> lis
         wrong = (parsed.min_price is not None and not (price >= parsed.min_price)) or \
             (parsed.max_price is not None and not (price <= parsed.max_price)) or \
             (parsed.brand is not None and r["brand"].casefold() != parsed.brand.casefold()) or \
-            (parsed.category is not None and parsed.category.casefold() not in {c.casefold() for c in r["categories"]}) or \
+            (parsed.category is not None and
+             parsed.category.casefold() not in {c.casefold() for c in r["categories"]}) or \
             r["brand"].casefold() in {b.casefold() for b in parsed.exclude_brands} or \
             title_violates(r["title"], parsed.exclude_words)
         if wrong or (isinstance(price, float) and math.isnan(price) and (parsed.min_price or parsed.max_price)):

@@ -40,7 +40,8 @@ def test_request_ids_clicks_and_the_parse(client):
     r = client.get("/search", params={"q": "coffee under $22", "user_id": "ann"}).json()
     assert len(r["request_id"]) == 32 and r["variant"] in ("plain", "personal")
     assert r["parsed"]["max_price"] == 22 and r["parsed"]["text"] == "coffee"
-    assert r["parsed"]["spans"] == [{"kind": "price", "text": "under $22"}, {"kind": "category boost", "text": "Coffee"}]
+    assert r["parsed"]["spans"] == [{"kind": "price", "text": "under $22"},
+                                    {"kind": "category boost", "text": "Coffee"}]
     assert r["results"][0]["item_id"] == "espresso" and all(x["price"] <= 22 for x in r["results"])
     assert "grinder" not in [x["item_id"] for x in r["results"]]  # no price: never "under $22"
     anon = client.get("/search", params={"q": "coffee"}).json()
@@ -97,8 +98,9 @@ def test_co_clicks_reach_expand(client):
     box.sync_queries(client.app.state.components.svc.events, wait=True)
     after = client.get("/expand", params={"q": "warm bedtime drink"}).json()["terms"]
     coclick = [t for t in after if t["source"] == "co-click"]
-    assert coclick and {t["term"] for t in coclick} <= set(client.app.state.components.svc.search.engine.lexical.tokens_of(
-        client.app.state.components.svc.index.table.label_of["espresso"]))
+    svc = client.app.state.components.svc
+    assert coclick and {t["term"] for t in coclick} <= set(svc.search.engine.lexical.tokens_of(
+        svc.index.table.label_of["espresso"]))
 
 
 def test_items_carry_review_aspects_and_reasons_skip_complaints(client):

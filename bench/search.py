@@ -3,8 +3,9 @@
     semrec bench search [--data-dir ../shared/data] [--llm smollm2] [--llm-budget 0.5]
 
 Builds the demo catalog's index (data/demo, MiniLM; cached), starts ``semrec serve`` on loopback,
-sends the 150 ESCI shopper queries through ``/search`` without and with expansion and with the LLM,
-and their prefixes through ``/suggest``; prints p50 / p99 in milliseconds (client side). LLM rows:
+sends the 150 ESCI shopper queries through ``/search`` without and with expansion, with everything
+the storefront turns on (parse, expansion, a shopper id), with the LLM, through ``/expand`` (new,
+then cached), and their prefixes through ``/suggest``; prints p50 / p99 in milliseconds (client side). LLM rows:
 a burst of all queries back to back, then each new query alone followed by its repeat once the
 LLM has answered it (``llm`` says "cached"), which times generation.
 """
@@ -80,6 +81,13 @@ def run(queries: list[str], index_dir: Path, llm: str, budget: float, llm_querie
             rows["/search expand=false"], _ = timed(client, "/search", [{"q": q, "expand": "false"} for q in queries])
             rows["/search expand=true (catalog + feedback)"], _ = timed(
                 client, "/search", [{"q": q, "expand": "true"} for q in queries])
+            # the default request of the storefront: parse, expansion, a shopper id (variant, personal boost, log)
+            rows["/search expand=true, user_id (everything on)"], _ = timed(
+                client, "/search", [{"q": q, "expand": "true", "user_id": f"bench-{n % 20}"}
+                                    for n, q in enumerate(queries)])
+            rows["/expand, first time (new query)"], _ = timed(client, "/expand", [{"q": q} for q in queries])
+            rows["/expand, again (cached)"], answers = timed(client, "/expand", [{"q": q} for q in queries])
+            notes["/expand, again (cached)"] = f"{sum(a['cached'] for a in answers)} of {len(answers)} cached"
             if llm:
                 params = [{"q": q, "expand": "true", "llm": "true"} for q in queries]
                 name = "/search llm=true, back-to-back (burst)"

@@ -65,7 +65,7 @@ def review_snippet(reviews: Sequence[str], context: str, words: int = 14) -> tup
         for sentence in _SENTENCE.split(review.strip()):
             shared = len(content_words(sentence) & want)
             key = (shared, -len(sentence.split()))
-            if shared and key > best_key and is_positive(sentence):
+            if shared and key > best_key and is_positive(sentence, review):
                 best, best_key = sentence.strip(), key
     return (shorten(best, words), best_key[0]) if best else ("", 0)
 

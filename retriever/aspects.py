@@ -71,9 +71,16 @@ def polarity(sentence: str) -> float:
     return min(score, -0.5) if NEGATIVE_CUES.search(sentence) else score
 
 
-def is_positive(sentence: str) -> bool:
-    """May this sentence be shown as a reason to buy? Positive, no complaint cue, no "but ..."."""
-    return not _CONTRAST.search(sentence) and not NEGATIVE_CUES.search(sentence) and polarity(sentence) >= POSITIVE
+def is_positive(sentence: str, review: str = "") -> bool:
+    """May this sentence be shown as a reason to buy? No complaint cue, no "but ...", and positive
+    itself, or neutral (a fact: "dries my hair in minutes") within a clearly positive ``review``
+    that holds no complaint cue at all."""
+    if _CONTRAST.search(sentence) or NEGATIVE_CUES.search(sentence):
+        return False
+    p = polarity(sentence)
+    if p >= POSITIVE:
+        return True
+    return p >= 0 and bool(review) and not NEGATIVE_CUES.search(review) and polarity(review) >= 0.5
 
 
 def sentences(text: str) -> list[str]:

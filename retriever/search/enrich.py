@@ -234,9 +234,11 @@ def grounded(query: str, known: Callable[[str], bool]) -> bool:
 
 
 def enrich_index_dir(index_dir: str | Path, cfg: EnrichConfig = EnrichConfig(), *, limit: int | None = None,
-                     cache_dir: str | Path | None = DEFAULT_CACHE, progress: bool = True) -> dict:
+                     cache_dir: str | Path | None = DEFAULT_CACHE, model_cache: str | Path | None = DEFAULT_CACHE,
+                     progress: bool = True) -> dict:
     """``semrec enrich``: enrich the index in ``index_dir`` (the first ``limit`` live items, or all)
-    and save ``enrichment.json`` beside it. A server reads it at start."""
+    and save ``enrichment.json`` beside it. A server reads it at start. ``cache_dir``: the reply
+    cache; ``model_cache``: where a GGUF model is kept de-quantised."""
     from .lexical import LexicalIndex
     from .llm import load_generator
 
@@ -245,7 +247,7 @@ def enrich_index_dir(index_dir: str | Path, cfg: EnrichConfig = EnrichConfig(), 
     lexical = LexicalIndex(index, background_rebuild=False)
     known = lambda t: lexical.doc_freq(t) > 0  # noqa: E731
     ids = list(index.table.label_of)[:limit]
-    generator = load_generator(cfg.model, cache_dir=cache_dir)
+    generator = load_generator(cfg.model, cache_dir=model_cache)
     stats = enrich(index, store, generator, cfg, item_ids=ids, progress=progress,
                    ground=lambda qs: [q for q in qs if grounded(q, known)])
     store.save(index_dir)

@@ -14,6 +14,8 @@ items, so each item gives at most ceil(n / items) queries and popular items do n
 j-th query of every item is in fold j, and each fold is one index with its queries held out.
 A disjoint dev sample (``--sweep``) is where settings are compared; the test sample reports.
 Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
+The search log ``/expand``'s co-clicks read is simulated: every queryable review headline outside
+the test sample is a past search whose shopper clicked the reviewed item.
 
 Every query goes through the search pipeline the service runs (``ranker.pipeline.search``), one
 services object per fold; a system is a ``SearchConfig`` of that pipeline. Latency over HTTP is a
@@ -37,7 +39,7 @@ from indexer.documents import documents, review_text
 from indexer.embed import Embedder, load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
 from indexer.schema import Catalog
-from indexer.store import ItemIndex
+from indexer.store import ItemIndex, ReviewPool, text_key
 from ranker import pipeline
 from ranker.model import Reranker
 from ranker.rerank import query_rerank_hook
@@ -63,8 +65,9 @@ SYSTEMS: dict[str, tuple[dict, dict]] = {
     "bm25": (_BM25, {"expand": False}),
     # BM25 with the /expand answer's terms as weighted should-clauses: what a shop's own engine gets
     "bm25 + /expand": (_BM25, {"expand": False, "expand_terms": EXPAND_SOURCES}),
-    "dense": ({"retrievers": ("dense",)}, {"expand": False}),
-    "hybrid": ({}, {"expand": False}),
+    "dense": ({"retrievers": ("dense",), "review_weight": 0.0}, {"expand": False}),
+    "hybrid without review match": ({"review_weight": 0.0}, {"expand": False}),
+    "hybrid": ({}, {"expand": False}),  # the served default
     "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
     "hybrid + feedback": ({"catalog_terms": 0}, {"expand": True}),
@@ -81,7 +84,7 @@ _RRF = {"fusion": "rrf", "lexical_weight": 1.0, "dense_weight": 1.0}
 # Changes to SearchConfig() (the default: weighted .5:.5 over complete scores); "_expand" is the request flag.
 SWEEP: dict[str, dict] = {
     "bm25": {"retrievers": ("lexical",), "typo": False},
-    "dense": {"retrievers": ("dense",)},
+    "dense": {"retrievers": ("dense",), "review_weight": 0.0},
     "rrf 1:1": {**_RRF, "complete_scores": False},
     "rrf 1:1 c=20": {**_RRF, "rrf_k": 20.0, "complete_scores": False},
     "rrf 1:0.5": {**_RRF, "dense_weight": 0.5, "complete_scores": False},
@@ -148,6 +151,7 @@ class Corpus:
         top = body.groupby("item_id", sort=False).head(cfg.max_reviews + 1) if cfg.max_reviews else body
         vecs = embed_cached(embedder, list(top["_text"]), cache_dir)
         self.review_vec = dict(zip(top["review_id"], vecs))
+        self.review_key = dict(zip(top["review_id"], map(text_key, top["_text"])))
         self.term_vec: dict[str, np.ndarray] = {}
 
     def fold(self, held_out: set[str]) -> tuple[ItemIndex, dict[str, str]]:
@@ -155,14 +159,19 @@ class Corpus:
         ids = list(self.items["item_id"])
         review_mean = np.zeros_like(self.doc_vecs)
         counts = np.zeros(len(ids), dtype=np.int64)
+        pools: list[ReviewPool | None] = [None] * len(ids)
         for n, item in enumerate(ids):
             chosen = [r for r in self.ranked.get(item, []) if r not in held_out][: self.cfg.max_reviews or None]
             if chosen:
-                review_mean[n] = np.mean([self.review_vec[r] for r in chosen], axis=0)
-                counts[n] = len(chosen)
+                pool = ReviewPool(np.zeros(self.embedder.dim, dtype=np.float32))
+                for r in chosen:  # as the indexer pools them: the same rows for the per-review match
+                    pool.seen.add(self.review_key[r])
+                    pool.sum += self.review_vec[r]
+                    pool.rows.append(self.review_vec[r].astype(np.float16))
+                review_mean[n], counts[n], pools[n] = pool.sum / len(chosen), len(chosen), pool
         vectors = combine(self.doc_vecs, review_mean, review_weights(counts, self.has_doc, self.cfg))
         index = ItemIndex(model=self.embedder.name, dim=self.embedder.dim, kind="flat")
-        index.add(self.items, vectors)
+        index.add(self.items, vectors, pools=pools)
         extra = {i: " ".join(t for r, t in pairs if r not in held_out) for i, pairs in self.texts.items()}
         return index, extra
 
@@ -202,7 +211,8 @@ class CachedReplies(TextGenerator):
 def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, dict]],
               base: SearchConfig, *, generator: TextGenerator | None = None,
               reranker: Reranker | None = None, lexical_kw: dict | None = None,
-              expand_config: ExpandConfig = ExpandConfig(), search_log: list | None = None) -> dict[str, np.ndarray]:
+              expand_config: ExpandConfig = ExpandConfig(),
+              search_log: list | None = None) -> dict[str, np.ndarray]:
     """1-based rank of each case's item per system (0 = not in the top K).
 
     ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
@@ -297,7 +307,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(out[-1], flush=True)
     if not (args.sweep_only or args.llm_only):
         started = time.perf_counter()
-        ranks = run_cases(corpus, test, SYSTEMS, base)
+        # the past the co-clicks learn from: every other review's headline, none of the test queries
+        log = corpus.search_log(catalog.reviews, {c.review_id for c in test})
+        ranks = run_cases(corpus, test, SYSTEMS, base, search_log=log)
         report["test"] = {name: metrics(r) for name, r in ranks.items()}
         report["test_ranks"] = {name: r.tolist() for name, r in ranks.items()}  # for paired comparisons
         report["seconds"] = round(time.perf_counter() - started, 1)

@@ -57,17 +57,24 @@ class IndexMismatchError(ValueError):
 @dataclass
 class ReviewPool:
     """What the index holds of one item's reviews: the sum of their unit vectors, float32 ``(dim,)``,
-    and a 64-bit digest per pooled text (:func:`text_key`), so a review sent twice counts once."""
+    a 64-bit digest per pooled text (:func:`text_key`), so a review sent twice counts once, and each
+    review's vector as float16 rows (``rows``: search matches a query against single reviews,
+    ``retriever.search.reviews``; 768 B per review at 384-d)."""
 
     sum: np.ndarray
     seen: set[int] = field(default_factory=set)
+    rows: list[np.ndarray] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.seen)
 
     def copy(self) -> ReviewPool:
-        return ReviewPool(self.sum.copy(), set(self.seen))
+        return ReviewPool(self.sum.copy(), set(self.seen), list(self.rows))
+
+    def matrix(self) -> np.ndarray:
+        """The reviews' vectors, float16 ``(n_rows, dim)`` (no rows in indexes saved before they were kept)."""
+        return np.stack(self.rows) if self.rows else np.zeros((0, len(self.sum)), np.float16)
 
     def add(self, text: str, vector: np.ndarray) -> bool:
         """Pool one review; False (and nothing changes) if this text is already in."""
@@ -76,6 +83,7 @@ class ReviewPool:
             return False
         self.seen.add(key)
         self.sum += vector
+        self.rows.append(np.asarray(vector, dtype=np.float16))
         return True
 
 
@@ -153,7 +161,8 @@ class ItemIndex:
             if any(kept):
                 entry["reviews"] = kept
             if any(p is not None for p in pools):
-                entry["pools"] = [None if p is None else {"sum": _b64(p.sum), "seen": sorted(p.seen)} for p in pools]
+                entry["pools"] = [None if p is None else {"sum": _b64(p.sum), "seen": sorted(p.seen),
+                                                          "rows": _b64_16(p.matrix())} for p in pools]
             self._log(entry)
             retired = [self.table.label_of[i] for i in items["item_id"] if i in self.table.label_of]
             for item_id, texts, pool in zip(items["item_id"], kept, pools):
@@ -402,7 +411,8 @@ class ItemIndex:
 
     def _apply_entry(self, entry: dict, where: str) -> None:
         if entry["op"] == "upsert":
-            pools = [None if p is None else ReviewPool(_unb64(p["sum"], self.dim)[0].copy(), set(p["seen"]))
+            pools = [None if p is None else ReviewPool(_unb64(p["sum"], self.dim)[0].copy(), set(p["seen"]),
+                                                       list(_unb64_16(p.get("rows", ""), self.dim)))
                      for p in entry.get("pools") or []]
             self.add(make_items(entry["items"]), _unb64(entry["vectors"], self.dim), entry.get("reviews"),
                      pools or None)
@@ -441,23 +451,38 @@ def _unb64(s: str, dim: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(s), dtype=np.float32).reshape(-1, dim)
 
 
+def _b64_16(x: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(x, dtype=np.float16).tobytes()).decode()
+
+
+def _unb64_16(s: str, dim: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float16).reshape(-1, dim).copy()
+
+
 def _write_pools(pools: dict[str, ReviewPool], path: Path, dim: int) -> None:
     """Review pools as arrays: ids, sums ``(n, dim)``, counts, and all digests back to back."""
     ids = sorted(pools)
     sums = np.stack([pools[i].sum for i in ids]) if ids else np.zeros((0, dim), np.float32)
     seen = [sorted(pools[i].seen) for i in ids]
+    rows = [pools[i].matrix() for i in ids]
     with open(path, "wb") as fh:
         np.savez(fh, ids=np.asarray(ids, dtype=str), sums=sums.astype(np.float32),
                  counts=np.asarray([len(s) for s in seen], dtype=np.int64),
-                 keys=np.asarray([k for s in seen for k in s], dtype=np.uint64))
+                 keys=np.asarray([k for s in seen for k in s], dtype=np.uint64),
+                 row_counts=np.asarray([len(r) for r in rows], dtype=np.int64),
+                 rows=np.concatenate(rows) if rows else np.zeros((0, dim), np.float16))
 
 
 def _read_pools(path: Path) -> dict[str, ReviewPool]:
     with np.load(path) as z:
         ids, sums, counts, keys = z["ids"], z["sums"], z["counts"], z["keys"].tolist()
-    ends = np.cumsum(counts)
-    return {str(i): ReviewPool(sums[n].copy(), set(keys[e - c: e]))
-            for n, (i, c, e) in enumerate(zip(ids, counts.tolist(), ends.tolist()))}
+        # snapshots written before per-review rows were kept have none: those pools match no single review
+        row_counts = z["row_counts"] if "row_counts" in z else np.zeros(len(ids), np.int64)
+        rows = z["rows"] if "rows" in z else np.zeros((0, sums.shape[1] if sums.ndim == 2 else 0), np.float16)
+    ends, row_ends = np.cumsum(counts), np.cumsum(row_counts)
+    return {str(i): ReviewPool(sums[n].copy(), set(keys[e - c: e]), list(rows[re - rc: re]))
+            for n, (i, c, e, rc, re) in enumerate(zip(ids, counts.tolist(), ends.tolist(), row_counts.tolist(),
+                                                      row_ends.tolist()))}
 
 
 def _write_items(frame: pd.DataFrame, path: Path) -> None:

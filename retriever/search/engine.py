@@ -8,7 +8,8 @@ For one query::
     run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.search.hybrid)
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
-    score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
+    score    = fused / max(fused) + review_weight * minmax(best-3 review cosines)  (retriever.search.reviews)
+    score    = score / max(score) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
     order    = rerank(query, top labels, their scores)                            (hook given)
 
 Hooks the caller wires: ``rerank(query: str, labels: int64 (m,), scores: float (m,)) -> float32
@@ -35,6 +36,7 @@ from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback
 from .lexical import LexicalIndex, tokenize
 from .llm import LLMExpander
 from .parse import ParsedQuery, size_matches, title_violates
+from .reviews import review_match
 from .typo import TypoIndex, respell
 
 Rerank = Callable[[str, np.ndarray, np.ndarray], np.ndarray]  # (query, labels, scores) -> final scores
@@ -70,6 +72,8 @@ class SearchConfig:
     rerank_depth: int = 50            # fused candidates handed to the rerank hook
     personal_weight: float = 0.1      # weight of the user-vector cosine (not tuned: no data yet)
     understand: bool = True           # parse price / brand / category / size / negations (retriever.search.parse)
+    review_weight: float = 0.5        # weight of the per-review match (retriever.search.reviews; 0 = off)
+    review_top: int = 3               # best reviews averaged per candidate
     parse_boost: float = 0.1          # added to the max-normalised score per parsed brand / category / size match
 
 
@@ -193,6 +197,8 @@ class SearchEngine:
             clock.lap("feedback")
         if parsed is not None:
             fused = self._constrain(fused, parsed)
+        if cfg.review_weight > 0 and "dense" in cfg.retrievers:
+            fused = self._review_match(fused, query_vec)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
@@ -244,6 +250,20 @@ class SearchEngine:
             return runs[0][0][0], runs[0][1][0]
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
+
+    def _review_match(self, fused, query_vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add ``review_weight * minmax(review match)`` to the max-normalised fused scores."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        if not len(labels):
+            return labels, scores
+        m = review_match(self.index, labels, query_vec, self.config.review_top).astype(np.float64)
+        span = m.max() - m.min()
+        m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+        scores = scores / max(scores.max(), 1e-12) + self.config.review_weight * m
+        order = np.argsort(-scores, kind="stable")
+        return labels[order], scores[order]
 
     def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
         """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""

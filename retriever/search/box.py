@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from indexer.store import ItemIndex
 from .engine import SearchConfig, SearchEngine
 from .enrich import BackgroundEnricher, EnrichConfig, EnrichedText, EnrichmentStore
 from .expand import QueryExpander
-from .llm import DEFAULT_CACHE, LLMExpander, load_generator
+from .llm import DEFAULT_CACHE, LLMExpander, TextGenerator, load_generator
 from .parse import QueryParser
 from .suggest import QueryLog, Suggester
 
@@ -50,14 +51,15 @@ class SearchBox:
               llm: str | None = None, llm_cache_dir: str | Path | None = DEFAULT_CACHE,
               vocab_cache_dir: str | Path | None = None, max_logged_queries: int = 10_000,
               min_query_count: int = 2, index_dir: str | Path | None = None,
-              enrich: EnrichConfig | None = None) -> SearchBox:
+              enrich: EnrichConfig | None = None, generator: Callable[[], TextGenerator] | None = None) -> SearchBox:
         """Build the search box for ``index``. ``llm``: generator name (e.g. "smollm2") or None.
 
         The LLM loads in a background thread (seconds from its cache, ~40 s the first time): until
         it is ready, searches run without it and report ``llm_status`` "unavailable".
         ``index_dir`` holding an ``enrichment.json`` (``semrec enrich``): its synthetic queries join
         the lexical documents, and with ``enrich`` upserted items are enriched in the background
-        (their lexical text refreshed and the file saved when done).
+        (their lexical text refreshed and the file saved when done) by ``generator()`` (default: the
+        ``enrich.model`` generator, loaded at the first upsert).
         """
         store = EnrichmentStore.load(index_dir, cache_dir=llm_cache_dir) if index_dir is not None else None
         enriched = store is not None and store.items
@@ -70,7 +72,7 @@ class SearchBox:
                 engine.lexical.refresh(ids)
                 store.save(index_dir)
 
-            load = lambda: load_generator(enrich.model, cache_dir=llm_cache_dir)  # noqa: E731
+            load = generator or (lambda: load_generator(enrich.model, cache_dir=llm_cache_dir))
             box.enricher = BackgroundEnricher(index, store, load, enrich, on_done=done)
         if llm:
             box.llm_loading = threading.Thread(target=box._load_llm, args=(llm, llm_cache_dir),

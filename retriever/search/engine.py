@@ -198,7 +198,7 @@ class SearchEngine:
         if parsed is not None:
             fused = self._constrain(fused, parsed)
         if cfg.review_weight > 0 and "dense" in cfg.retrievers:
-            fused = self._review_match(fused, query_vec)
+            fused = self._review_match(fused, query_vec, k)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
@@ -251,19 +251,22 @@ class SearchEngine:
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
 
-    def _review_match(self, fused, query_vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Add ``review_weight * minmax(review match)`` to the max-normalised fused scores."""
+    def _review_match(self, fused, query_vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reorder the fused top ``max(rerank_depth, k)`` by max-normalised fused score +
+        ``review_weight * minmax(review match)``; the rest keep their order below them."""
         labels, scores = fused
         live = labels >= 0
         labels, scores = labels[live], scores[live].astype(np.float64)
-        if not len(labels):
+        n = min(len(labels), max(self.config.rerank_depth, k))
+        if not n:
             return labels, scores
-        m = review_match(self.index, labels, query_vec, self.config.review_top).astype(np.float64)
+        m = review_match(self.index, labels[:n], query_vec, self.config.review_top).astype(np.float64)
         span = m.max() - m.min()
         m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
-        scores = scores / max(scores.max(), 1e-12) + self.config.review_weight * m
-        order = np.argsort(-scores, kind="stable")
-        return labels[order], scores[order]
+        top = scores[:n] / max(scores[:n].max(), 1e-12) + self.config.review_weight * m
+        order = np.argsort(-top, kind="stable")
+        rest = scores[n:] / max(scores[:n].max(), 1e-12) - (top.max() - top.min() + 1)  # stays below the head
+        return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([top[order], rest])
 
     def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
         """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""

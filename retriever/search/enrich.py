@@ -78,8 +78,11 @@ def item_prompt(record: Mapping, reviews: list[str], chars: int) -> str:
     return (head + (". " if head and body else "") + body[:chars]).strip()
 
 
+REPETITION_PENALTY = 1.0  # see TransformersGenerator.generate_batch
+
+
 def text_hash(model: str, prompt: str) -> str:
-    return hashlib.sha256(json.dumps([model, SYSTEM, SHOTS, prompt]).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps([model, SYSTEM, SHOTS, REPETITION_PENALTY, prompt]).encode()).hexdigest()[:20]
 
 
 class EnrichmentStore:
@@ -172,7 +175,8 @@ def enrich(index: ItemIndex, store: EnrichmentStore, generator: TextGenerator | 
     bar = tqdm(total=len(need), desc="enrich (doc2query)", unit="item", disable=not progress or not need)
     for start in range(0, len(need), cfg.batch_size):
         batch = need[start:start + cfg.batch_size]
-        replies = generator.generate_batch(SYSTEM, SHOTS, [p for _, p, _, _ in batch], cfg.max_new_tokens)
+        replies = generator.generate_batch(SYSTEM, SHOTS, [p for _, p, _, _ in batch], cfg.max_new_tokens,
+                                           REPETITION_PENALTY)
         with store.lock:
             for (_, _, _, qh), reply in zip(batch, replies):
                 store.replies[qh] = parse_terms(reply, cfg.queries + 2)

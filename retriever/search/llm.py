@@ -52,8 +52,8 @@ class TextGenerator(ABC):
         """The model's reply (greedy, deterministic) to ``user`` after ``system`` and example turns."""
 
     def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
-                       max_new_tokens: int = 32) -> list[str]:
-        """Replies to several ``users`` at once (the same as one by one; faster where batched)."""
+                       max_new_tokens: int = 32, repetition_penalty: float = 1.0) -> list[str]:
+        """Replies to several ``users`` at once (greedy; faster where batched)."""
         return [self.generate(system, shots, u, max_new_tokens) for u in users]
 
 
@@ -93,10 +93,10 @@ class TransformersGenerator(TextGenerator):
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
-                       max_new_tokens: int = 32) -> list[str]:
-        """One padded batch (left padding, greedy): on 2 CPU cores a batch of 8 costs ~2-3x one prompt."""
-        if len(users) <= 1:
-            return [self.generate(system, shots, u, max_new_tokens) for u in users]
+                       max_new_tokens: int = 32, repetition_penalty: float = 1.0) -> list[str]:
+        """One padded batch (left padding, greedy). For lists of queries no repetition penalty: with
+        1.3 SmolLM2-135M's words fall apart ("picework ... magijiecure"); without it the list
+        repeats its last item, which ``parse_terms`` drops. Measured: 2 prompts 3.7 s vs 3.0 s for one."""
         head = [{"role": "system", "content": system}]
         for q, a in shots:
             head += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
@@ -111,7 +111,7 @@ class TransformersGenerator(TextGenerator):
             self.tokenizer.padding_side = side
         with self.lock, self._torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      repetition_penalty=1.3, pad_token_id=pad)
+                                      repetition_penalty=repetition_penalty, pad_token_id=pad)
         width = enc["input_ids"].shape[1]
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
 

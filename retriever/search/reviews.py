@@ -2,14 +2,16 @@
 
 An item's index vector pools its description and all its reviews into one vector; a query (a
 review headline, a shopper's words) is often close to two or three reviews and lost in the mean.
-For each search candidate, ``match = mean of its best `top` review cosines`` over the per-review
-vectors its review pool keeps (``indexer.store.ReviewPool.rows``); the engine adds
-``review_weight * minmax(match)`` to the max-normalised fused score (``SearchConfig``).
+For each of the fused top ``rerank_depth`` candidates, ``match = mean of its best `top` review
+cosines`` over the per-review vectors its review pool keeps (``indexer.store.ReviewPool.rows``); the
+engine reorders them by max-normalised fused score + ``review_weight * minmax(match)``
+(``SearchConfig``).
 
 Measured on the dev samples of ``evaluation.search_eval`` (500 queries each, hybrid MRR@10
-Instruments 0.1678, Subscription Boxes 0.1621): weight 0.5 over the best 3 reviews gave 0.1764 and
-0.1703; 0.3 gave 0.1727 / 0.1658, 1.0 0.1696 / 0.1574; the 3 reviews kept for explanations alone
-instead of all of them cost MRR (0.1646 / 0.1527).
+Instruments 0.1678, Subscription Boxes 0.1621): weight 0.5 over the top 50 gave 0.1773 and 0.1715;
+0.3 gave 0.1735 / 0.1683, 0.7 0.1756 / 0.1679, the top 30 0.1776 / 0.1707. Over every fused
+candidate (~200) instead of the top 50 it lost MRR on the Instruments test sample (0.1439 -> 0.1427),
+and the 3 reviews kept for explanations alone instead of all of them cost MRR on dev (0.1646 / 0.1527).
 """
 
 from __future__ import annotations

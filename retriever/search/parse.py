@@ -19,11 +19,12 @@ Rules (deterministic; a constructed set with known answers checks them, ``evalua
   hard filter.
 - size / quantity: a number with a unit (ml, l, oz, g, kg, lb, inch, cm, mm, pack, count, pieces,
   W, V, mAh, GB ...) or "pack of N" / "set of N" / "size X": a boost for items whose title or
-  attributes state the same quantity.
+  attributes state the same quantity; its words stay in the searched text (removing them cost
+  MRR@10 on review-headline queries: "9v adapter").
 - negation: "not / without / no / except / excluding / -" before a word: items whose title holds the
   word are left out (hard), unless the title itself says the word is absent ("sulfate-free").
 
-The words a constraint used are taken out of the searched text; if nothing else is left (e.g. the
+The words a hard constraint used are taken out of the searched text; if nothing else is left (e.g. the
 query is only "quietwave"), the brand or category words stay in the text.
 """
 
@@ -174,9 +175,15 @@ class QueryParser:
         def cut(m: re.Match, kind: str) -> None:
             nonlocal rest
             spans.append((kind, m.group(0).strip()))
-            rest = rest[: m.start()] + " " + rest[m.end():]
+            # a size stays searched ("9v adapter": "9v" is the best word there); it is masked here only
+            # so that its number is not read again as a price
+            keep = kind == "size"
+            rest = rest[: m.start()] + (" " + "\x00" * len(m.group(0)) if keep else " ") + rest[m.end():]
+            if keep:
+                kept[len(rest[: m.start()].split())] = m.group(0)
 
         sizes: list[Quantity] = []
+        kept: dict[int, str] = {}
         for m in list(_PACK_OF.finditer(rest))[::-1]:
             sizes.append(Quantity(float(m.group(2)), "pack" if m.group(1).lower() != "set" else "pieces"))
             cut(m, "size")
@@ -208,14 +215,16 @@ class QueryParser:
         for m in list(_BARE.finditer(rest))[::-1]:
             hi = _tighter(hi, _money(m.group(1) or m.group(2)), min)
             cut(m, "price")
-        words = _words(rest)
+        words = _words(rest.replace("\x00", " "))
         out = self._names(words, query)
         text_words = out.pop("text")
         if not text_words:  # the query was only a name: search for it too
             text_words = [w for w in words if w not in {"not", "without", "no", "by", "from", "brand", "in",
                                                         "except", "excluding"}]
         spans += out.pop("spans")
-        cut_any = any(not kind.endswith("boost") for kind, _ in spans)
+        cut_any = any(not kind.endswith("boost") and kind != "size" for kind, _ in spans)
+        if cut_any and sizes:
+            text_words += [w for size in kept.values() for w in _words(size)]
         return ParsedQuery(query=query, text=" ".join(text_words) if cut_any else query, min_price=lo, max_price=hi,
                            sizes=tuple(sizes[::-1]), spans=tuple(spans), **out)
 

@@ -234,6 +234,23 @@ def search(
     _print_rows(svc.index, result.labels, result.scores)
 
 
+@app.command()
+def enrich(
+    index_dir: IndexOpt = Path("out/index"),
+    model: Annotated[str, typer.Option(help="generator: smollm2 (packaged), a hub id or a local folder")] = "smollm2",
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="prompts per generate call")] = 8,
+    limit: Annotated[int | None, typer.Option(min=1, help="enrich only the first N items")] = None,
+) -> None:
+    """LLM enrichment: synthetic shopper queries per item (added to its lexical document) and review
+    aspects (pros / cons). Cached by item text: a re-run generates only for changed items."""
+    from retriever.search.enrich import EnrichConfig, enrich_index_dir
+
+    stats = enrich_index_dir(index_dir, EnrichConfig(model=model, batch_size=batch_size), limit=limit)
+    rate = f", {stats['items_per_s']} items/s" if stats["items_per_s"] else ""
+    typer.echo(f"enriched {stats['items']} items: {stats['generated']} generated, {stats['from_cache']} from the "
+               f"cache, {stats['unchanged']} unchanged, {stats['seconds']} s{rate}; wrote {index_dir}/enrichment.json")
+
+
 def _services(index_dir: Path, embedder: bool = True):
     """Services over an index alone (no event log): what similar (no embedder) and search need."""
     from indexer.store import ItemIndex

@@ -14,6 +14,7 @@ from indexer.table import Filters
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
 from ranker.services import Services, build_search, open_events, open_index, set_threads
+from retriever.search.enrich import EnrichConfig
 
 from .experiments import Variant
 from .models import ItemOut, ScoredItem
@@ -66,9 +67,11 @@ def search_box_for(settings: Settings, svc: Services):
     box = build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
                        vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
                        reranker=svc.reranker if settings.rerank.search else None,
-                       weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users)
+                       weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users,
+                       index_dir=settings.index_dir,
+                       enrich=EnrichConfig(model=s.enrich_model) if s.enrich_upserts else None)
     if svc.state is not None:  # an erased shopper leaves the query log in every worker (see routes.users)
-        svc.state.on_erasure.append(box.queries.forget)
+        svc.state.on_erasure.append(box.forget)
     return box
 
 

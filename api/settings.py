@@ -57,6 +57,10 @@ class SearchSettings(BaseModel):
                                                            "default: <index_dir>/search-cache")
     suggest_min_users: int = Field(3, ge=2, le=1000, description="distinct shoppers (or client addresses) a past "
                                                                  "query needs before /suggest offers it")
+    enrich_model: str = Field("smollm2", description="generator of the synthetic shopper queries (`semrec enrich`, "
+                                                     "upserts): 'smollm2', a hub id or a local folder")
+    enrich_upserts: bool = Field(True, description="enrich upserted items in the background when the index was "
+                                                   "enriched (`semrec enrich`)")
 
     def config(self) -> SearchConfig:
         return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s)
@@ -146,7 +150,8 @@ class Settings(BaseSettings):
                       rerank=self.rerank.config(), exclude_purchased=self.exclude_purchased)
         if variant is None:
             return cfg
-        return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank)
+        return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank,
+                       search=variant.search_changes())
 
 
 def cli_settings(**overrides) -> Settings:

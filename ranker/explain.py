@@ -7,8 +7,9 @@ Evidence, in the order it is weighed:
    did with it: viewed, added to your cart, bought, rated);
    the higher similarity of 1 and 2 wins if it reaches ``min_similarity`` (an interest wins a tie:
    the shopper stated it);
-3. otherwise, a review sentence of the item sharing the most content words with the context
-   (search query, interests, history titles): 'shoppers say: "…"';
+3. otherwise, a *positive* review sentence of the item (``retriever.aspects.is_positive``: no
+   complaint, no "but …") sharing the most content words with the context (search query,
+   interests, history titles): 'shoppers say: "…"'. A negative sentence is never a reason to buy;
 4. otherwise no reason (kind "none", empty text): better silent than a made-up reason.
 
 Everything is a pure function of vectors and texts, so reasons are cheap and testable.
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from retriever.aspects import is_positive
 
 Array = np.ndarray
 
@@ -53,9 +56,8 @@ def shorten(text: str, words: int) -> str:
 
 
 def review_snippet(reviews: Sequence[str], context: str, words: int = 14) -> tuple[str, int]:
-    """The review sentence sharing most content words with ``context`` -> (snippet, shared count).
-
-    Ties go to the shorter sentence, then the earlier one. ("", 0) when nothing is shared.
+    """The positive review sentence sharing most content words with ``context`` -> (snippet, shared
+    count). Ties go to the shorter sentence, then the earlier one. ("", 0) when nothing is shared.
     """
     want = content_words(context)
     best, best_key = "", (0, 0)
@@ -63,7 +65,7 @@ def review_snippet(reviews: Sequence[str], context: str, words: int = 14) -> tup
         for sentence in _SENTENCE.split(review.strip()):
             shared = len(content_words(sentence) & want)
             key = (shared, -len(sentence.split()))
-            if shared and key > best_key:
+            if shared and key > best_key and is_positive(sentence, review):
                 best, best_key = sentence.strip(), key
     return (shorten(best, words), best_key[0]) if best else ("", 0)
 

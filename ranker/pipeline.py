@@ -4,7 +4,8 @@ nothing else, so what is measured is what is served.
     recommend_users(svc, cfg, user_ids, k)            personal recommendations
     recommend_session(svc, cfg, recent_items, text, k) an anonymous session, from inline context
     similar(svc, cfg, item_id, k)                     similar items (a product page)
-    search(svc, cfg, query, k)                        the search box
+    search(svc, cfg, query, k)                        the search box: the query parsed into filters and
+                                                      boosts (retriever.search.parse), then the engine
 
 A personal list, step by step (``cfg`` decides each step; ablations are configs, not code paths):
 
@@ -33,6 +34,8 @@ import numpy as np
 
 from indexer.results import empty, top_labels
 from indexer.table import Filters
+from retriever.aspects import Aspect
+from retriever.aspects import item_aspects as review_aspects
 from retriever.candidates import (
     CandidateConfig,
     allowed_mask,
@@ -45,6 +48,8 @@ from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
+from retriever.search.expand import ExpandResult
+from retriever.search.expansion import Expansion
 from retriever.similar import similar_items
 
 from .explain import Reason
@@ -65,6 +70,8 @@ class PipelineConfig:
     use_reranker: bool = True      # the A/B switch: False skips the reranking stage (fusion + MMR)
     learned_ranking: bool = True   # rank candidates with the learned model (``ranker.ltr``) when one is loaded
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
+    # changes to the search box's SearchConfig, as (field, value) pairs (an A/B variant's search settings)
+    search: tuple[tuple[str, float | bool], ...] = ()
 
 
 @dataclass
@@ -277,22 +284,51 @@ def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: F
 
 def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filters | None = None, *,
            user_id: str | None = None, expand: bool | None = None, llm: bool | None = None,
-           query_vec: np.ndarray | None = None, explain: bool = True) -> tuple[SearchResult, bool]:
+           query_vec: np.ndarray | None = None, explain: bool = True,
+           terms: list[Expansion] | None = None) -> tuple[SearchResult, bool]:
     """The search box's answer for ``query`` and whether it was personalised: with ``user_id`` of a
     shopper with a profile, their interest vectors lightly boost what is close to them
     (``SearchConfig.personal_weight``). ``expand`` / ``llm``: None = the service's defaults.
     ``query_vec``: the query's embedding when already computed (batch evaluation); ``explain``:
-    False skips the per-result evidence."""
+    False skips the per-result evidence; ``terms``: weighted terms added to the BM25 query (an
+    ``expand`` answer)."""
     if svc.search is None:
         raise ValueError("these services were opened without a search box")
+    engine = svc.search.engine.with_config(**dict(cfg.search)) if cfg.search else svc.search.engine
     user_vector = None
     if user_id is not None and svc.events is not None:
         profile = user_profile(svc.events, svc.index, svc.embedder, user_id, cfg.profile)
         user_vector = None if profile.is_empty else profile.interests
-    result = svc.search.engine.search(query, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                                      user_vector=user_vector, query_vec=query_vec, explain=explain)
+    parsed, text = None, query
+    if engine.config.understand:
+        parsed = svc.search.parser.parse(query)
+        if parsed.has_constraints:
+            text, filters = parsed.text or query, parsed.filters(filters)
+            query_vec = query_vec if text == query else None
+    result = engine.search(text, k, filters, expand=expand, use_llm=(expand is not False) and llm,
+                           user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed, terms=terms)
     return result, user_vector is not None
 
 
-__all__ = ["PipelineConfig", "Recommendations", "Services", "rank_profiles", "recommend_session", "recommend_users",
-           "search", "similar"]
+def expand(svc: Services, cfg: PipelineConfig, query: str, *, llm: bool = False, budget_s: float | None = None,
+           query_vec: np.ndarray | None = None) -> ExpandResult:
+    """Query expansion for a shop's own lexical engine (``GET /expand``): weighted, grounded terms
+    with their provenance, spelling fixes, brand / category hints (``retriever.search.expand``)."""
+    if svc.search is None:
+        raise ValueError("these services were opened without a search box")
+    return svc.search.expander.expand(query, llm=llm, budget_s=budget_s, query_vec=query_vec)
+
+
+def item_aspects(svc: Services, item_id: str) -> tuple[list[Aspect], list[Aspect], list[str]]:
+    """Pros, cons and synthetic shopper queries of ``item_id`` (``GET /items/{id}``): from its
+    enrichment (``semrec enrich``) when it has one, else the aspects of the reviews the index holds,
+    computed now (~1 ms), and no queries."""
+    stored = svc.search.enrichment.get(item_id) if svc.search is not None and svc.search.enrichment else None
+    if stored is not None:
+        return list(stored.pros), list(stored.cons), list(stored.queries)
+    pros, cons = review_aspects(svc.index.reviews.get(item_id, []))
+    return pros, cons, []
+
+
+__all__ = ["PipelineConfig", "Recommendations", "Services", "expand", "item_aspects", "rank_profiles",
+           "recommend_session", "recommend_users", "search", "similar"]

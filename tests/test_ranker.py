@@ -120,8 +120,12 @@ def test_explain_falls_back_to_review_snippet_then_to_nothing():
     assert r.kind == "review" and "sensitive skin" in r.text and r.text.startswith("shoppers say")
     assert explain(item, history_vectors=history, history_titles=["Shampoo"], reviews=reviews,
                    context="search: tent").kind == "none"
-    assert review_snippet(["Great lipstick. Lasts all day on dry lips."], "dry lips balm") == \
-        ("Lasts all day on dry lips.", 2)
+    assert review_snippet(["Great lipstick. Lasts all day on dry lips, love it."], "dry lips balm") == \
+        ("Lasts all day on dry lips, love it.", 2)
+    # a complaint or a neutral remark is never a reason to buy, however well it matches
+    for bad in ["The cap broke and it dried out on my dry lips.", "Nice colour on dry lips but it flakes.",
+                "Not good for dry lips.", "Did nothing for my dry lips."]:
+        assert review_snippet([bad], "dry lips balm") == ("", 0), bad
     reasons = explain_list(_unit([1, 0, 0.1], [0, 0, 1]), history_vectors=history, history_titles=["Shampoo"])
     assert [x.kind for x in reasons] == ["history", "none"]
 

@@ -8,7 +8,8 @@ For one query::
     run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.search.hybrid)
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
-    score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
+    score    = fused / max(fused) + review_weight * minmax(best-3 review cosines)  (retriever.search.reviews)
+    score    = score / max(score) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
     order    = rerank(query, top labels, their scores)                            (hook given)
 
 Hooks the caller wires: ``rerank(query: str, labels: int64 (m,), scores: float (m,)) -> float32
@@ -34,6 +35,8 @@ from ..fusion import RRF_K, as_run, fuse
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
 from .lexical import LexicalIndex, tokenize
 from .llm import LLMExpander
+from .parse import ParsedQuery, size_matches, title_violates
+from .reviews import review_match
 from .typo import TypoIndex, respell
 
 Rerank = Callable[[str, np.ndarray, np.ndarray], np.ndarray]  # (query, labels, scores) -> final scores
@@ -68,6 +71,10 @@ class SearchConfig:
     llm_budget_s: float = 0.5         # longest a request waits for the LLM
     rerank_depth: int = 50            # fused candidates handed to the rerank hook
     personal_weight: float = 0.1      # weight of the user-vector cosine (not tuned: no data yet)
+    understand: bool = True           # parse price / brand / category / size / negations (retriever.search.parse)
+    review_weight: float = 0.5        # weight of the per-review match (retriever.search.reviews; 0 = off)
+    review_top: int = 3               # best reviews averaged per candidate
+    parse_boost: float = 0.1          # added to the max-normalised score per parsed brand / category / size match
 
 
 @dataclass
@@ -96,6 +103,7 @@ class SearchResult:
     expansion: list[Expansion]
     llm_status: str = "off"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    parsed: ParsedQuery | None = None
 
 
 class SearchEngine:
@@ -114,9 +122,10 @@ class SearchEngine:
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
-              cache_dir: str | None = None, **kw) -> SearchEngine:
-        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``)."""
-        lexical = LexicalIndex(index)
+              cache_dir: str | None = None, extra_text=None, **kw) -> SearchEngine:
+        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``);
+        ``extra_text``: more lexical text per item id (e.g. ``enrich.EnrichedText``)."""
+        lexical = LexicalIndex(index, extra_text=extra_text)
         vocab = CatalogVocabulary.build(index, lexical, embedder, cache_dir=cache_dir)
         return cls(index, embedder, lexical=lexical, vocabulary=vocab, config=config, **kw)
 
@@ -132,12 +141,16 @@ class SearchEngine:
 
     def search(self, query: str, k: int = 10, filters: Filters | None = None, *, expand: bool | None = None,
                use_llm: bool | None = None, user_vector: np.ndarray | None = None,
-               query_vec: np.ndarray | None = None, explain: bool = True) -> SearchResult:
+               query_vec: np.ndarray | None = None, explain: bool = True,
+               parsed: ParsedQuery | None = None, terms: list[Expansion] | None = None) -> SearchResult:
         """Top-``k`` items for ``query`` with evidence (see module docstring).
 
         ``expand`` / ``use_llm``: None = the config's default. ``query_vec``: the query's unit
         embedding float32 ``(dim,)`` when already computed (batch evaluation). ``explain=False``
-        skips the evidence (an empty list), which costs a tokenisation per result.
+        skips the evidence (an empty list), which costs a tokenisation per result. ``parsed``: the
+        query's parse (``query`` is then its text, ``filters`` include its hard filters): its
+        exclusions are applied to the candidates and its boosts to their scores. ``terms``: weighted
+        terms to add to the BM25 query (an ``/expand`` answer, as a shop's own engine would use it).
         """
         cfg, clock = self.config, _Clock()
         expand = cfg.expand if expand is None else expand
@@ -161,6 +174,7 @@ class SearchEngine:
             terms, llm_status = self.llm.expand(query, cfg.llm_budget_s)
             expansion += [Expansion(t, "llm", cfg.llm_weight) for t in terms]
             clock.lap("llm")
+        expansion += list(terms or [])
         _add_terms(weights, expansion)
         depth = max(cfg.depth, k)
         lex, dense = self._retrieve(weights, query_vec, depth, filters)
@@ -181,12 +195,16 @@ class SearchEngine:
                 lex, dense = self._retrieve(weights, query_vec, depth, filters)
                 fused = self._fuse(lex, dense, depth)
             clock.lap("feedback")
+        if parsed is not None:
+            fused = self._constrain(fused, parsed)
+        if cfg.review_weight > 0 and "dense" in cfg.retrievers:
+            fused = self._review_match(fused, query_vec, k)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
                     if explain else [])
         clock.lap("evidence")
-        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps)
+        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps, parsed)
 
     # ---- steps -----------------------------------------------------------------------------------
     def _retrieve(self, weights: dict[str, float], query_vec: np.ndarray, depth: int, filters: Filters | None):
@@ -232,6 +250,45 @@ class SearchEngine:
             return runs[0][0][0], runs[0][1][0]
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
+
+    def _review_match(self, fused, query_vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reorder the fused top ``max(rerank_depth, k)`` by max-normalised fused score +
+        ``review_weight * minmax(review match)``; the rest keep their order below them."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        n = min(len(labels), max(self.config.rerank_depth, k))
+        if not n:
+            return labels, scores
+        m = review_match(self.index, labels[:n], query_vec, self.config.review_top).astype(np.float64)
+        span = m.max() - m.min()
+        m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+        top = scores[:n] / max(scores[:n].max(), 1e-12) + self.config.review_weight * m
+        order = np.argsort(-top, kind="stable")
+        rest = scores[n:] / max(scores[:n].max(), 1e-12) - (top.max() - top.min() + 1)  # stays below the head
+        return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([top[order], rest])
+
+    def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
+        """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        boost = parsed.boost_brands or parsed.boost_categories or parsed.sizes
+        if not (parsed.exclude_brands or parsed.exclude_words or boost) or not len(labels):
+            return labels, scores
+        with self.index.lock:
+            records = [self.index.table.records[int(lb)] for lb in labels]
+        no_brands = {b.casefold() for b in parsed.exclude_brands}
+        keep = np.array([r["brand"].casefold() not in no_brands and not title_violates(r["title"], parsed.exclude_words)
+                         for r in records], dtype=bool)
+        if boost:
+            brands = {b.casefold() for b in parsed.boost_brands}
+            cats = {c.casefold() for c in parsed.boost_categories}
+            hits = np.array([(r["brand"].casefold() in brands) + bool(cats & {c.casefold() for c in r["categories"]})
+                             + size_matches(r, parsed.sizes) for r in records], dtype=np.float64)
+            scores = scores / max(scores.max(), 1e-12) + self.config.parse_boost * hits
+        order = np.argsort(-scores[keep], kind="stable")
+        return labels[keep][order], scores[keep][order]
 
     def _hooks(self, query: str, fused, k: int, user_vector: np.ndarray | None):
         labels, scores = fused

@@ -10,9 +10,13 @@ nothing else, so what is measured is what is served.
 A personal list, step by step (``cfg`` decides each step; ablations are configs, not code paths):
 
 1. profile: the shopper's latest events and onboarding answers -> interest vectors (``retriever.personal``);
-2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), each
-   restricted to live items passing the filters, without what the shopper already bought;
-3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``);
+2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), and
+   with learned parts loaded (``ranker.artifacts``, ``semrec train``) MF with a per-request fold-in
+   of the latest events (``retriever.mf``) and the text-aware history encoder (``retriever.encoder``);
+   each restricted to live items passing the filters, without what the shopper already bought;
+3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
+   loaded (``ranker.ltr``) and a shopper with a history, its LambdaRank score over the candidates'
+   features (``ranker.features``) orders them instead;
 4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
    by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
    MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;

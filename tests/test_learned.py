@@ -124,5 +124,6 @@ def test_a_ranking_no_better_than_the_fusion_is_not_served(learned):
     replay, record, _ = learned
     from evaluation.learned import fit_ranking
 
-    model, info = fit_ranking(replay, PipelineConfig(), replace(SMALL.ranking, rounds=50, min_data_in_leaf=10**9, require_gain=True))
+    never_splits = replace(SMALL.ranking, rounds=50, min_data_in_leaf=10**9, require_gain=True)
+    model, info = fit_ranking(replay, PipelineConfig(), never_splits)
     assert model is None and "skipped" in info  # no split possible: a constant, the fusion's order at best

@@ -1,12 +1,24 @@
-"""The reranker at serving time: a fine-tuned cross-encoder loaded from a versioned directory.
+"""The reranker at serving time: a fine-tuned scorer loaded from a versioned directory.
 
-Model directory (written by :func:`ranker.train.train_ranker`, atomically)::
+Two architectures, one serving API (:class:`Reranker`):
+
+* ``"cross"``: the cross-encoder :class:`CrossEncoderNet` (written by :func:`ranker.train.train_ranker`):
+  every layer over ``[CLS] context [SEP] item [SEP]`` for every pair. The teacher and the reference.
+* ``"split"``: split-layer late interaction :class:`ranker.split.SplitNet` (distilled from a
+  cross-encoder by :mod:`ranker.distill`): the context is encoded once per request, each item's
+  lower-layer states once (at index time with :meth:`Reranker.attach`, else cached by text), and
+  only the top ``joint_layers`` run per pair, over the item's tokens (see :mod:`ranker.split`).
+
+Model directory (written atomically)::
 
     runs/ranker/v0001/
-        ranker.json       format version, token budgets, text settings, chosen inference variant
+        ranker.json       format version, architecture, token budgets, text settings, inference variant
         model/            the encoder as a Hugging Face BERT directory + tokenizer, and head.pt
-                          (the scoring head of :class:`CrossEncoderNet`)
+                          (the scoring head: ``linear`` + ``cos_scale``, the same for both architectures)
         MODEL_CARD.md, model_card.json
+
+``ranker.json`` format 2 adds ``architecture`` (and ``joint_layers`` for "split"); format 1
+directories (no field) are cross-encoders and still load.
 
 Input layout: ``[CLS] context [SEP] item [SEP]`` (BERT pair encoding, token types 0 / 1). The
 context is cut to ``context_tokens`` and the item to ``item_tokens`` word pieces, so a pair is at
@@ -17,6 +29,14 @@ Speed: the encoder can run with fewer layers than MiniLM's 6 (chosen at training
 dynamic int8 quantisation of its Linear layers (``torch.ao.quantization.quantize_dynamic``);
 ``ranker.json`` records whether int8 kept validation NDCG@10 (``inference``), and that is the
 default here.
+
+Serving::
+
+    rr = Reranker("runs/ranker")                      # newest version, its recorded variant
+    ctx = rr.context_for(history_records, interests, query)
+    rr.score(ctx, rr.texts_for(records))              # float32 (n,) logits, any architecture
+    rr.attach(index)                                  # split: precompute item states, follow upserts
+    rr.score_items(ctx, labels)                       # float32 (n,) from the attached index's labels
 """
 
 from __future__ import annotations
@@ -31,7 +51,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+from .split import SplitScorer, from_cross_encoder
+from .states import ItemStates
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: cross-encoders written before the split architecture
+ARCHITECTURES = ("cross", "split")
+VARIANTS = ("fp32", "int8")
 RANKER_FILE = "ranker.json"
 
 
@@ -238,12 +264,19 @@ def read_manifest(version_dir: Path) -> dict:
         meta = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise RerankerLoadError(version_dir, f"{RANKER_FILE} is not valid JSON ({e.msg})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise RerankerLoadError(version_dir, f"format_version {meta.get('format_version')!r}, this code reads "
-                                f"{FORMAT_VERSION}; retrain or use a matching semrec version")
+                                f"{' or '.join(map(str, READABLE_VERSIONS))}; retrain or use a matching semrec version")
     for key in ("encoder", "text", "num_layers"):
         if key not in meta:
             raise RerankerLoadError(version_dir, f"{RANKER_FILE} lacks {key!r}")
+    meta.setdefault("architecture", "cross")
+    if meta["architecture"] not in ARCHITECTURES:
+        raise RerankerLoadError(version_dir, f"architecture {meta['architecture']!r}, expected one of {ARCHITECTURES}")
+    if meta["architecture"] == "split" and not (isinstance(meta.get("joint_layers"), int)
+                                                and 1 <= meta["joint_layers"] <= meta["num_layers"]):
+        raise RerankerLoadError(version_dir, f"split reranker needs joint_layers in 1..{meta['num_layers']}, "
+                                f"{RANKER_FILE} has {meta.get('joint_layers')!r}")
     weights = version_dir / "model"
     if not (weights / "config.json").is_file() or not (weights / HEAD_FILE).is_file() or \
             not any(weights.glob("*.safetensors")) and not any(weights.glob("*.bin")):
@@ -261,7 +294,7 @@ def read_manifest(version_dir: Path) -> dict:
 
 
 class Reranker:
-    """A trained reranker, loaded once. Errors surface at load (:class:`RerankerLoadError`).
+    """A trained reranker (either architecture), loaded once. Errors surface at load (:class:`RerankerLoadError`).
 
     Args:
         path: a version directory or a root holding ``vNNNN`` versions (the newest is loaded).
@@ -275,17 +308,26 @@ class Reranker:
         self.path = resolve_version(path)
         self.meta = read_manifest(self.path)
         self.variant = variant or self.meta.get("inference", "fp32")
-        if self.variant not in ("fp32", "int8"):
-            raise ValueError(f"variant must be 'fp32' or 'int8', not {self.variant!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
         if threads is not None:
             torch.set_num_threads(threads)
+        self.architecture = self.meta["architecture"]
         net, tok = load_network(self.path / "model")
         net.eval()
-        self.encoder = PairEncoder(tok, EncoderConfig(**self.meta["encoder"]))
-        self.net = quantize_int8(net) if self.variant == "int8" else net
+        cfg = EncoderConfig(**self.meta["encoder"])
+        self.encoder = PairEncoder(tok, cfg)
         self.batch_size = batch_size
+        self.split: SplitScorer | None = None
+        if self.architecture == "split":
+            net = from_cross_encoder(net, int(self.meta["joint_layers"]), cfg.context_tokens + 2).eval()
+            self.split = SplitScorer(net, quantize_int8(net) if self.variant == "int8" else net, self.encoder,
+                                     batch_size)
+        self.net = quantize_int8(net) if self.variant == "int8" else net
         self.history_items = int(self.meta["text"]["history_items"])
         self.words_per_item = int(self.meta["text"]["words_per_item"])
+        self.index = None
+        self.states: ItemStates | None = None
 
     def context_for(self, history: Sequence[dict], interests: Sequence[str] = (), query: str = "") -> str:
         """Context text from item records (items schema dicts, oldest first), as in training."""
@@ -304,7 +346,42 @@ class Reranker:
 
     def score(self, context: str, item_texts: Sequence[str]) -> np.ndarray:
         """Scores of ``item_texts`` for one context -> float32 ``(len(item_texts),)`` (logits)."""
+        if self.split is not None:
+            return self.split.score(context, list(item_texts))
         return score_pairs(self.net, self.encoder, [context] * len(item_texts), list(item_texts), self.batch_size)
+
+    def attach(self, index) -> None:
+        """Serve candidates of ``index`` (an :class:`indexer.store.ItemIndex`) by label (:meth:`score_items`).
+
+        Split: computes the lower-layer states of every live item now (Beauty's 12,101 items: see
+        ``bench/rerank.py``) and subscribes to the index so upserts and deletes keep them in step.
+        Cross: remembers the index (texts are read per request). Attach once per index.
+        """
+        self.index = index
+        if self.split is not None:
+            self.states = ItemStates(self.split.encode_items, self.texts_for)
+            self.states.attach(index)
+
+    def score_items(self, context: str, labels: Sequence[int]) -> np.ndarray:
+        """Scores of live items of the attached index by label (n,) int64 -> float32 ``(n,)`` logits.
+
+        Raises KeyError for a label that is not live (deleted, replaced by an upsert, or unknown).
+        """
+        if self.index is None:
+            raise RuntimeError("score_items needs an index: call attach(index) first")
+        labels = [int(lab) for lab in labels]
+        if self.states is None:
+            with self.index.lock:
+                for lab in labels:
+                    if not (0 <= lab < self.index.table.n_labels and self.index.table.alive.view[lab]):
+                        raise KeyError(f"label {lab} is not a live item")
+                texts = self.texts_for([self.index.table.records[lab] for lab in labels])
+            return self.score(context, texts)
+        if not labels:
+            return np.zeros(0, dtype=np.float32)
+        with self.index.lock:
+            states = self.states.get(labels)
+        return self.split.score_states(self.split.context(context), states)
 
     def rerank(self, context: str, labels: np.ndarray, item_texts: Sequence[str], top_n: int = 50
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -324,12 +401,17 @@ class Reranker:
         return out_l, out_s
 
     def info(self) -> dict:
-        return {"path": str(self.path), "variant": self.variant, **{k: self.meta[k] for k in ("encoder", "num_layers")}}
+        extra = {"joint_layers": self.meta["joint_layers"]} if self.split is not None else {}
+        return {"path": str(self.path), "variant": self.variant, "architecture": self.architecture,
+                **{k: self.meta[k] for k in ("encoder", "num_layers")}, **extra}
 
 
 def write_manifest(version_dir: Path, *, encoder: EncoderConfig, text: dict, num_layers: int, base_model: str,
-                   inference: str, extra: dict | None = None) -> None:
-    """Write ``ranker.json`` (called by training before the directory is published)."""
-    meta = {"format_version": FORMAT_VERSION, "encoder": asdict(encoder), "text": text, "num_layers": num_layers,
-            "base_model": base_model, "inference": inference, **(extra or {})}
+                   inference: str, architecture: str = "cross", extra: dict | None = None) -> None:
+    """Write ``ranker.json`` (called by training before the directory is published).
+
+    A "split" architecture also needs ``extra={"joint_layers": T, ...}``.
+    """
+    meta = {"format_version": FORMAT_VERSION, "architecture": architecture, "encoder": asdict(encoder),
+            "text": text, "num_layers": num_layers, "base_model": base_model, "inference": inference, **(extra or {})}
     (version_dir / RANKER_FILE).write_text(json.dumps(meta, indent=2))

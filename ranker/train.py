@@ -114,16 +114,22 @@ def prepare(catalog: Catalog, cfg: TrainConfig, item_vectors: Array | None = Non
         item_vectors = catalog_item_vectors(catalog.items, split.item_ids.tolist(), cache_dir=vector_cache)
     covisit = Markov(window=10, decay=0.8, symmetric=True).fit(split.fit, split.n_items)
     train = training_groups(split.fit, short, item_vectors, cfg.pairs, covisit=covisit)
-    # Validation users: a seeded sample of evaluated users; their lists = text retrieval top-m.
+    valid = validation_groups(split, short, item_vectors, cfg)
+    return Prepared(split, full, short, item_vectors, train, valid, ndcg_at_k(valid.positive, 10))
+
+
+def validation_groups(split: Split, short_texts: list[str], item_vectors: Array, cfg: TrainConfig) -> Groups:
+    """Validation lists: a seeded sample of ``cfg.val_users`` evaluated users, each list = the text
+    retriever's top ``cfg.val_candidates`` for the user's validation history, kept if it holds the
+    validation item; the first ``cfg.max_val_groups`` lists."""
     rng = np.random.default_rng([cfg.seed, 21])
     pick = np.sort(rng.choice(len(split.users), size=min(cfg.val_users, len(split.users)), replace=False))
     hist = [split.valid_history[e] for e in pick]
     scores = exclude_items(text_scores(hist, item_vectors, cfg.pairs.text_decay), hist)
     cands = top_k(scores, cfg.val_candidates)[0]
-    valid, _ = candidate_groups(hist, split.valid_target[pick], cands, short, cfg.pairs.history_items,
+    valid, _ = candidate_groups(hist, split.valid_target[pick], cands, short_texts, cfg.pairs.history_items,
                                 users=split.users[pick])
-    valid = valid.subset(np.arange(min(len(valid), cfg.max_val_groups)))
-    return Prepared(split, full, short, item_vectors, train, valid, ndcg_at_k(valid.positive, 10))
+    return valid.subset(np.arange(min(len(valid), cfg.max_val_groups)))
 
 
 # ----------------------------------------------------------------------------- list metrics

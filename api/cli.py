@@ -258,12 +258,14 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def bench(ctx: typer.Context,
-          which: Annotated[str, typer.Argument(help="foundation or personal")] = "foundation") -> None:
-    """Benchmarks (figures, not tests): `semrec bench foundation --help`, `semrec bench personal --help`."""
+          which: Annotated[str, typer.Argument(help="foundation, personal or rerank")] = "foundation") -> None:
+    """Benchmarks (figures, not tests): `semrec bench foundation --help`, `semrec bench personal --help`,
+    `semrec bench rerank --help`."""
     from bench import foundation
     from bench import personal as bench_personal
+    from bench import rerank as bench_rerank
 
-    mains = {"foundation": foundation.main, "personal": bench_personal.main}
+    mains = {"foundation": foundation.main, "personal": bench_personal.main, "rerank": bench_rerank.main}
     if which not in mains:
         raise typer.BadParameter(f"choose one of {list(mains)}", param_hint="WHICH")
     raise typer.Exit(mains[which](ctx.args) or 0)

@@ -1,6 +1,6 @@
 """Reranker speed and quality in one run (a script, not a test): ``semrec bench rerank``.
 
-    semrec bench rerank --cross runs/ranker/v0001 --split runs/ranker/v0002 [--lists 200] [--repeats 20]
+    semrec bench rerank --cross runs/ranker/v0001 --split runs/ranker/v0002 [--split …] [--lists 200] [--repeats 20]
 
 1. Peaks, measured here on ``--threads`` (2) threads: fp32 GEMM (2048^3 ``torch.matmul``) and an
    int8 dynamically quantised Linear (``torch.ao`` dynamic ``Linear`` 2048 x 2048 over 2048 rows,
@@ -81,10 +81,14 @@ def cross_flops(config, tokens: float) -> float:
     return config.num_hidden_layers * _layer_flops(tokens, tokens, d, f) + 2 * d
 
 
-def split_flops(config, joint: int, ctx_tokens: float, item_tokens: float) -> tuple[float, float]:
-    """(per request: the context through every layer, per pair: the joint layers over the item's tokens)."""
+def split_flops(config, joint: int, ctx_tokens: float, item_tokens: float, query: str = "tokens"
+                ) -> tuple[float, float]:
+    """(per request: the context through every layer, per pair: the joint layers over the item's
+    tokens, or its one pooled token). Item lower layers run at index time and are not counted."""
     d, f = config.hidden_size, config.intermediate_size
     ctx = config.num_hidden_layers * _layer_flops(ctx_tokens, ctx_tokens, d, f)
+    if query == "pooled":
+        return ctx, _layer_flops(1, ctx_tokens + 1, d, f) + 2 * d
     return ctx, joint * _layer_flops(item_tokens, ctx_tokens + item_tokens, d, f) + 2 * d
 
 
@@ -151,9 +155,10 @@ def reranker_variant(rr: Reranker, lists: Lists, index) -> Variant:
         def flops(ctx: str, items: np.ndarray) -> float:
             lc = len(enc.context_ids(ctx)) + 2
             li = np.mean([len(t) + 1 for t in enc.item_ids([lists.texts[i] for i in items])])
-            per_req, per_pair = split_flops(rr.net.config, joint, lc, li)
+            per_req, per_pair = split_flops(rr.net.config, joint, lc, li, rr.meta["query"])
             return per_req + len(items) * per_pair
-        return Variant(f"split {rr.variant}", lambda c, items: rr.score_items(c, items), _torch_threads, flops, True)
+        return Variant(f"split-{rr.meta['query']} {rr.variant}", lambda c, items: rr.score_items(c, items),
+                       _torch_threads, flops, True)
 
     def cross(ctx: str, items: np.ndarray) -> float:
         lc = len(enc.context_ids(ctx))
@@ -188,7 +193,8 @@ def peer_variants(model_dir, lists: Lists, backends: tuple[str, ...], max_length
                 [(c, lists.texts[i]) for i in items], batch_size=64, show_progress_bar=False), _torch_threads,
                 flops, False))
             continue
-        calib = [feeds(lists.contexts[r], lists.items[r][lists.items[r] >= 0][:1]) for r in range(64)] \
+        n = len(lists.contexts)
+        calib = [feeds(lists.contexts[r % n], lists.items[r % n][r // n: r // n + 1]) for r in range(64)] \
             if b == "openvino-int8" else None
         sessions = {n: open_backend(model_dir, b, task="sequence-classification", threads=n, calibration=calib)
                     for n in sorted({1, threads})}
@@ -238,7 +244,7 @@ def quality(variants: list[Variant], lists: Lists, threads: int) -> dict[str, di
     return out
 
 
-def run(cross: str, split: str | None, data_dir: str, threads: int = 2, n_lists: int = 200, candidates: int = 50,
+def run(cross: str, splits: list[str], data_dir: str, threads: int = 2, n_lists: int = 200, candidates: int = 50,
         repeats: int = 20, peers: tuple[str, ...] = PEER_BACKENDS) -> dict:
     from ranker.eval import paired_interval
 
@@ -252,17 +258,17 @@ def run(cross: str, split: str | None, data_dir: str, threads: int = 2, n_lists:
     card = json.loads((teacher.path / "model_card.json").read_text())
     lists = beauty_lists(data_dir, card, n_lists, candidates)
     print(f"{len(lists.contexts)} Beauty validation lists of {candidates} candidates", flush=True)
-    index = attached_index(lists) if split else None
-    rerankers = [teacher, Reranker(cross, variant="int8")]
-    if split:
-        rerankers += [Reranker(split, variant="fp32"), Reranker(split, variant="int8")]
-    t = time.perf_counter()
-    variants = [reranker_variant(rr, lists, index) for rr in rerankers]
-    res["attach_s"] = round(time.perf_counter() - t, 1)
-    if split:
-        st = rerankers[-1].states
-        print(f"split: item states of {len(st):,} items precomputed in {res['attach_s']} s (both variants), "
-              f"{st.nbytes / len(st) / 1024:.1f} KiB/item", flush=True)
+    index = attached_index(lists) if splits else None
+    variants = [reranker_variant(rr, lists, index) for rr in (teacher, Reranker(cross, variant="int8"))]
+    for path in splits:
+        for variant in ("fp32", "int8"):
+            rr = Reranker(path, variant=variant)
+            t = time.perf_counter()
+            variants.append(reranker_variant(rr, lists, index))
+            st, sec = rr.states, time.perf_counter() - t
+            res[f"attach_s {variants[-1].name}"] = round(sec, 1)
+            print(f"{variants[-1].name} ({rr.path}): item states of {len(st):,} items precomputed in {sec:.1f} s, "
+                  f"{st.nbytes / len(st) / 1024:.2f} KiB/item", flush=True)
     max_length = teacher.encoder.cfg.max_length
     variants += peer_variants(teacher.path / "model", lists, peers, max_length, threads)
     rows = {v.name: {} for v in variants}
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="semrec bench rerank", description=__doc__.split("\n")[0])
     p.add_argument("--cross", default="runs/ranker/cross", help="cross-encoder version dir (teacher, reference)")
-    p.add_argument("--split", default=None, help="split reranker version dir (omit: cross-encoder rows only)")
+    p.add_argument("--split", action="append", default=[],
+                   help="a split reranker version dir (repeatable; none: cross-encoder rows only)")
     p.add_argument("--data-dir", default=str(shared_data_dir() / "amazon-beauty-2014"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lists", type=int, default=200)

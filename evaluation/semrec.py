@@ -35,7 +35,7 @@ import numpy as np
 from indexer.vectors import top_k
 from ranker.fusion import FusionWeights, fuse, popularity_prior, sort_rows
 from ranker.mmr import mmr
-from ranker.model import Reranker, score_pairs
+from ranker.model import Reranker
 from ranker.pairs import history_context, popularity_counts
 from retriever.collaborative import ALS, Markov, Recommender, exclude_items, text_scores
 
@@ -78,8 +78,7 @@ class RerankScores:
         ctx = {int(r): self.context(histories[r]) for r in rows}
         todo = sorted({(ctx[int(r)], int(i)) for r in rows for i in labels[r] if i >= 0} - self.cache.keys())
         if todo:
-            s = score_pairs(self.reranker.net, self.reranker.encoder, [c for c, _ in todo],
-                            [self.full[i] for _, i in todo], self.reranker.batch_size)
+            s = self.reranker.score_many([c for c, _ in todo], [self.full[i] for _, i in todo])
             self.cache.update(zip(todo, s.tolist()))
             self.pairs += len(todo)
         out = np.zeros(labels.shape, dtype=np.float32)

@@ -39,7 +39,7 @@ from retriever.collaborative import Markov, exclude_items, text_scores, top_k
 
 from .fusion import FusionWeights, fuse, popularity_prior, sort_rows
 from .mmr import mmr
-from .model import Reranker, score_pairs
+from .model import Reranker
 from .pairs import catalog_item_vectors, history_context, popularity_counts, texts_by_index
 from .train import PairConfig, beauty_split
 
@@ -109,8 +109,7 @@ class Scorer:
         todo = [(r, int(i)) for r in rows for i in labels[r] if i >= 0 and (stage, r, int(i)) not in self.cache]
         if todo:
             t = time.perf_counter()
-            s = score_pairs(self.reranker.net, self.reranker.encoder, [contexts[r] for r, _ in todo],
-                            [self.texts[i] for _, i in todo], self.reranker.batch_size)
+            s = self.reranker.score_many([contexts[r] for r, _ in todo], [self.texts[i] for _, i in todo])
             self.seconds += time.perf_counter() - t
             self.pairs += len(todo)
             self.cache.update({(stage, r, i): float(v) for (r, i), v in zip(todo, s)})

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .split import SplitScorer, from_cross_encoder
+from .split import QUERIES, SplitScorer, from_cross_encoder
 from .states import ItemStates
 
 FORMAT_VERSION = 2
@@ -277,6 +277,11 @@ def read_manifest(version_dir: Path) -> dict:
                                                 and 1 <= meta["joint_layers"] <= meta["num_layers"]):
         raise RerankerLoadError(version_dir, f"split reranker needs joint_layers in 1..{meta['num_layers']}, "
                                 f"{RANKER_FILE} has {meta.get('joint_layers')!r}")
+    if meta["architecture"] == "split":
+        meta.setdefault("query", "tokens")
+        if meta["query"] not in QUERIES or (meta["query"] == "pooled" and meta["joint_layers"] != 1):
+            raise RerankerLoadError(version_dir, f"split query {meta['query']!r} with joint_layers "
+                                    f"{meta['joint_layers']}: expected 'tokens', or 'pooled' with 1")
     weights = version_dir / "model"
     if not (weights / "config.json").is_file() or not (weights / HEAD_FILE).is_file() or \
             not any(weights.glob("*.safetensors")) and not any(weights.glob("*.bin")):
@@ -320,7 +325,8 @@ class Reranker:
         self.batch_size = batch_size
         self.split: SplitScorer | None = None
         if self.architecture == "split":
-            net = from_cross_encoder(net, int(self.meta["joint_layers"]), cfg.context_tokens + 2).eval()
+            net = from_cross_encoder(net, int(self.meta["joint_layers"]), cfg.context_tokens + 2,
+                                     self.meta["query"]).eval()
             self.split = SplitScorer(net, quantize_int8(net) if self.variant == "int8" else net, self.encoder,
                                      batch_size)
         self.net = quantize_int8(net) if self.variant == "int8" else net
@@ -349,6 +355,21 @@ class Reranker:
         if self.split is not None:
             return self.split.score(context, list(item_texts))
         return score_pairs(self.net, self.encoder, [context] * len(item_texts), list(item_texts), self.batch_size)
+
+    def score_many(self, contexts: Sequence[str], item_texts: Sequence[str]) -> np.ndarray:
+        """Scores of pairs ``(contexts[i], item_texts[i])`` -> float32 ``(n,)`` (offline evaluation).
+
+        The split architecture encodes each distinct context once for all of its items.
+        """
+        if self.split is None:
+            return score_pairs(self.net, self.encoder, list(contexts), list(item_texts), self.batch_size)
+        out = np.zeros(len(item_texts), dtype=np.float32)
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(contexts):
+            groups.setdefault(c, []).append(i)
+        for c, rows in groups.items():
+            out[rows] = self.split.score(c, [item_texts[i] for i in rows])
+        return out
 
     def attach(self, index) -> None:
         """Serve candidates of ``index`` (an :class:`indexer.store.ItemIndex`) by label (:meth:`score_items`).
@@ -401,7 +422,7 @@ class Reranker:
         return out_l, out_s
 
     def info(self) -> dict:
-        extra = {"joint_layers": self.meta["joint_layers"]} if self.split is not None else {}
+        extra = {k: self.meta[k] for k in ("joint_layers", "query")} if self.split is not None else {}
         return {"path": str(self.path), "variant": self.variant, "architecture": self.architecture,
                 **{k: self.meta[k] for k in ("encoder", "num_layers")}, **extra}
 

@@ -7,11 +7,19 @@ weights) but changes who may attend to whom:
 
 * lower ``L = num_layers - joint_layers`` layers: the context attends only to the context, an item
   only to itself. The context's states are computed once per request, an item's once at index time
-  (:func:`ItemStates`, in ``ranker.model``) -- both independent of the other side.
+  (:class:`ranker.states.ItemStates`) -- both independent of the other side.
 * top ``joint_layers`` layers: the context still attends only to itself (once per request), and
-  each item's tokens attend to ``[context ; item]``. Only the item tokens (<= ``item_tokens``, ~20)
-  are computed per pair, so a pair costs ``joint_layers`` layers over ~20 query tokens instead of
-  ``num_layers`` layers over ~72 (0.05 vs 0.79 GFLOP for 1 of 3 layers; see ``bench/rerank.py``).
+  the item attends to ``[context ; item]``. ``query`` says what of the item joins:
+
+  - ``"tokens"``: every item token (<= ``item_tokens`` + 1, ~20), so a pair costs ``joint_layers``
+    layers over ~20 query tokens instead of ``num_layers`` layers over ~72 (0.07 vs 0.79 GFLOP
+    for 1 of 3 layers); stored per item: its lower token states (Li, d).
+  - ``"pooled"`` (``joint_layers`` = 1): the item enters the last layer as ONE token, the mean of
+    its lower states, attending to the context's tokens and itself: ~3 MFLOP per pair, so the
+    request's cost is the context's own encoding (~0.5 GFLOP) plus little per candidate; stored
+    per item: that mean (1, d).
+
+  FLOPs per request at the measured token counts: ``bench/rerank.py``.
 
 Positions: context tokens 0..; item tokens start at ``context_tokens + 2`` whatever the context's
 length (as if the context were full), so an item's lower states do not depend on the context.
@@ -21,8 +29,9 @@ Score (a logit, higher = more likely next), mirroring the cross-encoder's head::
 
     logit = w . dropout(mean item state) + b + s * cos(mean context state, mean item state)
 
-over the last layer's states (the context's from its own pass). Shapes below: ``n`` items, ``Lc``
-context tokens, ``Li`` item tokens (padded), ``d`` hidden size, ``H`` heads.
+over the last layer's states (the context's from its own pass; "pooled": the item's one token).
+Shapes below: ``n`` items, ``Lc`` context tokens, ``Li`` item tokens (padded), ``d`` hidden size,
+``H`` heads.
 
 :func:`reference_scores` computes the same logits the slow way (each pair as one sequence, every
 token through every layer under a per-layer visibility mask): the tests check the fast path
@@ -31,6 +40,7 @@ against it.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -39,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+QUERIES = ("tokens", "pooled")
 
 
 # ----------------------------------------------------------------------------- BERT layer math
@@ -65,10 +76,39 @@ def layer_forward(layer, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, head
     mask = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]
     p = att.self.dropout.p if layer.training else 0.0
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    ctx = ctx.transpose(1, 2).reshape(h.shape)
-    a = att.output.LayerNorm(att.output.dropout(att.output.dense(ctx)) + h)
+    return layer_out(layer, h, ctx.transpose(1, 2).reshape(h.shape))
+
+
+def layer_out(layer, h: Tensor, attended: Tensor) -> Tensor:
+    """The rest of a BERT layer after attention: output projection, residual + LayerNorm, feed-forward."""
+    att = layer.attention
+    a = att.output.LayerNorm(att.output.dropout(att.output.dense(attended)) + h)
     f = layer.output.dense(layer.intermediate.intermediate_act_fn(layer.intermediate.dense(a)))
     return layer.output.LayerNorm(layer.output.dropout(f) + a)
+
+
+def pooled_layer(layer, q_in: Tensor, kc: Tensor, vc: Tensor, cmask: Tensor, heads: int) -> Tensor:
+    """One BERT layer for one token per item over ``[context ; that token]``, the context not copied.
+
+    q_in: (n, d) the items' tokens (their mean lower state); kc, vc: (B, H, Lc, d/H) context keys /
+    values, B = n, or 1 shared by all items; cmask: (B, Lc) bool. Returns the token's output (n, d).
+    """
+    n, d = q_in.shape
+    att = layer.attention.self
+    q = att.query(q_in).view(n, heads, d // heads)                              # (n, H, dh)
+    ki, vi = att.key(q_in).view(n, heads, d // heads), att.value(q_in).view(n, heads, d // heads)
+    scale = 1.0 / math.sqrt(d // heads)
+    shared = kc.shape[0] == 1  # one context for every item: batched over heads, no (n, H, Lc, dh) copy
+    sc = torch.einsum("nhd,hkd->nhk", q, kc[0]) if shared else torch.einsum("nhd,nhkd->nhk", q, kc)
+    sc = sc.masked_fill(~cmask[:, None, :], -torch.inf)                        # (n, H, Lc)
+    si = (q * ki).sum(-1, keepdim=True)                                         # (n, H, 1)
+    p = torch.softmax(torch.cat([sc, si], dim=-1) * scale, dim=-1)
+    if layer.training:
+        p = att.dropout(p)
+    lc = kc.shape[2]
+    pc = p[..., :lc]
+    out = torch.einsum("nhk,hkd->nhd", pc, vc[0]) if shared else torch.einsum("nhk,nhkd->nhd", pc, vc)
+    return layer_out(layer, q_in, (out + p[..., lc:] * vi).reshape(n, d))
 
 
 def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
@@ -99,13 +139,15 @@ class SplitNet(torch.nn.Module):
         item_offset: first position id of item tokens (``context_tokens + 2``).
     """
 
-    def __init__(self, encoder: torch.nn.Module, joint_layers: int, item_offset: int, dropout: float = 0.1,
-                 cos_scale: float = 10.0):
+    def __init__(self, encoder: torch.nn.Module, joint_layers: int, item_offset: int, query: str = "tokens",
+                 dropout: float = 0.1, cos_scale: float = 10.0):
         super().__init__()
         n = encoder.config.num_hidden_layers
         if not 1 <= joint_layers <= n:
             raise ValueError(f"joint_layers must be in 1..{n}, not {joint_layers}")
-        self.encoder, self.joint_layers, self.item_offset = encoder, joint_layers, item_offset
+        if query not in QUERIES or (query == "pooled" and joint_layers != 1):
+            raise ValueError(f"query must be one of {QUERIES} ('pooled' with joint_layers=1), not {query!r}")
+        self.encoder, self.joint_layers, self.item_offset, self.query = encoder, joint_layers, item_offset, query
         self.heads = encoder.config.num_attention_heads
         d = encoder.config.hidden_size
         self.dropout = torch.nn.Dropout(dropout)
@@ -137,12 +179,21 @@ class SplitNet(torch.nn.Module):
 
     def encode_context(self, ids: Tensor, mask: Tensor) -> ContextStates:
         """Contexts ``[CLS] context [SEP]`` (B, Lc) int64 with mask (B, Lc) bool, through every layer."""
+        return self.context_upper(self.context_lower(ids, mask), mask)
+
+    def context_lower(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Contexts through the lower layers only -> (B, Lc, d)."""
         h = self.embed(ids, 0, 0)
+        for layer in self.layers[: self.lower]:
+            h = layer_forward(layer, h, *project_kv(layer, h, self.heads), mask, self.heads)
+        return h
+
+    def context_upper(self, h: Tensor, mask: Tensor) -> ContextStates:
+        """Context states after the lower layers (B, Lc, d) through the joint layers -> ContextStates."""
         kv = []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers[self.lower:]:
             k, v = project_kv(layer, h, self.heads)
-            if i >= self.lower:
-                kv.append((k, v))
+            kv.append((k, v))
             h = layer_forward(layer, h, k, v, mask, self.heads)
         return ContextStates(kv, mask, masked_mean(h, mask))
 
@@ -157,40 +208,56 @@ class SplitNet(torch.nn.Module):
             h = layer_forward(layer, h, k, v, mask, self.heads)
         return h
 
-    def score_states(self, ctx: ContextStates, items: Tensor, item_mask: Tensor, owner: Tensor | None = None
+    def item_store(self, h: Tensor, mask: Tensor) -> Tensor:
+        """What is stored per item (context-independent), from lower states ``h`` (n, Li, d):
+        "tokens": ``h`` itself; "pooled": the item's mean state (n, 1, d)."""
+        return h if self.query == "tokens" else masked_mean(h, mask)[:, None]
+
+    def score_stored(self, ctx: ContextStates, items: Tensor, item_mask: Tensor, owner: Tensor | None = None
                      ) -> Tensor:
-        """The per-pair part: item lower states (n, Li, d) + mask (n, Li) -> logits (n,).
+        """The per-pair part: stored item states (n, Li, d) + mask (n, Li) -> logits (n,).
 
         owner: (n,) int64 row of ``ctx`` each item is scored against; None = every item against
-        context row 0 (serving: one context per request).
+        context row 0 (serving: one context per request, shared, not copied per item).
         """
+        if self.query == "pooled":
+            kc, vc = ctx.kv[0]
+            cm = ctx.mask if owner is None else ctx.mask[owner]
+            if owner is not None:
+                kc, vc = kc[owner], vc[owner]
+            return self._head(ctx, pooled_layer(self.layers[-1], items[:, 0], kc, vc, cm, self.heads), owner)
         h, n = items, items.shape[0]
 
         def rows(x: Tensor) -> Tensor:
             return x.expand(n, *x.shape[1:]) if owner is None else x[owner]
 
-        cmask = rows(ctx.mask)
+        keys = torch.cat([rows(ctx.mask), item_mask], dim=1)
         for j, layer in enumerate(self.layers[self.lower:]):
             kc, vc = ctx.kv[j]
             ki, vi = project_kv(layer, h, self.heads)
             k, v = torch.cat([rows(kc), ki], dim=2), torch.cat([rows(vc), vi], dim=2)
-            h = layer_forward(layer, h, k, v, torch.cat([cmask, item_mask], dim=1), self.heads)
-        mean = masked_mean(h, item_mask)
-        cos = F.cosine_similarity(rows(ctx.mean), mean, dim=-1)
+            h = layer_forward(layer, h, k, v, keys, self.heads)
+        return self._head(ctx, masked_mean(h, item_mask), owner)
+
+    def _head(self, ctx: ContextStates, mean: Tensor, owner: Tensor | None) -> Tensor:
+        cmean = ctx.mean.expand(mean.shape[0], -1) if owner is None else ctx.mean[owner]
+        cos = F.cosine_similarity(cmean, mean, dim=-1)
         return self.linear(self.dropout(mean))[:, 0] + self.cos_scale * cos
 
     def forward(self, ctx_ids: Tensor, ctx_mask: Tensor, item_ids: Tensor, item_mask: Tensor, owner: Tensor
                 ) -> Tensor:
         """Training: B contexts, n items, item r scored against context ``owner[r]`` -> logits (n,)."""
         ctx = self.encode_context(ctx_ids, ctx_mask)
-        return self.score_states(ctx, self.encode_items(item_ids, item_mask), item_mask, owner)
+        store = self.item_store(self.encode_items(item_ids, item_mask), item_mask)
+        return self.score_stored(ctx, store, item_mask[:, : store.shape[1]], owner)
 
 
-def from_cross_encoder(net: torch.nn.Module, joint_layers: int, item_offset: int) -> SplitNet:
+def from_cross_encoder(net: torch.nn.Module, joint_layers: int, item_offset: int, query: str = "tokens"
+                       ) -> SplitNet:
     """A SplitNet with the cross-encoder's encoder weights and head (a copy; ``net`` is untouched)."""
     import copy
 
-    split = SplitNet(copy.deepcopy(net.encoder), joint_layers, item_offset)
+    split = SplitNet(copy.deepcopy(net.encoder), joint_layers, item_offset, query)
     split.linear.load_state_dict(net.linear.state_dict())
     split.cos_scale.data.copy_(net.cos_scale.data)
     return split
@@ -213,6 +280,11 @@ def reference_scores(net: SplitNet, ctx_ids: list[int], item_ids: list[list[int]
         own = is_ctx[:, None] == is_ctx[None, :]
         joint = own | ~is_ctx[:, None]  # item rows see every column, context rows only the context
         for j, layer in enumerate(net.layers):
+            if net.query == "pooled" and j == net.lower:  # the item enters the last layer as one token
+                h = torch.cat([h[:, is_ctx], h[:, ~is_ctx].mean(1, keepdim=True)], dim=1)
+                is_ctx = torch.tensor([True] * len(c) + [False])
+                own = is_ctx[:, None] == is_ctx[None, :]
+                joint = own | ~is_ctx[:, None]
             k, v = project_kv(layer, h, net.heads)
             h = layer_forward(layer, h, k, v, (joint if j >= net.lower else own)[None], net.heads)
         cm, im = h[0, is_ctx].mean(0), h[0, ~is_ctx].mean(0)
@@ -232,16 +304,18 @@ def pad_batch(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def stack_states(states: list, device: str = "cpu") -> tuple[Tensor, Tensor]:
-    """Per-item states, each (Li, d) float16 numpy -> (n, max Li, d) float32 tensor + mask (n, max Li)."""
-    width = max(s.shape[0] for s in states)
-    d = states[0].shape[1]
-    out = torch.zeros((len(states), width, d), dtype=torch.float32)
+def stack_states(states: list) -> tuple[Tensor, Tensor]:
+    """Stored item states, each (Li, d) float16 numpy -> (n, max Li, d) float32 tensor + mask (n, max Li)."""
+    lengths = [s.shape[0] for s in states]
+    width, d = max(lengths), states[0].shape[1]
+    if all(n == width for n in lengths):  # e.g. pooled items (one row each): one copy
+        return torch.from_numpy(np.stack(states).astype(np.float32)), torch.ones((len(states), width), dtype=torch.bool)
+    h = torch.zeros((len(states), width, d), dtype=torch.float32)
     mask = torch.zeros((len(states), width), dtype=torch.bool)
     for r, s in enumerate(states):
-        out[r, : s.shape[0]] = torch.from_numpy(s)
+        h[r, : s.shape[0]] = torch.from_numpy(s)
         mask[r, : s.shape[0]] = True
-    return out.to(device), mask.to(device)
+    return h, mask
 
 
 class SplitScorer:
@@ -274,9 +348,9 @@ class SplitScorer:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             ids, mask = pad_batch([toks[r] for r in rows], self.encoder.pad)
-            h = self.item_net.encode_items(ids, mask).to(torch.float16).numpy()
+            store = self.item_net.item_store(self.item_net.encode_items(ids, mask), mask).to(torch.float16).numpy()
             for j, r in enumerate(rows):
-                out[r] = h[j, : len(toks[r])].copy()
+                out[r] = store[j, : min(len(toks[r]), store.shape[1])].copy()
         return out
 
     def states_for(self, texts: list[str]) -> list:
@@ -300,7 +374,7 @@ class SplitScorer:
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             h, mask = stack_states([states[r] for r in rows])
-            out[rows] = self.pair_net.score_states(ctx, h, mask).float().numpy()
+            out[rows] = self.pair_net.score_stored(ctx, h, mask).float().numpy()
         return out
 
     def score(self, context: str, texts: list[str]) -> np.ndarray:

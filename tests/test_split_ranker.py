@@ -42,18 +42,19 @@ def test_own_layer_math_equals_hugging_face_bert(three_layers):
     assert torch.allclose(h[live], ref[live], atol=1e-5)
 
 
-@pytest.mark.parametrize("joint", [1, 2, 3])
-def test_split_scores_equal_the_brute_force_reference(three_layers, joint):
+@pytest.mark.parametrize("joint,query", [(1, "tokens"), (2, "tokens"), (3, "tokens"), (1, "pooled")])
+def test_split_scores_equal_the_brute_force_reference(three_layers, joint, query):
     net, enc = three_layers
-    split = from_cross_encoder(net, joint, enc.cfg.context_tokens + 2).eval()
+    split = from_cross_encoder(net, joint, enc.cfg.context_tokens + 2, query).eval()
     scorer = SplitScorer(split, split, enc, batch_size=2)  # batches of 2: padding and order across batches
     fast = scorer.score(CONTEXT, ITEMS)
     slow = reference_scores(split, enc.context_ids(CONTEXT), enc.item_ids(ITEMS), enc.cls, enc.sep).numpy()
     assert np.abs(fast - slow).max() < 2e-3  # item states are stored as float16 (1e-4 when written)
     assert np.argsort(fast).tolist() == np.argsort(slow).tolist()
-    # the cross-encoder weights are shared, not copied into something else: a different joint split
-    # gives different scores, so the test above would notice a mask that ignored ``joint``
-    other = from_cross_encoder(net, 3 if joint < 3 else 1, enc.cfg.context_tokens + 2).eval()
+    # another split of the same weights scores differently, so the comparison above would notice a
+    # fast path that ignored ``joint`` or ``query``
+    other_joint, other_query = (1, "pooled") if query == "tokens" else (2, "tokens")
+    other = from_cross_encoder(net, other_joint, enc.cfg.context_tokens + 2, other_query).eval()
     assert np.abs(SplitScorer(other, other, enc).score(CONTEXT, ITEMS) - fast).max() > 1e-2
 
 
@@ -135,16 +136,20 @@ def test_split_dir_errors_are_clear(trained_split, trained_ranker, tmp_path):
     shutil.copytree(trained_split[0], bad)
     meta = json.loads((bad / "ranker.json").read_text())
     for change, message in (({"joint_layers": 0}, "joint_layers in 1..1"), ({"joint_layers": "one"}, "joint_layers"),
-                            ({"architecture": "bi"}, "architecture 'bi'"), ({"format_version": 3}, "format_version 3")):
+                            ({"architecture": "bi"}, "architecture 'bi'"), ({"format_version": 3}, "format_version 3"),
+                            ({"query": "mean"}, "split query 'mean'")):
         (bad / "ranker.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(RerankerLoadError, match=message):
             Reranker(bad)
     # a format-1 directory (written before the split architecture) is a cross-encoder and still loads
     old = tmp_path / "old"
     shutil.copytree(trained_ranker[0], old)
-    meta = json.loads((old / "ranker.json").read_text())
-    meta.pop("architecture")
-    (old / "ranker.json").write_text(json.dumps({**meta, "format_version": 1}))
+    cross_meta = json.loads((old / "ranker.json").read_text())
+    cross_meta.pop("architecture")
+    (old / "ranker.json").write_text(json.dumps({**cross_meta, "format_version": 1}))
     assert Reranker(old).architecture == "cross"
     with pytest.raises(ValueError, match="variant"):
         Reranker(trained_split[0], variant="int4")
+    (bad / "ranker.json").write_text(json.dumps({**meta, "query": "pooled"}))  # the other split of 1 layer
+    pooled = Reranker(bad, variant="fp32")
+    assert pooled.info()["query"] == "pooled" and pooled.score("recent: lipstick", ITEMS).shape == (len(ITEMS),)

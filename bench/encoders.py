@@ -1,7 +1,7 @@
 """Index-time encoding per embedder backend: throughput and retrieval quality (a section of
 ``semrec bench foundation``; alone: ``semrec bench foundation --backends-only``).
 
-* Throughput: the documents of ``encode_items`` (1024) seeded-random Beauty items, encoded by
+* Throughput: the documents of ``encode_items`` (512) seeded-random Beauty items, encoded by
   every backend in turn (``rounds`` rounds, interleaved so load from other jobs hits all alike) on
   ``threads`` threads, batch 64: items/s, tokens/s, and GFLOP/s (analytic, 6 MiniLM layers at each
   text's token count) against the fp32 GEMM and int8 Linear peaks measured in the same run
@@ -56,7 +56,7 @@ def retrieval_ranks(vectors: np.ndarray, histories: list[np.ndarray], targets: n
     return np.concatenate(ranks)
 
 
-def run(catalog, backends: tuple[str, ...] = BACKENDS, threads: int = 2, encode_items: int = 1024, rounds: int = 2,
+def run(catalog, backends: tuple[str, ...] = BACKENDS, threads: int = 2, encode_items: int = 512, rounds: int = 2,
         quality_items: int = 3000, seed: int = 0) -> dict:
     import torch
 

@@ -88,7 +88,7 @@ def split_flops(config, joint: int, ctx_tokens: float, item_tokens: float, query
     d, f = config.hidden_size, config.intermediate_size
     ctx = config.num_hidden_layers * _layer_flops(ctx_tokens, ctx_tokens, d, f)
     if query == "pooled":
-        return ctx, _layer_flops(1, ctx_tokens + 1, d, f) + 2 * d
+        return ctx, joint * _layer_flops(1, ctx_tokens + 1, d, f) + 2 * d
     return ctx, joint * _layer_flops(item_tokens, ctx_tokens + item_tokens, d, f) + 2 * d
 
 
@@ -157,7 +157,7 @@ def reranker_variant(rr: Reranker, lists: Lists, index) -> Variant:
             li = np.mean([len(t) + 1 for t in enc.item_ids([lists.texts[i] for i in items])])
             per_req, per_pair = split_flops(rr.net.config, joint, lc, li, rr.meta["query"])
             return per_req + len(items) * per_pair
-        return Variant(f"split-{rr.meta['query']} {rr.variant}", lambda c, items: rr.score_items(c, items),
+        return Variant(f"split-{rr.meta['query']}-{joint} {rr.variant}", lambda c, items: rr.score_items(c, items),
                        _torch_threads, flops, True)
 
     def cross(ctx: str, items: np.ndarray) -> float:

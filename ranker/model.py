@@ -279,9 +279,8 @@ def read_manifest(version_dir: Path) -> dict:
                                 f"{RANKER_FILE} has {meta.get('joint_layers')!r}")
     if meta["architecture"] == "split":
         meta.setdefault("query", "tokens")
-        if meta["query"] not in QUERIES or (meta["query"] == "pooled" and meta["joint_layers"] != 1):
-            raise RerankerLoadError(version_dir, f"split query {meta['query']!r} with joint_layers "
-                                    f"{meta['joint_layers']}: expected 'tokens', or 'pooled' with 1")
+        if meta["query"] not in QUERIES:
+            raise RerankerLoadError(version_dir, f"split query {meta['query']!r}, expected one of {QUERIES}")
     weights = version_dir / "model"
     if not (weights / "config.json").is_file() or not (weights / HEAD_FILE).is_file() or \
             not any(weights.glob("*.safetensors")) and not any(weights.glob("*.bin")):

@@ -14,8 +14,8 @@ weights) but changes who may attend to whom:
   - ``"tokens"``: every item token (<= ``item_tokens`` + 1, ~20), so a pair costs ``joint_layers``
     layers over ~20 query tokens instead of ``num_layers`` layers over ~72 (0.07 vs 0.79 GFLOP
     for 1 of 3 layers); stored per item: its lower token states (Li, d).
-  - ``"pooled"`` (``joint_layers`` = 1): the item enters the last layer as ONE token, the mean of
-    its lower states, attending to the context's tokens and itself: ~3 MFLOP per pair, so the
+  - ``"pooled"``: the item enters the joint layers as ONE token, the mean of its lower states,
+    attending to the context's tokens and itself: ~3 MFLOP per pair and joint layer, so the
     request's cost is the context's own encoding (~0.5 GFLOP) plus little per candidate; stored
     per item: that mean (1, d).
 
@@ -145,8 +145,8 @@ class SplitNet(torch.nn.Module):
         n = encoder.config.num_hidden_layers
         if not 1 <= joint_layers <= n:
             raise ValueError(f"joint_layers must be in 1..{n}, not {joint_layers}")
-        if query not in QUERIES or (query == "pooled" and joint_layers != 1):
-            raise ValueError(f"query must be one of {QUERIES} ('pooled' with joint_layers=1), not {query!r}")
+        if query not in QUERIES:
+            raise ValueError(f"query must be one of {QUERIES}, not {query!r}")
         self.encoder, self.joint_layers, self.item_offset, self.query = encoder, joint_layers, item_offset, query
         self.heads = encoder.config.num_attention_heads
         d = encoder.config.hidden_size
@@ -221,11 +221,12 @@ class SplitNet(torch.nn.Module):
         context row 0 (serving: one context per request, shared, not copied per item).
         """
         if self.query == "pooled":
-            kc, vc = ctx.kv[0]
+            z = items[:, 0]
             cm = ctx.mask if owner is None else ctx.mask[owner]
-            if owner is not None:
-                kc, vc = kc[owner], vc[owner]
-            return self._head(ctx, pooled_layer(self.layers[-1], items[:, 0], kc, vc, cm, self.heads), owner)
+            for j, layer in enumerate(self.layers[self.lower:]):
+                kc, vc = ctx.kv[j] if owner is None else (ctx.kv[j][0][owner], ctx.kv[j][1][owner])
+                z = pooled_layer(layer, z, kc, vc, cm, self.heads)
+            return self._head(ctx, z, owner)
         h, n = items, items.shape[0]
 
         def rows(x: Tensor) -> Tensor:
@@ -280,7 +281,7 @@ def reference_scores(net: SplitNet, ctx_ids: list[int], item_ids: list[list[int]
         own = is_ctx[:, None] == is_ctx[None, :]
         joint = own | ~is_ctx[:, None]  # item rows see every column, context rows only the context
         for j, layer in enumerate(net.layers):
-            if net.query == "pooled" and j == net.lower:  # the item enters the last layer as one token
+            if net.query == "pooled" and j == net.lower:  # the item enters the joint layers as one token
                 h = torch.cat([h[:, is_ctx], h[:, ~is_ctx].mean(1, keepdim=True)], dim=1)
                 is_ctx = torch.tensor([True] * len(c) + [False])
                 own = is_ctx[:, None] == is_ctx[None, :]

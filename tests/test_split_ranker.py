@@ -42,7 +42,8 @@ def test_own_layer_math_equals_hugging_face_bert(three_layers):
     assert torch.allclose(h[live], ref[live], atol=1e-5)
 
 
-@pytest.mark.parametrize("joint,query", [(1, "tokens"), (2, "tokens"), (3, "tokens"), (1, "pooled")])
+@pytest.mark.parametrize("joint,query", [(1, "tokens"), (2, "tokens"), (3, "tokens"), (1, "pooled"),
+                                         (2, "pooled")])
 def test_split_scores_equal_the_brute_force_reference(three_layers, joint, query):
     net, enc = three_layers
     split = from_cross_encoder(net, joint, enc.cfg.context_tokens + 2, query).eval()

@@ -32,6 +32,8 @@ def index(
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto, own, or a public format/dataset name")] = "auto",
     model: Annotated[str, typer.Option(help="embedder: minilm, use-multilingual, or a model name/path")] = "minilm",
     kind: Annotated[str, typer.Option(help="auto, numpy, flat, hnsw or ivf")] = "auto",
+    backend: Annotated[str, typer.Option(help="encoder backend: torch, onnx, onnx-int8, openvino, openvino-int8 "
+                                         "(semrec bench foundation --backends-only)")] = "torch",
     review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
     max_reviews: Annotated[int, typer.Option(help="reviews embedded per item")] = 8,
     unknown_items: Annotated[str, typer.Option(help="reviews of items missing from the metadata: "
@@ -51,7 +53,11 @@ def index(
         raise typer.Exit(2) from e
     catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
-    embedder = load_embedder(model)
+    try:
+        embedder = load_embedder(model, backend=backend)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     idx = build_index(catalog, embedder, kind=kind,
                       cfg=EmbedConfig(review_weight=review_weight, max_reviews=max_reviews))
     idx.save(out)

@@ -92,7 +92,8 @@ def build_index(catalog: Catalog, embedder: Embedder, *, kind: str = "auto",
     n = len(catalog.items)
     started = time.perf_counter()
     index = ItemIndex(model=embedder.name, dim=embedder.dim, kind=auto_kind(n, kind),
-                      build={"embed": asdict(cfg), "source": catalog.source})
+                      build={"embed": asdict(cfg), "source": catalog.source,
+                             "backend": getattr(embedder, "backend", "torch")})
     bar = tqdm(total=n, unit="item", desc="embedding", disable=not progress)
     reviews: dict[str, list[str]] = {}
 

@@ -11,6 +11,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from indexer.store import ItemIndex
 from indexer.table import Filters
+from ranker.artifacts import Models, load_models
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
 from ranker.services import Services, build_search, open_events, open_index, set_threads
@@ -43,8 +44,21 @@ def load_components(settings: Settings) -> Components:
         reranker.attach(index)
     store, state = open_events(settings.db_url or settings.db_path, settings.pseudonym_key, settings.half_lives())
     svc = Services(index, embedder, store, state, reranker=reranker)
+    attach_models(settings, svc)
     svc.search = search_box_for(settings, svc)
     return Components(settings, svc)
+
+
+def attach_models(settings: Settings, svc: Services) -> Models | None:
+    """The learned parts (MF, history encoder, learned ranking; ``semrec train``) of the newest
+    version under ``settings.models_dir`` (default ``<index_dir>/models``, skipped when absent)."""
+    root = settings.models_dir or settings.index_dir / "models"
+    if settings.models_dir is None and not root.exists():
+        return None
+    models = load_models(root)  # ModelsLoadError at start-up when unusable
+    svc.mf, svc.ranking = models.mf, models.ranking
+    svc.encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
+    return models
 
 
 def open_catalog(settings: Settings, index: ItemIndex) -> None:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
     ranker_dir: Path | None = Field(None, description="reranker version dir, or a root of vNNNN versions (the "
                                                       "newest is loaded); None = no cross-encoder")
+    models_dir: Path | None = Field(None, description="learned parts written by `semrec train` (MF, history "
+                                    "encoder, learned ranking): a version dir or a root of vNNNN versions (the "
+                                    "newest is loaded); None = <index_dir>/models when it exists")
     ranker_variant: str | None = Field(None, pattern="^(fp32|int8)$", description="None = as trained")
     rerank: RerankSettings = Field(default_factory=RerankSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)

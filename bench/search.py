@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .loadtest import start_server, stop_server
+from .loadserver import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "bench-search"

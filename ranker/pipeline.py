@@ -176,7 +176,10 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
         live = labels[0] >= 0
         labels, scores = labels[0][live], scores[0][live]
     fresh = new_item_mask(index, state, allowed, c.new_days, now) if c.explore_slots else None
-    learned = cfg.learned_ranking and svc.ranking is not None and len(labels) > 0
+    # The model was fitted on shoppers with a history; a text-only profile (onboarding interests)
+    # keeps the fusion: on the demo the model put a brow pencil and a laundry hamper first for
+    # "vegan skincare for dry skin".
+    learned = cfg.learned_ranking and svc.ranking is not None and len(labels) > 0 and bool(profile.history)
     rows = None
     if learned or features:
         rows = candidate_features(index, state, profile, labels, scores, runs, fresh,

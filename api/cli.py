@@ -59,6 +59,8 @@ def index(
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto, own, or a public format/dataset name")] = "auto",
     model: Annotated[str, typer.Option(help="embedder: minilm, use-multilingual, or a model name/path")] = "minilm",
     kind: Annotated[Literal["auto", "numpy", "flat", "hnsw", "ivf"], typer.Option(help="vector index kind")] = "auto",
+    backend: Annotated[Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"], typer.Option(
+        help="encoder backend (figures: semrec bench foundation --backends-only)")] = "torch",
     review_weight: Annotated[float, typer.Option(help="largest share of an item vector from its reviews")] = 0.3,
     max_reviews: Annotated[int, typer.Option(min=0, help="reviews pooled per item, most helpful first; "
                                              "0 = all")] = 0,
@@ -82,7 +84,10 @@ def index(
             parse_url(vector_store)
         except ValueError as e:
             raise UserError(f"--vector-store: {e}") from e
-    embedder = load_embedder(model)  # before cleaning: a wrong model name is told at once
+    try:  # before cleaning: a wrong model name is told at once
+        embedder = load_embedder(model, backend=backend)
+    except ValueError as e:  # an unknown model, or one this backend cannot run (not mean-pooling)
+        raise UserError(str(e)) from e
     catalog, report = clean_catalog(catalog, unknown_items=unknown_items)
     typer.echo(report.to_text())
     idx = build_index(catalog, embedder, kind=kind,

@@ -41,6 +41,8 @@ def load_components(settings: Settings) -> Components:
     # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
     reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
     open_catalog(settings, index)
+    if reranker is not None:  # split: item states for every item now, kept in step with the catalog
+        reranker.attach(index)
     store, state = open_events(settings.db_url or settings.db_path, settings.pseudonym_key, settings.half_lives())
     svc = Services(index, embedder, store, state, reranker=reranker)
     attach_models(settings, svc)

@@ -10,6 +10,9 @@ machine, so every figure should be read next to the load it was taken under):
    loopback against a ``semrec serve`` subprocess.
 4. A synthetic index of ``synthetic_n`` clustered unit vectors (HNSW): build time, vectors/s, memory
    per item, latency, and recall@10 against exact brute force.
+5. Encode throughput per embedder backend (torch, ONNX Runtime, OpenVINO; fp32 / int8) against
+   measured peaks, and Beauty retrieval NDCG@10 with each backend's vectors (:mod:`bench.encoders`);
+   ``--backends-only`` runs just this section.
 
 Entry points: :func:`run` (returns the figures as a dict) and ``python -m bench.foundation``.
 """
@@ -267,7 +270,8 @@ def http_latency(index_dir: Path, ids: list[str], category: str | None, k: int =
 
 
 def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: int = 500,
-        seed: int = 0, limit_items: int | None = None) -> dict:
+        seed: int = 0, limit_items: int | None = None, backends: tuple[str, ...] = (),
+        backends_only: bool = False) -> dict:
     """Run every section, print a readable report, return the figures as a dict.
 
     ``limit_items`` benchmarks only the first Beauty items (a quick smoke run, not a figure to quote).
@@ -291,6 +295,16 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
           f"thread env: {facts['thread_env'] or 'none set'}")
     sys.stdout.flush()
 
+    if backends:
+        sec = {}
+        with Section("5. Beauty: encode throughput and retrieval NDCG@10 per embedder backend", sec):
+            from . import encoders
+
+            sec.update(encoders.run(load_beauty(shared), backends, seed=seed))
+        results["backends"] = sec
+    if backends_only:
+        results["finished_at"], results["loadavg_end"] = time.strftime("%Y-%m-%d %H:%M:%S"), loadavg()
+        return results
     cfg = EmbedConfig()
     tmp = Path(tempfile.mkdtemp(prefix="semrec-bench-"))
     try:
@@ -431,9 +445,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-items", type=int, default=None,
                    help="only the first N Beauty items (smoke runs; figures not comparable)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8,openvino,openvino-int8",
+                   help="embedder backends for section 5, comma-separated ('' skips it)")
+    p.add_argument("--backends-only", action="store_true", help="run only section 5")
     a = p.parse_args(argv)
+    from indexer.embed import BACKEND_CHOICES
+
+    backends = tuple(b for b in a.backends.split(",") if b)
+    if any(b not in BACKEND_CHOICES for b in backends):
+        p.error(f"--backends: choose from {', '.join(BACKEND_CHOICES)}")
     results = run(a.shared, synthetic_n=a.synthetic_n, http=not a.no_http, queries=a.queries, seed=a.seed,
-                  limit_items=a.limit_items)
+                  limit_items=a.limit_items, backends=backends, backends_only=a.backends_only)
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=2, default=_json_default))

@@ -84,6 +84,16 @@ class PairEncoder:
                 "attention_mask": torch.from_numpy(mask)}
 
 
+
+def add_score_head(module: torch.nn.Module, hidden: int, dropout: float, cos_scale: float) -> None:
+    """The scoring head both rerankers share: dropout, a zero-initialised linear score (training
+    starts from the cosine term alone) and a learned cosine scale."""
+    module.dropout = torch.nn.Dropout(dropout)
+    module.linear = torch.nn.Linear(hidden, 1)
+    torch.nn.init.zeros_(module.linear.weight)
+    torch.nn.init.zeros_(module.linear.bias)
+    module.cos_scale = torch.nn.Parameter(torch.tensor(float(cos_scale)))
+
 class CrossEncoderNet(torch.nn.Module):
     """BERT encoder over the pair + a scoring head; ``forward`` -> (n,) float logits.
 
@@ -98,12 +108,7 @@ class CrossEncoderNet(torch.nn.Module):
     def __init__(self, encoder: torch.nn.Module, dropout: float = 0.1, cos_scale: float = 10.0):
         super().__init__()
         self.encoder = encoder
-        d = encoder.config.hidden_size
-        self.dropout = torch.nn.Dropout(dropout)
-        self.linear = torch.nn.Linear(d, 1)
-        torch.nn.init.zeros_(self.linear.weight)
-        torch.nn.init.zeros_(self.linear.bias)
-        self.cos_scale = torch.nn.Parameter(torch.tensor(float(cos_scale)))
+        add_score_head(self, encoder.config.hidden_size, dropout, cos_scale)
 
     @property
     def config(self):

@@ -48,6 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .network import add_score_head
+
 Tensor = torch.Tensor
 QUERIES = ("tokens", "pooled")
 
@@ -149,12 +151,7 @@ class SplitNet(torch.nn.Module):
             raise ValueError(f"query must be one of {QUERIES}, not {query!r}")
         self.encoder, self.joint_layers, self.item_offset, self.query = encoder, joint_layers, item_offset, query
         self.heads = encoder.config.num_attention_heads
-        d = encoder.config.hidden_size
-        self.dropout = torch.nn.Dropout(dropout)
-        self.linear = torch.nn.Linear(d, 1)
-        torch.nn.init.zeros_(self.linear.weight)
-        torch.nn.init.zeros_(self.linear.bias)
-        self.cos_scale = torch.nn.Parameter(torch.tensor(float(cos_scale)))
+        add_score_head(self, encoder.config.hidden_size, dropout, cos_scale)
 
     @property
     def config(self):

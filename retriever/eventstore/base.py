@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -197,14 +198,19 @@ class EventStore(ABC):
         """Per impression: (variant, request_id, clicked, added to cart, purchased) as 0/1."""
 
     # ---- the search log ------------------------------------------------------------------------------
-    @abstractmethod
+    # Implementations keep ``self._searches = ImpressionBuffer(self._write_searches)``.
+    _searches: ImpressionBuffer
+
     def log_search(self, request_id: str, user_id: str | None, query: str, key: str, item_ids: list[str],
                    variant: str | None = None) -> None:
-        """Record a search and the list it showed (buffered like impressions; a request id once)."""
+        """Record a search and the list it showed (buffered like impressions, written within
+        ``IMPRESSION_FLUSH_S`` in one transaction per batch; a request id once)."""
+        self._searches.add((request_id, None if user_id is None else self.user_key(user_id), query, key,
+                            json.dumps(item_ids), variant, time.time()))
 
-    @abstractmethod
     def flush_searches(self) -> int:
         """Write buffered searches now. Returns how many were buffered."""
+        return self._searches.flush()
 
     @abstractmethod
     def searches_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, SearchRecord]]:

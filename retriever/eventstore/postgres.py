@@ -218,15 +218,6 @@ class PostgresEventStore(EventStore):
                 GROUP BY i.request_id ORDER BY i.variant""")]
 
     # ---- the search log ---------------------------------------------------------------------------
-    def log_search(self, request_id: str, user_id: str | None, query: str, key: str, item_ids: list[str],
-                   variant: str | None = None) -> None:
-        """Buffer a search; written within ``IMPRESSION_FLUSH_S``."""
-        self._searches.add((request_id, None if user_id is None else self.user_key(user_id), query, key,
-                            json.dumps(item_ids), variant, time.time()))
-
-    def flush_searches(self) -> int:
-        return self._searches.flush()
-
     def _write_searches(self, rows: list[tuple]) -> None:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany("INSERT INTO searches (request_id, user_key, query, query_key, item_ids, variant, ts) "

@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from .deps import Components, ComponentsDep, load_components
 from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
-from .routes import items, search, users, web
+from .routes import items, rules, search, users, web, widgets
 from .security import TokenBuckets, identify
 from .settings import Settings
 
@@ -31,6 +31,7 @@ def follow(c: Components, every: float, stop: threading.Event) -> None:
             c.svc.index.follow()
             if c.svc.events is not None:
                 c.svc.state.catch_up(c.svc.events)
+            c.refresh_rules()
         except Exception:  # keep following; a failure here must not stop the service, but is logged
             log.exception("following the shared logs failed")
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.components = c = components or load_components(settings)
+        opened_rules = components is not None and c.open_rules()  # served from memory: rules beside its log
         stop = threading.Event()
         follower = threading.Thread(target=follow, args=(c, settings.follow_seconds, stop), daemon=True,
                                     name="semrec-follow")
@@ -50,9 +52,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
         stop.set()
         follower.join()
         if components is None:  # what start-up opened is closed: buffered impressions written, pools shut
-            for resource in (c.svc.events, c.svc.index.feed):
+            for resource in (c.svc.events, c.svc.index.feed, c.rule_store):
                 if resource is not None:
                     resource.close()
+        elif opened_rules:
+            c.rule_store.close()
+            c.rule_store = None
 
     configure_logging()
     # /docs: Swagger UI with its assets from the fastapi-offline package, no CDN. No /redoc: ReDoc's
@@ -85,6 +90,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(items.router, tags=["items"], responses=ERRORS)
     app.include_router(search.router, tags=["search"], responses=ERRORS)
     app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
+    app.include_router(widgets.router, tags=["widgets"], responses=ERRORS)
+    app.include_router(rules.router, tags=["merchandising"], responses=ERRORS)
     web.install(app)  # GET /: storefront and console page, /static, and its helper routes
     return app
 

@@ -55,9 +55,13 @@ class SearchSettings(BaseModel):
     expand: bool = Field(SearchConfig.expand, description="catalog + feedback expansion when a request does not say")
     vocab_cache_dir: Path | None = Field(None, description="where embedded vocabularies are cached; "
                                                            "default: <index_dir>/search-cache")
+    min_relevance: float = Field(SearchConfig.min_relevance, ge=0, le=1, description="hits with a lower calibrated "
+                                                                                      "relevance are left out; 0 = "
+                                                                                      "no cut-off")
 
     def config(self) -> SearchConfig:
-        return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s)
+        return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s,
+                            min_relevance=self.min_relevance)
 
 
 class Settings(BaseSettings):

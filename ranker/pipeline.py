@@ -74,7 +74,9 @@ class PipelineConfig:
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
     in_stock_only: bool = True     # personal feeds leave out-of-stock items out (unless a request filters on stock)
     merchandising: bool = True     # apply the merchandising rules (``ranker.rules``); an A/B variant may hold out
-    variant: str = ""              # the A/B variant served: rules naming variants apply to theirs only
+    # The A/B variant served: rules naming variants apply in theirs only. A label, not a setting: two
+    # configs that rank alike are equal whatever variant serves them (the harness runs no variant).
+    variant: str = field(default="", compare=False)
 
 
 @dataclass

@@ -214,7 +214,9 @@ def test_rules_reach_similar_search_and_the_widgets(merch):
     merch.search = build_search(merch.index, merch.embedder, SearchConfig())
     res, _ = search(merch, cfg, "hair dryer", 5)
     found = item_ids(merch, res.labels)
-    assert found[0] == "D0297" and res.rules[0] == [2] and len(found) == 5 == len(res.evidence)
+    # the relevance cut-off leaves few hair dryers that are not Ionique Pro: the list is short, not padded
+    assert found[0] == "D0297" and res.rules[0] == [2] and 3 <= len(found) == len(res.evidence) <= 5
+    assert np.isnan(res.relevance[0]) or res.relevance[0] > 0  # the pin keeps its own relevance when it had one
     assert not any(merch.index.table.get(i)["brand"] == "Ionique Pro" for i in found)
     merch.search = None
 

@@ -8,7 +8,7 @@ has nothing nameable:
   ("matches your interest in …", "because you rated …"; the verb is what the shopper did);
 - ``covisit``: the history item whose co-visits proposed the item, if enough of them did
   ("because you bought …: other shoppers chose both");
-- ``popular`` / ``trending`` / ``new``: "popular with shoppers now", "trending today", "new in the catalog";
+- ``popular`` / ``trending`` / ``new``: "popular with shoppers now", "trending now", "new in the catalog";
 - ``catalog`` (a cold start with no events at all): "from across the catalog".
 
 Sources with no nameable evidence (``mf``, ``encoder``, a ``dense`` hit with nothing close enough)
@@ -37,7 +37,7 @@ INTEREST_MIN_COSINE = 0.35
 COVISIT_MIN_COUNT = 12.0
 GENERIC = {
     "popular": "popular with shoppers now",
-    "trending": "trending today",
+    "trending": "trending now",
     "new": "new in the catalog",
     "catalog": "from across the catalog",
 }

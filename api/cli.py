@@ -209,10 +209,10 @@ def similar(
     svc = _services(index_dir, embedder=False)
     if svc.index.table.get(item_id) is None:
         raise typer.BadParameter(f"item {item_id!r} is not in {index_dir}", param_hint="ITEM_ID")
-    labels, scores = pipeline.similar(svc, pipeline.PipelineConfig(), item_id, k,
-                                      _filters(category, brand, min_price, max_price, in_stock))
+    ranked = pipeline.similar(svc, pipeline.PipelineConfig(), item_id, k,
+                              _filters(category, brand, min_price, max_price, in_stock))
     typer.echo(f"similar to {item_id}: {svc.index.table.get(item_id)['title']}")
-    _print_rows(svc.index, labels, scores)
+    _print_rows(svc.index, ranked.labels, ranked.scores)
 
 
 @app.command()
@@ -464,6 +464,7 @@ def demo(
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
     from retriever.eventstore import open_event_store
+    from retriever.orders import import_orders
     from retriever.personal import import_reviews
 
     from .app import MAX_REQUEST_HEAD_BYTES, create_app
@@ -487,8 +488,10 @@ def demo(
               review_weight=0.3, max_reviews=0, unknown_items="drop")
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     read, stored = import_reviews(store, catalog.reviews, "demo")
+    bought, new = import_orders(store, REPO_DATA / "demo" / "orders.jsonl", "demo")
     store.close()
-    typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
+    typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new), {bought} purchases from "
+               f"its orders ({new} new) -> {settings.db_path}")
     with _access_log_to(out / "access.log"):
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                                log_level="warning",

@@ -20,12 +20,14 @@ _TUNABLE = {f.name for f in fields(CandidateConfig)}
 
 class Variant(BaseModel):
     """A named configuration: candidate settings (CandidateConfig fields, popularity half-lives
-    included) and whether to run the reranking stage."""
+    included), whether to run the reranking stage and whether merchandising rules apply (off: a
+    hold-out that measures what the rules do)."""
 
     name: str = Field(min_length=1, max_length=50)
     share: float = Field(gt=0, le=1)
     candidates: dict[str, float] = Field(default_factory=dict)
     rerank: bool = True
+    merchandising: bool = True
 
     @field_validator("candidates")
     @classmethod

@@ -10,14 +10,17 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 
 1. profile: the shopper's latest events and onboarding answers -> interest vectors (``retriever.personal``);
 2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), each
-   restricted to live items passing the filters, without what the shopper already bought;
+   restricted to live items passing the filters (in stock, by default), without what the shopper
+   already bought;
 3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``);
 4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
    by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
    MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
 5. exploration: up to ``explore_slots`` new items (no interactions yet) close to an interest take
    the last places of the list;
-6. reasons (``ranker.reasons``).
+6. reasons (``ranker.reasons``);
+7. merchandising rules of the placement (``ranker.rules``): pins, boosts, buries, blocks. Every
+   pipeline function ends with this step.
 
 A shopper with nothing known (no history, no onboarding) gets the popular list spread over
 top-level categories. Every function returns the one result shape (``indexer.results``).
@@ -45,13 +48,17 @@ from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
+from retriever.search.engine import Evidence as SearchEvidence
 from retriever.similar import similar_items
 
 from .explain import Reason
 from .features import candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
 from .rerank import RerankConfig, rerank_list
+from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
+
+FEATURED = Reason("featured", "featured by the shop", "", 0.0)  # a pinned item the ranking did not choose
 
 
 @dataclass(frozen=True)
@@ -65,18 +72,25 @@ class PipelineConfig:
     use_reranker: bool = True      # the A/B switch: False skips the reranking stage (fusion + MMR)
     learned_ranking: bool = True   # rank candidates with the learned model (``ranker.ltr``) when one is loaded
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
+    in_stock_only: bool = True     # personal feeds leave out-of-stock items out (unless a request filters on stock)
+    merchandising: bool = True     # apply the merchandising rules (``ranker.rules``); an A/B variant may hold out
+    # The A/B variant served: rules naming variants apply in theirs only. A label, not a setting: two
+    # configs that rank alike are equal whatever variant serves them (the harness runs no variant).
+    variant: str = field(default="", compare=False)
 
 
 @dataclass
 class Recommendations:
     """``labels`` int64 / ``scores`` float32 ``(n, k)``; per row and live slot its candidate
-    ``sources`` and ``reasons``; per row the ``stages`` that ran, in order."""
+    ``sources`` (strongest first), ``reasons`` and the ids of the merchandising ``rules`` applied;
+    per row the ``stages`` that ran, in order."""
 
     labels: np.ndarray
     scores: np.ndarray
     sources: list[list[list[str]]]
     reasons: list[list[Reason]]
     stages: list[tuple[str, ...]]
+    rules: list[list[list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -97,8 +111,15 @@ def recommend_users(svc: Services, cfg: PipelineConfig, user_ids: Sequence[str],
     now = time.time() if now is None else now
     drop = cfg.exclude_purchased if exclude_purchased is None else exclude_purchased
     profiles = [user_profile(svc.events, svc.index, svc.embedder, u, cfg.profile, now) for u in user_ids]
-    return rank_profiles(svc, cfg, profiles, k, filters, [p.purchased if drop else frozenset() for p in profiles],
-                         now, reasons)
+    filters = stock_filter(cfg, filters)
+    excludes = [p.purchased if drop else frozenset() for p in profiles]
+    rules = live_rules(svc.rules, "home", cfg.variant, cfg.merchandising, now)
+    for depth in depths(rules, k):
+        recs = rank_profiles(svc, cfg, profiles, depth, filters, excludes, now, reasons)
+        out = merchandise(svc, cfg, recs, rules, k, filters, excludes)
+        if all(enough(a, k, b, depth) for a, b in zip(out.labels, recs.labels)):
+            break
+    return out
 
 
 def recommend_session(svc: Services, cfg: PipelineConfig, recent_items: Sequence[str], text: str, k: int,
@@ -106,7 +127,49 @@ def recommend_session(svc: Services, cfg: PipelineConfig, recent_items: Sequence
     """An anonymous session's list from its recent items (oldest first) and free text; the recent
     items themselves are left out. Unknown item ids are a KeyError (validate first)."""
     profile = session_profile(svc.index, svc.embedder, list(recent_items), text, cfg.profile)
-    return rank_profiles(svc, cfg, [profile], k, filters, [frozenset(recent_items)])
+    filters, excludes = stock_filter(cfg, filters), [frozenset(recent_items)]
+    rules = live_rules(svc.rules, "home", cfg.variant, cfg.merchandising, time.time())
+    for depth in depths(rules, k):
+        recs = rank_profiles(svc, cfg, [profile], depth, filters, excludes)
+        out = merchandise(svc, cfg, recs, rules, k, filters, excludes)
+        if enough(out.labels[0], k, recs.labels[0], depth):
+            break
+    return out
+
+
+def stock_filter(cfg: PipelineConfig, filters: Filters | None) -> Filters | None:
+    """``filters`` with ``in_stock=True`` when ``cfg.in_stock_only`` and the request says nothing about stock."""
+    if not cfg.in_stock_only or (filters is not None and filters.in_stock is not None):
+        return filters
+    return replace(filters or Filters(), in_stock=True)
+
+
+def merchandise(svc: Services, cfg: PipelineConfig, recs: Recommendations, rules: list, k: int,
+                filters: Filters | None, excludes: Sequence[frozenset[str]]) -> Recommendations:
+    """Step 7 for personal lists: ``rules`` (``ranker.rules``) on each row of ``recs`` (ranked
+    ``2k`` deep when a rule may remove or lift items), cut to ``k``. The exploration slots stay
+    last; a pinned item keeps its sources and reason when the ranking had it, else it is "featured"."""
+    n = len(recs.labels)
+    if not rules:
+        return replace(recs, rules=[[[] for _ in src] for src in recs.sources])
+    labels, scores = empty(n, k)
+    sources, why, applied, stages = [], [], [], []
+    for i in range(n):
+        live = recs.labels[i][recs.labels[i] >= 0]
+        tail, most = 0, min(cfg.candidates.explore_slots, len(live)) if "explore" in recs.stages[i] else 0
+        while tail < most and "new" in recs.sources[i][len(live) - 1 - tail]:  # the exploration slots
+            tail += 1
+        head = len(live) - tail
+        allowed = allowed_mask(svc.index, filters, excludes[i])
+        ranked = apply_to(svc.index, live[:head], recs.scores[i][:head], rules, max(k - tail, 0), allowed)
+        kept = np.array(ranked.labels[ranked.labels >= 0].tolist() + live[head:].tolist(), dtype=np.int64)
+        labels[i, :len(kept)] = kept
+        scores[i, :len(kept)] = np.concatenate([ranked.scores[: len(kept) - tail], recs.scores[i][head:len(live)]])
+        sources.append(carry(live, kept, recs.sources[i], ["pinned"]))
+        why.append(carry(live, kept, recs.reasons[i], FEATURED) if recs.reasons[i] else [])
+        applied.append(ranked.rules + [[] for _ in range(tail)])
+        stages.append(recs.stages[i] + (("rules",) if any(ranked.rules) else ()))
+    return Recommendations(labels, scores, sources, why, stages, applied)
 
 
 def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile], k: int,
@@ -121,7 +184,7 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
         row = _rank_one(svc, cfg, profile, k, filters, exclude, now, mf_u[i], enc_u[i])
         labels[i], scores[i] = row.labels, row.scores
         sources.append(row.sources)
-        why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources) if reasons else [])
+        why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources, svc.state) if reasons else [])
         stages.append(row.stages)
     return Recommendations(labels, scores, sources, why, stages)
 
@@ -198,7 +261,7 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
     with index.lock, state.lock:
         cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, mf_u, enc_u, max(depth, c.per_source))
         labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
-        members = {name: set(run[0].tolist()) for name, run in runs.items()}
+        members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
         if cold:
             return _cold(svc, labels, scores, members, cand.allowed, k)
         kept = _explore_slots(svc, profile, labels, scores, fresh, c)
@@ -220,9 +283,18 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
         steps += ("explore",)
     labels_k, scores_k = (a[0] for a in empty(1, k))
     labels_k[: len(final_l)], scores_k[: len(final_l)] = final_l[:k], final_s[:k]
-    srcs = [[name for name in runs if lab in members[name]] + (["new"] if fresh is not None and fresh[lab] else [])
+    srcs = [by_contribution(lab, members, c) + (["new"] if fresh is not None and fresh[lab] else [])
             for lab in labels_k[labels_k >= 0].tolist()]
     return _Row(labels_k, scores_k, srcs, steps)
+
+
+def by_contribution(label: int, members: dict[str, dict[int, int]], c: CandidateConfig) -> list[str]:
+    """The sources that proposed ``label`` (``members``: source -> {label: 1-based rank}), ordered
+    by their share of its fused score, weight / (rrf_k + rank), strongest first: reasons read them
+    in this order."""
+    w = c.weights()
+    found = [name for name in members if label in members[name]]
+    return sorted(found, key=lambda name: -w.get(name, 1.0) / (c.rrf_k + members[name][label]))
 
 
 def _explore_slots(svc: Services, profile: Profile, labels: np.ndarray, scores: np.ndarray,
@@ -240,7 +312,7 @@ def _explore_slots(svc: Services, profile: Profile, labels: np.ndarray, scores: 
     return np.array([lab for lab, _ in kept], dtype=np.int64), np.array([s for _, s in kept], dtype=np.float32)
 
 
-def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict[str, set[int]],
+def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict,
           allowed: np.ndarray, k: int) -> _Row:
     """Popular first, spread over categories; with no events at all, the catalog itself, spread."""
     if not (labels >= 0).any():
@@ -256,14 +328,27 @@ def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict[s
     return _Row(out_l, out_s, srcs, ("cold",))
 
 
-def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Items most like ``item_id`` -> ``(labels, scores)``, each (k,): nearest neighbours without
-    the item and its duplicates; reranked against the product when ``cfg.rerank.similar`` (no MMR:
-    similar should stay similar). KeyError for an unknown id."""
+def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None,
+            now: float | None = None) -> Ranked:
+    """Items most like ``item_id`` -> :class:`Ranked` (k,): nearest neighbours without the item and
+    its duplicates; reranked against the product when ``cfg.rerank.similar`` (no MMR: similar
+    should stay similar); then the "similar" merchandising rules. KeyError for an unknown id."""
+    rules = live_rules(svc.rules, "similar", cfg.variant, cfg.merchandising, time.time() if now is None else now)
+    with svc.index.lock:
+        allowed = allowed_mask(svc.index, filters, frozenset({item_id}))
+        allowed[svc.index.table.duplicates_of(svc.index.table.label_of[item_id])] = False
+    for depth in depths(rules, k):
+        labels, scores = _similar_ranked(svc, cfg, item_id, depth, filters)
+        out = apply_to(svc.index, labels, scores, rules, k, allowed)
+        if enough(out.labels, k, labels, depth):
+            break
+    return out
+
+
+def _similar_ranked(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     staged = cfg.use_reranker and cfg.rerank.similar and svc.reranker is not None
-    top_n = max(k, cfg.rerank.top_n)
-    labels, scores = similar_items(svc.index, [item_id], top_n if staged else k, filters)
+    labels, scores = similar_items(svc.index, [item_id], max(k, cfg.rerank.top_n) if staged else k, filters)
     labels, scores = labels[0], scores[0]
     if not staged:
         return labels, scores
@@ -289,8 +374,18 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
     if user_id is not None and svc.events is not None:
         profile = user_profile(svc.events, svc.index, svc.embedder, user_id, cfg.profile)
         user_vector = None if profile.is_empty else profile.interests
-    result = svc.search.engine.search(query, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                                      user_vector=user_vector, query_vec=query_vec, explain=explain)
+    rules = live_rules(svc.rules, "search", cfg.variant, cfg.merchandising, time.time())
+    for depth in depths(rules, k):
+        result = svc.search.engine.search(query, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
+                                          user_vector=user_vector, query_vec=query_vec, explain=explain)
+        ranked = apply_to(svc.index, result.labels, result.scores, rules, k, allowed_mask(svc.index, filters))
+        if enough(ranked.labels, k, result.labels, depth):
+            break
+    evidence = carry(result.labels, ranked.labels, result.evidence, SearchEvidence(None, None, [])) if explain else []
+    relevance = carry(result.labels, ranked.labels, result.relevance.tolist(), np.nan)
+    result = replace(result, labels=ranked.labels, scores=ranked.scores, evidence=evidence,
+                     relevance=np.asarray(relevance + [np.nan] * (k - len(relevance)), dtype=np.float32),
+                     rules=ranked.rules)
     return result, user_vector is not None
 
 

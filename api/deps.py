@@ -11,11 +11,13 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from indexer.store import ItemIndex
 from indexer.table import Filters
+from ranker.artifacts import Models, load_models
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
 from ranker.rules import RuleBook
 from ranker.rulestore import RuleStore, open_rule_store
 from ranker.services import Services, build_search, open_events, open_index, set_threads
+from retriever.search.enrich import EnrichConfig
 
 from .experiments import Variant
 from .models import ItemOut, ScoredItem
@@ -64,12 +66,27 @@ def load_components(settings: Settings) -> Components:
     # A missing or incompatible reranker is a RerankerLoadError here, before the server takes requests.
     reranker = Reranker(settings.ranker_dir, variant=settings.ranker_variant) if settings.ranker_dir else None
     open_catalog(settings, index)
+    if reranker is not None:  # split: item states for every item now, kept in step with the catalog
+        reranker.attach(index)
     store, state = open_events(settings.db_url or settings.db_path, settings.pseudonym_key, settings.half_lives())
     svc = Services(index, embedder, store, state, reranker=reranker)
+    attach_models(settings, svc)
     svc.search = search_box_for(settings, svc)
     c = Components(settings, svc)
     c.open_rules()
     return c
+
+
+def attach_models(settings: Settings, svc: Services) -> Models | None:
+    """The learned parts (MF, history encoder, learned ranking; ``semrec train``) of the newest
+    version under ``settings.models_dir`` (default ``<index_dir>/models``, skipped when absent)."""
+    root = settings.models_dir or settings.index_dir / "models"
+    if settings.models_dir is None and not root.exists():
+        return None
+    models = load_models(root)  # ModelsLoadError at start-up when unusable
+    svc.mf, svc.ranking = models.mf, models.ranking
+    svc.encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
+    return models
 
 
 def open_catalog(settings: Settings, index: ItemIndex) -> None:
@@ -93,9 +110,11 @@ def search_box_for(settings: Settings, svc: Services):
     box = build_search(svc.index, svc.embedder, s.config(), llm=s.llm,
                        vocab_cache_dir=s.vocab_cache_dir or settings.index_dir / "search-cache",
                        reranker=svc.reranker if settings.rerank.search else None,
-                       weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users)
+                       weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users,
+                       index_dir=settings.index_dir,
+                       enrich=EnrichConfig(model=s.enrich_model) if s.enrich_upserts else None)
     if svc.state is not None:  # an erased shopper leaves the query log in every worker (see routes.users)
-        svc.state.on_erasure.append(box.queries.forget)
+        svc.state.on_erasure.append(box.forget)
     return box
 
 

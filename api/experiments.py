@@ -14,20 +14,39 @@ from dataclasses import dataclass, fields, replace
 from pydantic import BaseModel, Field, field_validator
 
 from retriever.candidates import CandidateConfig
+from retriever.search import SearchConfig
 
 _TUNABLE = {f.name for f in fields(CandidateConfig)}
+# search settings a variant may change: the numbers and switches of SearchConfig
+_SEARCH_TUNABLE = {f.name for f in fields(SearchConfig) if f.type in ("float", "int", "bool", float, int, bool)}
 
 
 class Variant(BaseModel):
     """A named configuration: candidate settings (CandidateConfig fields, popularity half-lives
-    included), whether to run the reranking stage and whether merchandising rules apply (off: a
-    hold-out that measures what the rules do)."""
+    included), whether to run the reranking stage, whether merchandising rules apply (off: a
+    hold-out that measures what the rules do), and search settings (SearchConfig numbers and
+    switches, e.g. ``{"personal_weight": 0.0}`` to compare personalised search with plain)."""
 
     name: str = Field(min_length=1, max_length=50)
     share: float = Field(gt=0, le=1)
     candidates: dict[str, float] = Field(default_factory=dict)
     rerank: bool = True
     merchandising: bool = True
+    search: dict[str, float | bool] = Field(default_factory=dict)
+
+    @field_validator("search")
+    @classmethod
+    def _known_search_fields(cls, v: dict[str, float | bool]) -> dict[str, float | bool]:
+        unknown = set(v) - _SEARCH_TUNABLE
+        if unknown:
+            raise ValueError(f"unknown search settings {sorted(unknown)}; known: {sorted(_SEARCH_TUNABLE)}")
+        return v
+
+    def search_changes(self) -> tuple[tuple[str, float | bool], ...]:
+        """The search settings as the pipeline config holds them (typed as SearchConfig's fields)."""
+        types = {f.name: f.type for f in fields(SearchConfig)}
+        cast = {"int": int, "float": float, "bool": bool, int: int, float: float, bool: bool}
+        return tuple(sorted((k, cast[types[k]](v)) for k, v in self.search.items()))
 
     @field_validator("candidates")
     @classmethod

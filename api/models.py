@@ -50,6 +50,13 @@ def _none_if_nan(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
+class AspectOut(BaseModel):
+    term: str = Field(description="what the reviews talk about")
+    score: float = Field(description="mean sentiment of the sentences naming it, -1 to 1")
+    mentions: int = Field(description="review sentences naming it")
+    sentence: str = Field(description="the most telling sentence (a pro's is always a positive one)")
+
+
 class ItemOut(BaseModel):
     item_id: str
     title: str
@@ -61,6 +68,10 @@ class ItemOut(BaseModel):
     in_stock: bool | None = Field(description="null when the catalog has no stock data and the item was "
                                               "never marked out of stock")
     created_at: float | None
+    pros: list[AspectOut] = Field(default_factory=list, description="what reviews praise (review aspects)")
+    cons: list[AspectOut] = Field(default_factory=list, description="what reviews complain about")
+    shopper_queries: list[str] = Field(default_factory=list, description="synthetic shopper queries from "
+                                                                         "enrichment (`semrec enrich`)")
 
     @classmethod
     def from_record(cls, rec: dict, stock_known: bool = True) -> ItemOut:

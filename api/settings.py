@@ -60,6 +60,10 @@ class SearchSettings(BaseModel):
     min_relevance: float = Field(SearchConfig.min_relevance, ge=0, le=1, description="hits with a lower calibrated "
                                                                                       "relevance are left out; 0 = "
                                                                                       "no cut-off")
+    enrich_model: str = Field("smollm2", description="generator of the synthetic shopper queries (`semrec enrich`, "
+                                                     "upserts): 'smollm2', a hub id or a local folder")
+    enrich_upserts: bool = Field(True, description="enrich upserted items in the background when the index was "
+                                                   "enriched (`semrec enrich`)")
 
     def config(self) -> SearchConfig:
         return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s,
@@ -81,6 +85,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="embedder name or path; None = the one the index was built with")
     ranker_dir: Path | None = Field(None, description="reranker version dir, or a root of vNNNN versions (the "
                                                       "newest is loaded); None = no cross-encoder")
+    models_dir: Path | None = Field(None, description="learned parts written by `semrec train` (MF, history "
+                                    "encoder, learned ranking): a version dir or a root of vNNNN versions (the "
+                                    "newest is loaded); None = <index_dir>/models when it exists")
     ranker_variant: str | None = Field(None, pattern="^(fp32|int8)$", description="None = as trained")
     rerank: RerankSettings = Field(default_factory=RerankSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
@@ -155,7 +162,8 @@ class Settings(BaseSettings):
         if variant is None:
             return cfg
         return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank,
-                       merchandising=variant.merchandising, variant=variant.name)
+                       merchandising=variant.merchandising, variant=variant.name,
+                       search=variant.search_changes())
 
 
 def cli_settings(**overrides) -> Settings:

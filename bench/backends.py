@@ -33,8 +33,9 @@ import httpx
 import numpy as np
 
 from .kit import fmt_lat, fmt_load, latency_stats, loadavg, machine_facts, similar_latency
-from .loadtest import read_items, start_server, stop_server
+from .loadserver import start_server, stop_server
 from .personal import freshness, ingestion, recommendation_latency
+from .traffic import read_items
 
 FOLLOW_S = 0.25  # the service's default follow_seconds
 # The servers started here hash user ids with this key too (SEMREC_PSEUDONYM_KEY), so the seeded

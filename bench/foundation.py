@@ -10,6 +10,9 @@ machine, so every figure should be read next to the load it was taken under):
    loopback against a ``semrec serve`` subprocess.
 4. A synthetic index of ``synthetic_n`` clustered unit vectors (HNSW): build time, vectors/s, memory
    per item, latency, and recall@10 against exact brute force.
+5. Encode throughput per embedder backend (torch, ONNX Runtime, OpenVINO; fp32 / int8) against
+   measured peaks, and Beauty retrieval NDCG@10 with each backend's vectors (:mod:`bench.encoders`);
+   ``--backends-only`` runs just this section.
 
 Entry points: :func:`run` (returns the figures as a dict) and ``python -m bench.foundation``.
 """
@@ -21,8 +24,6 @@ import gc
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .http_latency import http_latency
 from .kit import (
     PeakRss,
     Section,
@@ -37,7 +39,6 @@ from .kit import (
     fmt_lat,
     fmt_load,
     index_memory,
-    latency_stats,
     loadavg,
     machine_facts,
     print_memory,
@@ -167,107 +168,13 @@ def bench_throughput(catalog, embedder, cfg) -> tuple[dict, object]:
     return out, (index, mem_parts)
 
 
-# ----------------------------------------------------------------------------- 3. latency
-
-
-def _proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all its threads), from /proc/PID/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve_command(index_dir: Path, port: int) -> list[str]:
-    script = Path(sys.executable).parent / "semrec"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "api.cli"]
-    return [*base, "serve", "--index", str(index_dir), "--host", "127.0.0.1", "--port", str(port)]
-
-
-def http_latency(index_dir: Path, ids: list[str], category: str | None, k: int = K,
-                 warmup: int = 50, startup_timeout: float = 180.0) -> dict:
-    """Start ``semrec serve`` as a subprocess on loopback, time sequential similar-items GETs, stop it."""
-    import httpx
-
-    port = _free_port()
-    cmd = _serve_command(index_dir, port)
-    log_path = index_dir.parent / "serve.log"
-    # The service rate-limits each client address; a benchmark client is one address sending
-    # back-to-back requests, so the limit is lifted here. Its event log goes to the temp dir.
-    overrides = {"SEMREC_RATE_PER_MINUTE": "1000000000", "SEMREC_RATE_BURST": "1000000000",
-                 "SEMREC_DB_PATH": str(index_dir.parent / "events.db")}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **overrides}
-    out: dict = {"command": " ".join(cmd), "env": overrides}
-    print(f"    server: {out['command']}")
-    print(f"    server env: {' '.join(f'{k}={v}' for k, v in overrides.items())}")
-    sys.stdout.flush()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            t0 = time.perf_counter()
-            with httpx.Client(base_url=base, timeout=30.0) as client:
-                while True:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"server exited with {proc.returncode}; log:\n"
-                                           + log_path.read_text(errors="replace")[-3000:])
-                    if time.perf_counter() - t0 > startup_timeout:
-                        raise TimeoutError(f"server not healthy after {startup_timeout} s")
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.1)
-                out["startup_s"] = round(time.perf_counter() - t0, 2)
-                print(f"    healthy after {out['startup_s']} s (loads the index and the embedder)")
-
-                def timed_get(path: str, params: dict, n_warm: int, keys: list[str]) -> dict:
-                    for key in keys[:n_warm]:
-                        client.get(path.format(key), params=params).raise_for_status()
-                    times = []
-                    server_cpu = _proc_cpu_seconds(proc.pid)
-                    for key in keys:
-                        t = time.perf_counter()
-                        r = client.get(path.format(key), params=params)
-                        times.append(time.perf_counter() - t)
-                        r.raise_for_status()
-                    stats = latency_stats(times)
-                    if server_cpu is not None and (after := _proc_cpu_seconds(proc.pid)) is not None:
-                        stats["server_cpu_mean_ms"] = round((after - server_cpu) / len(keys) * 1000, 3)
-                    return stats
-
-                out["health"] = timed_get("/health", {}, warmup, ["-"] * max(len(ids) // 2, 1))
-                print(f"    GET /health (framework floor)      {fmt_lat(out['health'])}")
-                out["similar"] = timed_get("/items/{}/similar", {"k": k}, warmup, ids)
-                print(f"    GET /items/ID/similar?k={k}        {fmt_lat(out['similar'])}")
-                if category is not None:
-                    out["similar_filtered"] = timed_get("/items/{}/similar", {"k": k, "category": category},
-                                                        warmup, ids)
-                    print(f"    ... &category={category:<12}      {fmt_lat(out['similar_filtered'])}")
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return out
-
 
 # ----------------------------------------------------------------------------- run
 
 
 def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: int = 500,
-        seed: int = 0, limit_items: int | None = None) -> dict:
+        seed: int = 0, limit_items: int | None = None, backends: tuple[str, ...] = (),
+        backends_only: bool = False) -> dict:
     """Run every section, print a readable report, return the figures as a dict.
 
     ``limit_items`` benchmarks only the first Beauty items (a quick smoke run, not a figure to quote).
@@ -291,6 +198,16 @@ def run(shared: Path, synthetic_n: int = 1_000_000, http: bool = True, queries: 
           f"thread env: {facts['thread_env'] or 'none set'}")
     sys.stdout.flush()
 
+    if backends:
+        sec = {}
+        with Section("5. Beauty: encode throughput and retrieval NDCG@10 per embedder backend", sec):
+            from . import encoders
+
+            sec.update(encoders.run(load_beauty(shared), backends, seed=seed))
+        results["backends"] = sec
+    if backends_only:
+        results["finished_at"], results["loadavg_end"] = time.strftime("%Y-%m-%d %H:%M:%S"), loadavg()
+        return results
     cfg = EmbedConfig()
     tmp = Path(tempfile.mkdtemp(prefix="semrec-bench-"))
     try:
@@ -431,9 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-items", type=int, default=None,
                    help="only the first N Beauty items (smoke runs; figures not comparable)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8,openvino,openvino-int8",
+                   help="embedder backends for section 5, comma-separated ('' skips it)")
+    p.add_argument("--backends-only", action="store_true", help="run only section 5")
     a = p.parse_args(argv)
+    from indexer.embed import BACKEND_CHOICES
+
+    backends = tuple(b for b in a.backends.split(",") if b)
+    if any(b not in BACKEND_CHOICES for b in backends):
+        p.error(f"--backends: choose from {', '.join(BACKEND_CHOICES)}")
     results = run(a.shared, synthetic_n=a.synthetic_n, http=not a.no_http, queries=a.queries, seed=a.seed,
-                  limit_items=a.limit_items)
+                  limit_items=a.limit_items, backends=backends, backends_only=a.backends_only)
     if a.json is not None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=2, default=_json_default))

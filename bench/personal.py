@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 
 from .kit import latency_stats
-from .loadtest import read_items, read_users, start_server, stop_server
+from .loadserver import start_server, stop_server
+from .traffic import read_items, read_users
 
 
 def recommendation_latency(client: httpx.Client, users: list[str], n: int) -> dict:

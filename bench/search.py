@@ -3,8 +3,9 @@
     semrec bench search [--data-dir ../shared/data] [--llm smollm2] [--llm-budget 0.5]
 
 Builds the demo catalog's index (data/demo, MiniLM; cached), starts ``semrec serve`` on loopback,
-sends the 150 ESCI shopper queries through ``/search`` without and with expansion and with the LLM,
-and their prefixes through ``/suggest``; prints p50 / p99 in milliseconds (client side). LLM rows:
+sends the 150 ESCI shopper queries through ``/search`` without and with expansion, with everything
+the storefront turns on (parse, expansion, a shopper id), with the LLM, through ``/expand`` (new,
+then cached), and their prefixes through ``/suggest``; prints p50 / p99 in milliseconds (client side). LLM rows:
 a burst of all queries back to back, then each new query alone followed by its repeat once the
 LLM has answered it (``llm`` says "cached"), which times generation.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .loadtest import start_server, stop_server
+from .loadserver import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "bench-search"
@@ -45,12 +46,13 @@ def demo_index(cache_dir: Path, model: str = "minilm") -> Path:
     return folder
 
 
-def timed(client: httpx.Client, path: str, params: list[dict]) -> tuple[np.ndarray, list[dict]]:
+def timed(client: httpx.Client, path: str, params: list[dict], headers: dict | None = None
+          ) -> tuple[np.ndarray, list[dict]]:
     """Milliseconds per request (client side) and the JSON answers."""
     ms, answers = [], []
     for p in params:
         started = time.perf_counter()
-        r = client.get(path, params=p)
+        r = client.get(path, params=p, headers=headers)
         ms.append((time.perf_counter() - started) * 1000)
         if r.status_code != 200:
             raise RuntimeError(f"{path} {p} -> {r.status_code}: {r.text[:300]}")
@@ -68,7 +70,7 @@ def run(queries: list[str], index_dir: Path, llm: str, budget: float, llm_querie
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        proc, url, _ = start_server(index_dir, work / "events.db", work / "server.log", startup_s=600)
+        proc, url, keys = start_server(index_dir, work / "events.db", work / "server.log", startup_s=600)
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -80,6 +82,14 @@ def run(queries: list[str], index_dir: Path, llm: str, budget: float, llm_querie
             rows["/search expand=false"], _ = timed(client, "/search", [{"q": q, "expand": "false"} for q in queries])
             rows["/search expand=true (catalog + feedback)"], _ = timed(
                 client, "/search", [{"q": q, "expand": "true"} for q in queries])
+            # the default request of the storefront: parse, expansion, a shopper id (variant, personal boost, log);
+            # a personalised search opens the shopper's data: asked for as the shop's backend would
+            rows["/search expand=true, user_id (everything on)"], _ = timed(
+                client, "/search", [{"q": q, "expand": "true", "user_id": f"bench-{n % 20}"}
+                                    for n, q in enumerate(queries)], headers={"X-API-Key": keys["backend"]})
+            rows["/expand, first time (new query)"], _ = timed(client, "/expand", [{"q": q} for q in queries])
+            rows["/expand, again (cached)"], answers = timed(client, "/expand", [{"q": q} for q in queries])
+            notes["/expand, again (cached)"] = f"{sum(a['cached'] for a in answers)} of {len(answers)} cached"
             if llm:
                 params = [{"q": q, "expand": "true", "llm": "true"} for q in queries]
                 name = "/search llm=true, back-to-back (burst)"

@@ -40,7 +40,7 @@ from retriever.sasrec import SASRec
 from retriever.sequence import SequenceConfig
 
 from .learned import LearnedConfig, RankingConfig, fit_learned
-from .metrics import Ranked, list_ranks, ndcg_at_k, rank_targets, summarize
+from .metrics import Ranked, list_ranks, rank_targets, summarize
 from .protocol import PROTOCOLS, Split, leave_one_out, sample_users, sequences_from_reviews, write_split
 from .report import plot_results, write_markdown
 from .served import Replay
@@ -187,16 +187,6 @@ def evaluate_served(replay: Replay, names: list[str], split: Split, train_counts
             test = entry["test"]["excluded"]["all"]
             tqdm.write(f"{name:>16}: {entry['eval_seconds']:6.1f}s  test R@10 {test['recall@10']:.4f}  "
                        f"N@10 {test['ndcg@10']:.4f}")
-
-
-def validation_ndcg(model: Recommender, split: Split, users: int | None = 4000, seed: int = 0) -> float:
-    """NDCG@10 (history excluded) of ``model`` on a seeded sample of ``users`` validation cases:
-    what models that early-stop are stopped on (test is never looked at)."""
-    rows = np.arange(len(split.users))
-    if users is not None and users < len(rows):
-        rows = np.sort(np.random.default_rng([seed, 41]).choice(rows, users, replace=False))
-    excluded, _ = rank_targets(model.score, [split.valid_history[r] for r in rows], split.valid_target[rows], 10)
-    return ndcg_at_k(excluded.ranks, 10)
 
 
 def _system_info(model: Recommender) -> dict[str, Any]:

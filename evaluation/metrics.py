@@ -40,6 +40,21 @@ def ndcg_at_k(ranks: Array, k: int) -> float:
     return float(np.mean(np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)))
 
 
+def paired_interval(ranks_a: Array, ranks_b: Array, k: int = 10, n_boot: int = 2000, seed: int = 0
+                    ) -> tuple[float, float]:
+    """95% paired-bootstrap interval of NDCG@k(a) / NDCG@k(b) - 1, the same queries resampled with
+    replacement. ``ranks_a``, ``ranks_b``: (n,) 0-based target ranks of two systems (-1 = missed)."""
+    def gains(r: Array) -> Array:
+        r = np.asarray(r)
+        return np.where((r >= 0) & (r < k), 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
+
+    ga, gb = gains(ranks_a), gains(ranks_b)
+    idx = np.random.default_rng([seed, 51]).integers(0, len(ga), size=(n_boot, len(ga)))
+    a, b = ga[idx].mean(axis=1), gb[idx].mean(axis=1)
+    rel = a[b > 0] / b[b > 0] - 1
+    return float(np.percentile(rel, 2.5)), float(np.percentile(rel, 97.5))
+
+
 def mrr(ranks: Array, k: int | None = None) -> float:
     """Mean reciprocal rank 1 / (rank + 1) over the full ranking, or only the top k if given (MRR@k)."""
     ranks = np.asarray(ranks)

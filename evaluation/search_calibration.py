@@ -38,8 +38,9 @@ import numpy as np
 
 from indexer.embed import load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
-from retriever.search.engine import Relevance, SearchConfig, SearchEngine, relevance
+from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
+from retriever.search.relevance import Relevance, relevance
 
 from .search_eval import DEFAULT_CACHE, Case, Corpus, sample_cases
 

@@ -14,6 +14,8 @@ items, so each item gives at most ceil(n / items) queries and popular items do n
 j-th query of every item is in fold j, and each fold is one index with its queries held out.
 A disjoint dev sample (``--sweep``) is where settings are compared; the test sample reports.
 Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
+The search log ``/expand``'s co-clicks read is simulated: every queryable review headline outside
+the test sample is a past search whose shopper clicked the reviewed item.
 
 Every query goes through the search pipeline the service runs (``ranker.pipeline.search``), one
 services object per fold; a system is a ``SearchConfig`` of that pipeline. Latency over HTTP is a
@@ -36,6 +38,7 @@ from indexer.build import EmbedConfig, combine, review_weights
 from indexer.documents import documents, review_text
 from indexer.embed import Embedder, load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
+from indexer.pools import ReviewPool, text_key
 from indexer.schema import Catalog
 from indexer.store import ItemIndex
 from ranker import pipeline
@@ -44,6 +47,7 @@ from ranker.rerank import query_rerank_hook
 from ranker.services import Services
 from retriever.search import SearchBox
 from retriever.search.engine import SearchConfig, SearchEngine
+from retriever.search.expand import ExpandConfig
 from retriever.search.expansion import CatalogVocabulary, catalog_terms, embed_cached
 from retriever.search.lexical import LexicalIndex
 from retriever.search.llm import LLMExpander, TextGenerator, load_generator
@@ -56,10 +60,16 @@ K = 10
 CONFIG = pipeline.PipelineConfig()  # the service's default: personalisation needs a shopper, none here
 
 # name -> (SearchConfig changes, search() keyword arguments)
+_BM25 = {"retrievers": ("lexical",), "typo": False}
+EXPAND_SOURCES = ("typo", "catalog", "co-click", "llm")
 SYSTEMS: dict[str, tuple[dict, dict]] = {
-    "bm25": ({"retrievers": ("lexical",), "typo": False}, {"expand": False}),
-    "dense": ({"retrievers": ("dense",)}, {"expand": False}),
-    "hybrid": ({}, {"expand": False}),
+    "bm25": (_BM25, {"expand": False}),
+    # BM25 with the /expand answer's terms as weighted should-clauses: what a shop's own engine gets
+    "bm25 + /expand": (_BM25, {"expand": False, "expand_terms": EXPAND_SOURCES}),
+    "dense": ({"retrievers": ("dense",), "review_weight": 0.0}, {"expand": False}),
+    "hybrid without review match": ({"review_weight": 0.0}, {"expand": False}),
+    "hybrid": ({}, {"expand": False}),  # the served default
+    "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
     "hybrid + feedback": ({"catalog_terms": 0}, {"expand": True}),
     "hybrid + catalog + feedback": ({}, {"expand": True}),
@@ -75,7 +85,7 @@ _RRF = {"fusion": "rrf", "lexical_weight": 1.0, "dense_weight": 1.0}
 # Changes to SearchConfig() (the default: weighted .5:.5 over complete scores); "_expand" is the request flag.
 SWEEP: dict[str, dict] = {
     "bm25": {"retrievers": ("lexical",), "typo": False},
-    "dense": {"retrievers": ("dense",)},
+    "dense": {"retrievers": ("dense",), "review_weight": 0.0},
     "rrf 1:1": {**_RRF, "complete_scores": False},
     "rrf 1:1 c=20": {**_RRF, "rrf_k": 20.0, "complete_scores": False},
     "rrf 1:0.5": {**_RRF, "dense_weight": 0.5, "complete_scores": False},
@@ -86,6 +96,9 @@ SWEEP: dict[str, dict] = {
     "weighted .5:.5 complete (default)": {},
     "weighted .7:.3 complete": {"lexical_weight": 0.7, "dense_weight": 0.3},
     "default, no typo": {"typo": False},
+    "default, no review match": {"review_weight": 0.0},
+    "default, review match .3": {"review_weight": 0.3},
+    "default, review match .5 over the top 100": {"rerank_depth": 100},
     "default + catalog w.1": {"feedback_terms": 0, "catalog_weight": 0.1, "_expand": True},
     "default + catalog w.3": {"feedback_terms": 0, "catalog_weight": 0.3, "_expand": True},
     "default + feedback w.1": {"catalog_terms": 0, "feedback_weight": 0.1, "_expand": True},
@@ -142,6 +155,7 @@ class Corpus:
         top = body.groupby("item_id", sort=False).head(cfg.max_reviews + 1) if cfg.max_reviews else body
         vecs = embed_cached(embedder, list(top["_text"]), cache_dir)
         self.review_vec = dict(zip(top["review_id"], vecs))
+        self.review_key = dict(zip(top["review_id"], map(text_key, top["_text"])))
         self.term_vec: dict[str, np.ndarray] = {}
 
     def fold(self, held_out: set[str]) -> tuple[ItemIndex, dict[str, str]]:
@@ -149,16 +163,29 @@ class Corpus:
         ids = list(self.items["item_id"])
         review_mean = np.zeros_like(self.doc_vecs)
         counts = np.zeros(len(ids), dtype=np.int64)
+        pools: list[ReviewPool | None] = [None] * len(ids)
         for n, item in enumerate(ids):
             chosen = [r for r in self.ranked.get(item, []) if r not in held_out][: self.cfg.max_reviews or None]
             if chosen:
-                review_mean[n] = np.mean([self.review_vec[r] for r in chosen], axis=0)
-                counts[n] = len(chosen)
+                pool = ReviewPool(np.zeros(self.embedder.dim, dtype=np.float32))
+                for r in chosen:  # as the indexer pools them: the same rows for the per-review match
+                    pool.seen.add(self.review_key[r])
+                    pool.sum += self.review_vec[r]
+                    pool.rows.append(self.review_vec[r].astype(np.float16))
+                review_mean[n], counts[n], pools[n] = pool.sum / len(chosen), len(chosen), pool
         vectors = combine(self.doc_vecs, review_mean, review_weights(counts, self.has_doc, self.cfg))
         index = ItemIndex(model=self.embedder.name, dim=self.embedder.dim, kind="flat")
-        index.add(self.items, vectors)
+        index.add(self.items, vectors, pools=pools)
         extra = {i: " ".join(t for r, t in pairs if r not in held_out) for i, pairs in self.texts.items()}
         return index, extra
+
+    def search_log(self, reviews: pd.DataFrame, exclude: set[str]) -> list[tuple[str, str, str, str]]:
+        """A simulated search log: every queryable review headline not in ``exclude`` (the cases
+        evaluated) as a past search whose shopper clicked the reviewed item, shaped like
+        ``EventStore.search_interactions``. Its co-clicks feed ``/expand`` (source "co-click")."""
+        pool = query_pool(reviews)
+        pool = pool[~pool["review_id"].isin(exclude)]
+        return [(q.strip(), i, "click", u) for q, i, u in zip(pool["title"], pool["item_id"], pool["user_id"])]
 
     def vocabulary(self, index: ItemIndex, lexical: LexicalIndex) -> CatalogVocabulary:
         terms, kinds, df = catalog_terms(index, lexical)
@@ -187,11 +214,15 @@ class CachedReplies(TextGenerator):
 
 def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, dict]],
               base: SearchConfig, *, generator: TextGenerator | None = None,
-              reranker: Reranker | None = None, lexical_kw: dict | None = None) -> dict[str, np.ndarray]:
+              reranker: Reranker | None = None, lexical_kw: dict | None = None,
+              expand_config: ExpandConfig = ExpandConfig(),
+              search_log: list | None = None) -> dict[str, np.ndarray]:
     """1-based rank of each case's item per system (0 = not in the top K).
 
     ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
-    (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings."""
+    (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings. A system
+    with ``expand_terms`` (sources) adds the ``pipeline.expand`` terms of those sources to its query;
+    ``search_log``: the co-click rows ``/expand`` learns from (none: no co-click terms)."""
     qvecs = corpus.embedder.encode([c.query for c in cases])
     ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
     for fold in sorted({c.fold for c in cases}):
@@ -203,11 +234,20 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
         engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
                               rerank=None if reranker is None else query_rerank_hook(reranker, index))
         box = SearchBox(engine, Suggester(index, QueryLog(1)), QueryLog(1))
+        box.expander.config = expand_config
+        if search_log:
+            box.expander.coclicks.load(search_log, corpus.embedder, corpus.cache_dir)
+        full = Services(index, corpus.embedder, search=box)
         for name, (changes, kwargs) in systems.items():
             svc = Services(index, corpus.embedder, search=replace(box, engine=engine.with_config(**changes)))
+            sources = kwargs.get("expand_terms")
             for n in rows:
+                terms = None if sources is None else [
+                    e for e in pipeline.expand(full, CONFIG, cases[n].query, query_vec=qvecs[n],
+                                               llm=generator is not None and "llm" in sources).terms
+                    if e.source in sources]
                 res, _ = pipeline.search(svc, CONFIG, cases[n].query, K, query_vec=qvecs[n], explain=False,
-                                         expand=kwargs.get("expand"), llm=kwargs.get("use_llm"))
+                                         expand=kwargs.get("expand"), llm=kwargs.get("use_llm"), terms=terms)
                 hit = np.flatnonzero(res.labels == index.table.label_of[cases[n].item_id])
                 ranks[name][n] = hit[0] + 1 if len(hit) else 0
         if llm is not None:
@@ -271,7 +311,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         print(out[-1], flush=True)
     if not (args.sweep_only or args.llm_only):
         started = time.perf_counter()
-        ranks = run_cases(corpus, test, SYSTEMS, base)
+        # the past the co-clicks learn from: every other review's headline, none of the test queries
+        log = corpus.search_log(catalog.reviews, {c.review_id for c in test})
+        ranks = run_cases(corpus, test, SYSTEMS, base, search_log=log)
         report["test"] = {name: metrics(r) for name, r in ranks.items()}
         report["test_ranks"] = {name: r.tolist() for name, r in ranks.items()}  # for paired comparisons
         report["seconds"] = round(time.perf_counter() - started, 1)

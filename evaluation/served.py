@@ -73,6 +73,8 @@ class Replay:
         frame["created_at"] = np.where(np.isin(np.arange(len(frame)), split.cold_items), end - STEP_S, np.nan)
         index = ItemIndex(model=embedder.name, dim=item_vectors.shape[1], kind="flat")
         index.add(frame, item_vectors)
+        if reranker is not None:  # as the service does (api.deps.load_components): split item states
+            reranker.attach(index)
         workdir.mkdir(parents=True, exist_ok=True)
         db = workdir / "events.db"
         for f in workdir.glob("events.db*"):

@@ -29,7 +29,8 @@ from indexer.build import catalog_item_vectors
 from indexer.results import top_k
 from indexer.schema import Catalog
 from ranker.card import model_card_md
-from ranker.model import PairEncoder, build_network, quantize_int8, save_network, write_manifest
+from ranker.model import write_manifest
+from ranker.network import PairEncoder, build_network, quantize_int8, save_network
 from ranker.pairs import Groups, PairConfig, candidate_groups, texts_by_index, training_groups
 from ranker.train import TrainConfig, fit, list_loss, list_ranks, score_groups
 from retriever.collaborative import Markov, exclude_items, text_scores
@@ -68,16 +69,28 @@ def prepare(catalog: Catalog, cfg: TrainConfig, item_vectors: Array | None = Non
         item_vectors = catalog_item_vectors(catalog.items, split.item_ids.tolist(), cache_dir=vector_cache)
     covisit = Markov(window=10, decay=0.8, symmetric=True).fit(split.fit, split.n_items)
     train = training_groups(split.fit, short, item_vectors, cfg.pairs, covisit=covisit)
-    # Validation users: a seeded sample of evaluated users; their lists = text retrieval top-m.
+    valid = validation_groups(split, short, item_vectors, cfg)
+    return Prepared(split, full, short, item_vectors, train, valid, ndcg_at_k(valid.positive, 10))
+
+
+def validation_groups(split: Split, short_texts: list[str], item_vectors: Array, cfg: TrainConfig) -> Groups:
+    """Validation lists: a seeded sample of ``cfg.val_users`` evaluated users, each list = the text
+    retriever's top ``cfg.val_candidates`` for the user's validation history, kept if it holds the
+    validation item; the first ``cfg.max_val_groups`` lists."""
     rng = np.random.default_rng([cfg.seed, 21])
     pick = np.sort(rng.choice(len(split.users), size=min(cfg.val_users, len(split.users)), replace=False))
     hist = [split.valid_history[e] for e in pick]
     scores = exclude_items(text_scores(hist, item_vectors, cfg.pairs.text_decay), hist)
     cands = top_k(scores, cfg.val_candidates)[0]
-    valid, _ = candidate_groups(hist, split.valid_target[pick], cands, short, cfg.pairs.history_items,
+    valid, _ = candidate_groups(hist, split.valid_target[pick], cands, short_texts, cfg.pairs.history_items,
                                 users=split.users[pick])
-    valid = valid.subset(np.arange(min(len(valid), cfg.max_val_groups)))
-    return Prepared(split, full, short, item_vectors, train, valid, ndcg_at_k(valid.positive, 10))
+    return valid.subset(np.arange(min(len(valid), cfg.max_val_groups)))
+
+
+def list_metrics(scores: Array, positive: Array) -> dict[str, float]:
+    """Loss and NDCG@10 / Recall@10 of lists scored ``scores`` (n, m) whose positive is column ``positive`` (n,)."""
+    ranks = list_ranks(scores, positive)
+    return {"loss": list_loss(scores, positive), "ndcg@10": ndcg_at_k(ranks, 10), "recall@10": recall_at_k(ranks, 10)}
 
 
 def validate(net, encoder: PairEncoder, groups: Groups, texts: list[str], device: str = "cpu") -> dict[str, float]:
@@ -86,8 +99,7 @@ def validate(net, encoder: PairEncoder, groups: Groups, texts: list[str], device
     net.eval()
     s = score_groups(net, encoder, groups, texts, device=device)
     net.train(was)
-    ranks = list_ranks(s, groups.positive)
-    return {"loss": list_loss(s, groups.positive), "ndcg@10": ndcg_at_k(ranks, 10), "recall@10": recall_at_k(ranks, 10)}
+    return list_metrics(s, groups.positive)
 
 
 def next_version(root: Path) -> Path:
@@ -95,6 +107,26 @@ def next_version(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     numbers = [int(d.name[1:]) for d in root.iterdir() if d.name.startswith("v") and d.name[1:].isdigit()]
     return root / f"v{max(numbers, default=0) + 1:04d}"
+
+
+def staging(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """``(tmp, final)``: an empty temporary folder to write a version in, and the ``vNNNN`` it becomes."""
+    root = Path(out_dir)
+    final = next_version(root)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp, final
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """Flush every file of ``tmp`` to disk, then rename it to ``final`` (a reader sees all or nothing)."""
+    for f in [*tmp.rglob("*")]:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
 
 
 def machine() -> dict:
@@ -135,11 +167,7 @@ def train_ranker(catalog: Catalog, out_dir: str | os.PathLike = "runs/ranker", c
     fp32 = validate(net, encoder, data.valid, data.full_texts)
     int8 = validate(quantize_int8(net), encoder, data.valid, data.full_texts)
     inference = "int8" if int8["ndcg@10"] >= (1 - cfg.int8_tolerance) * fp32["ndcg@10"] else "fp32"
-    root = Path(out_dir)
-    final = next_version(root)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp, final = staging(out_dir)
     save_network(net, tok, tmp / "model")
     split = data.split
     card = {
@@ -171,12 +199,7 @@ def train_ranker(catalog: Catalog, out_dir: str | os.PathLike = "runs/ranker", c
                    extra={"validation": {"fp32": fp32, "int8": int8}})
     (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
     (tmp / "MODEL_CARD.md").write_text(model_card_md(card))
-    for f in [*tmp.rglob("*")]:
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    return final
+    return publish(tmp, final)
 
 
 def _minilm() -> str:

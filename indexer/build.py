@@ -162,7 +162,8 @@ def build_index(catalog: Catalog, embedder: Embedder, *, kind: str = "auto",
     started = time.perf_counter()
     index = ItemIndex(model=embedder.name, dim=embedder.dim, kind=auto_kind(n, kind),
                       build={"embed": asdict(cfg), "source": catalog.source, "stock_known": catalog.stock_known,
-                             "catalog_fingerprint": catalog_fingerprint(catalog, embedder.name, cfg)})
+                             "catalog_fingerprint": catalog_fingerprint(catalog, embedder.name, cfg),
+                             "backend": getattr(embedder, "backend", "torch")})
     bar = tqdm(total=n, unit="item", desc="embedding", disable=not progress)
     reviews: dict[str, list[str]] = {}
 

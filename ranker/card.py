@@ -11,9 +11,17 @@ def model_card_md(card: dict) -> str:
     curve = "\n".join(f"| {c['step']} | {'' if c['train_loss'] is None else round(c['train_loss'], 4)} | "
                       f"{c['loss']:.4f} | {c['ndcg@10']:.4f} | {c['recall@10']:.4f} |" for c in v["curve"])
     hp = card["hyperparameters"]
+    if card.get("architecture") == "split":
+        teacher = card["teacher"]
+        what = (f"Split-layer late-interaction reranker ({hp['num_layers']} layers, the top "
+                f"{hp['distill']['joint_layers']} joint), distilled from the cross-encoder {teacher['path']} "
+                f"(its validation NDCG@10 "
+                f"{teacher['validation']['fp32']['ndcg@10']:.4f} on the same lists), one output")
+    else:
+        what = f"Cross-encoder reranker fine-tuned from all-MiniLM-L6-v2 (first {hp['num_layers']} layers), one output"
     return f"""# semrec reranker {card['version']}
 
-Cross-encoder reranker fine-tuned from all-MiniLM-L6-v2 (first {hp['num_layers']} layers), one output
+{what}
 (logit: higher = more likely the shopper's next item). Load with `ranker.model.Reranker("{card['version']}")`.
 
 Command: `{card['command']}`

@@ -4,15 +4,20 @@ nothing else, so what is measured is what is served.
     recommend_users(svc, cfg, user_ids, k)            personal recommendations
     recommend_session(svc, cfg, recent_items, text, k) an anonymous session, from inline context
     similar(svc, cfg, item_id, k)                     similar items (a product page)
-    search(svc, cfg, query, k)                        the search box
+    search(svc, cfg, query, k)                        the search box: the query parsed into filters and
+                                                      boosts (retriever.search.parse), then the engine
 
 A personal list, step by step (``cfg`` decides each step; ablations are configs, not code paths):
 
 1. profile: the shopper's latest events and onboarding answers -> interest vectors (``retriever.personal``);
-2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), each
-   restricted to live items passing the filters (in stock, by default), without what the shopper
-   already bought;
-3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``);
+2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), and
+   with learned parts loaded (``ranker.artifacts``, ``semrec train``) MF with a per-request fold-in
+   of the latest events (``retriever.mf``) and the text-aware history encoder (``retriever.encoder``);
+   each restricted to live items passing the filters (in stock, by default), without what the
+   shopper already bought;
+3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
+   loaded (``ranker.ltr``) and a shopper with a history, its LambdaRank score over the candidates'
+   features (``ranker.features``) orders them instead;
 4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
    by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
    MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
@@ -36,21 +41,19 @@ import numpy as np
 
 from indexer.results import empty, top_labels
 from indexer.table import Filters
-from retriever.candidates import (
-    CandidateConfig,
-    allowed_mask,
-    explore,
-    gather,
-    new_item_mask,
-    spread_over_categories,
-)
+from retriever.aspects import Aspect
+from retriever.aspects import item_aspects as review_aspects
+from retriever.candidates import CandidateConfig, allowed_mask, gather, new_item_mask
 from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
 from retriever.search.engine import Evidence as SearchEvidence
+from retriever.search.expand import ExpandResult
+from retriever.search.expansion import Expansion
 from retriever.similar import similar_items
 
+from .assembly import by_contribution, cold_list, explore_slots
 from .explain import Reason
 from .features import candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
@@ -74,6 +77,8 @@ class PipelineConfig:
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
     in_stock_only: bool = True     # personal feeds leave out-of-stock items out (unless a request filters on stock)
     merchandising: bool = True     # apply the merchandising rules (``ranker.rules``); an A/B variant may hold out
+    # changes to the search box's SearchConfig, as (field, value) pairs (an A/B variant's search settings)
+    search: tuple[tuple[str, float | bool], ...] = ()
     # The A/B variant served: rules naming variants apply in theirs only. A label, not a setting: two
     # configs that rank alike are equal whatever variant serves them (the harness runs no variant).
     variant: str = field(default="", compare=False)
@@ -239,7 +244,10 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
         live = labels[0] >= 0
         labels, scores = labels[0][live], scores[0][live]
     fresh = new_item_mask(index, state, allowed, c.new_days, now) if c.explore_slots else None
-    learned = cfg.learned_ranking and svc.ranking is not None and len(labels) > 0
+    # The model was fitted on shoppers with a history; a text-only profile (onboarding interests)
+    # keeps the fusion: on the demo the model put a brow pencil and a laundry hamper first for
+    # "vegan skincare for dry skin".
+    learned = cfg.learned_ranking and svc.ranking is not None and len(labels) > 0 and bool(profile.history)
     rows = None
     if learned or features:
         rows = candidate_features(index, state, profile, labels, scores, runs, fresh,
@@ -263,8 +271,8 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
         labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
         members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
         if cold:
-            return _cold(svc, labels, scores, members, cand.allowed, k)
-        kept = _explore_slots(svc, profile, labels, scores, fresh, c)
+            return _Row(*cold_list(svc.index, labels, scores, members, cand.allowed, k), ("cold",))
+        kept = explore_slots(svc.index, profile, labels, scores, fresh, c)
         counts = state.counts([index.table.records[lab]["item_id"] for lab in labels]).astype(np.float64)
     head = ~np.isin(labels, kept[0])
     n_head = k - len(kept[0])
@@ -286,46 +294,6 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
     srcs = [by_contribution(lab, members, c) + (["new"] if fresh is not None and fresh[lab] else [])
             for lab in labels_k[labels_k >= 0].tolist()]
     return _Row(labels_k, scores_k, srcs, steps)
-
-
-def by_contribution(label: int, members: dict[str, dict[int, int]], c: CandidateConfig) -> list[str]:
-    """The sources that proposed ``label`` (``members``: source -> {label: 1-based rank}), ordered
-    by their share of its fused score, weight / (rrf_k + rank), strongest first: reasons read them
-    in this order."""
-    w = c.weights()
-    found = [name for name in members if label in members[name]]
-    return sorted(found, key=lambda name: -w.get(name, 1.0) / (c.rrf_k + members[name][label]))
-
-
-def _explore_slots(svc: Services, profile: Profile, labels: np.ndarray, scores: np.ndarray,
-                   fresh: np.ndarray | None, c: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The new items that take the last places: fresh items the sources already rank (they keep
-    their slot through reranking), then the exploration source's best."""
-    if fresh is None or not c.explore_slots:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = [(int(lab), float(s)) for lab, s in zip(labels, scores) if lab >= 0 and fresh[lab]]
-    kept = top[: c.explore_slots]
-    if len(kept) < c.explore_slots:
-        more_l, more_s = explore(svc.index, profile, fresh, set(labels.tolist()), replace(
-            c, explore_slots=c.explore_slots - len(kept)))
-        kept += list(zip(more_l.tolist(), more_s.tolist()))
-    return np.array([lab for lab, _ in kept], dtype=np.int64), np.array([s for _, s in kept], dtype=np.float32)
-
-
-def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict,
-          allowed: np.ndarray, k: int) -> _Row:
-    """Popular first, spread over categories; with no events at all, the catalog itself, spread."""
-    if not (labels >= 0).any():
-        labels = np.flatnonzero(allowed)[: 50 * k].astype(np.int64)
-        scores = np.zeros(len(labels), dtype=np.float32)
-        members = {"catalog": set(labels.tolist())}
-    score_of = dict(zip(labels.tolist(), scores.tolist()))
-    picked = spread_over_categories(svc.index, labels, k)
-    out_l, out_s = (a[0] for a in empty(1, k))
-    out_l[: len(picked)] = picked
-    out_s[: len(picked)] = [score_of[int(lab)] for lab in picked]
-    srcs = [[name for name, m in members.items() if lab in m] for lab in picked.tolist()]
-    return _Row(out_l, out_s, srcs, ("cold",))
 
 
 def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None,
@@ -362,22 +330,32 @@ def _similar_ranked(svc: Services, cfg: PipelineConfig, item_id: str, k: int, fi
 
 def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filters | None = None, *,
            user_id: str | None = None, expand: bool | None = None, llm: bool | None = None,
-           query_vec: np.ndarray | None = None, explain: bool = True) -> tuple[SearchResult, bool]:
+           query_vec: np.ndarray | None = None, explain: bool = True,
+           terms: list[Expansion] | None = None) -> tuple[SearchResult, bool]:
     """The search box's answer for ``query`` and whether it was personalised: with ``user_id`` of a
     shopper with a profile, their interest vectors lightly boost what is close to them
     (``SearchConfig.personal_weight``). ``expand`` / ``llm``: None = the service's defaults.
     ``query_vec``: the query's embedding when already computed (batch evaluation); ``explain``:
-    False skips the per-result evidence."""
+    False skips the per-result evidence; ``terms``: weighted terms added to the BM25 query (an
+    ``expand`` answer)."""
     if svc.search is None:
         raise ValueError("these services were opened without a search box")
+    engine = svc.search.engine.with_config(**dict(cfg.search)) if cfg.search else svc.search.engine
     user_vector = None
     if user_id is not None and svc.events is not None:
         profile = user_profile(svc.events, svc.index, svc.embedder, user_id, cfg.profile)
         user_vector = None if profile.is_empty else profile.interests
+    parsed, text = None, query
+    if engine.config.understand:
+        parsed = svc.search.parser.parse(query)
+        if parsed.has_constraints:
+            text, filters = parsed.text or query, parsed.filters(filters)
+            query_vec = query_vec if text == query else None
     rules = live_rules(svc.rules, "search", cfg.variant, cfg.merchandising, time.time())
     for depth in depths(rules, k):
-        result = svc.search.engine.search(query, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
-                                          user_vector=user_vector, query_vec=query_vec, explain=explain)
+        result = engine.search(text, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
+                               user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed,
+                               terms=terms)
         ranked = apply_to(svc.index, result.labels, result.scores, rules, k, allowed_mask(svc.index, filters))
         if enough(ranked.labels, k, result.labels, depth):
             break
@@ -389,5 +367,25 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
     return result, user_vector is not None
 
 
-__all__ = ["PipelineConfig", "Recommendations", "Services", "rank_profiles", "recommend_session", "recommend_users",
-           "search", "similar"]
+def expand(svc: Services, cfg: PipelineConfig, query: str, *, llm: bool = False, budget_s: float | None = None,
+           query_vec: np.ndarray | None = None) -> ExpandResult:
+    """Query expansion for a shop's own lexical engine (``GET /expand``): weighted, grounded terms
+    with their provenance, spelling fixes, brand / category hints (``retriever.search.expand``)."""
+    if svc.search is None:
+        raise ValueError("these services were opened without a search box")
+    return svc.search.expander.expand(query, llm=llm, budget_s=budget_s, query_vec=query_vec)
+
+
+def item_aspects(svc: Services, item_id: str) -> tuple[list[Aspect], list[Aspect], list[str]]:
+    """Pros, cons and synthetic shopper queries of ``item_id`` (``GET /items/{id}``): from its
+    enrichment (``semrec enrich``) when it has one, else the aspects of the reviews the index holds,
+    computed now (~1 ms), and no queries."""
+    stored = svc.search.enrichment.get(item_id) if svc.search is not None and svc.search.enrichment else None
+    if stored is not None:
+        return list(stored.pros), list(stored.cons), list(stored.queries)
+    pros, cons = review_aspects(svc.index.reviews.get(item_id, []))
+    return pros, cons, []
+
+
+__all__ = ["PipelineConfig", "Recommendations", "Services", "expand", "item_aspects", "rank_profiles",
+           "recommend_session", "recommend_users", "search", "similar"]

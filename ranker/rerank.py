@@ -1,5 +1,5 @@
-"""The reranking stage: a fine-tuned cross-encoder over a list's first candidates, fused with the
-retrieval score and a popularity prior, then MMR for diversity.
+"""The reranking stage: a fine-tuned reranker (cross-encoder or split, ``ranker.model``) over a
+list's first candidates, fused with the retrieval score and a popularity prior, then MMR for diversity.
 
 For one candidate list (labels best first, with retrieval scores)::
 
@@ -67,13 +67,25 @@ def fused_scores(labels: Array, reranker: Array | None, retrieval: Array, counts
 
 
 def cross_scores(reranker: Reranker, index: ItemIndex, labels: Array, context: str) -> Array:
-    """float32 (m,) cross-encoder scores of ``labels`` (m,) against ``context``; 0 at padding."""
+    """float32 (m,) reranker scores of ``labels`` (m,) against ``context``; 0 at padding.
+
+    A split reranker attached to ``index`` (``Reranker.attach``) scores from its precomputed item
+    states (``score_items``); otherwise the items' texts are read and scored (``score``).
+    """
     out = np.zeros(len(labels), dtype=np.float32)
     live = np.flatnonzero(np.asarray(labels) >= 0)
-    if len(live):
-        with index.lock:
-            texts = reranker.texts_for([index.table.records[int(labels[i])] for i in live])
-        out[live] = reranker.score(context, texts)
+    if not len(live):
+        return out
+    cand = np.asarray(labels, dtype=np.int64)[live]
+    if reranker.attached_to(index):
+        try:
+            out[live] = reranker.score_items(context, cand)
+            return out
+        except KeyError:  # an upsert retired a candidate during this request: score its texts, as below
+            pass
+    with index.lock:  # a retired label keeps its record until labels are renumbered (between requests)
+        texts = reranker.texts_for([index.table.records[int(lab)] for lab in cand])
+    out[live] = reranker.score(context, texts)
     return out
 
 

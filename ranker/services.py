@@ -20,6 +20,7 @@ from retriever.encoder import HistoryEncoder
 from retriever.eventstore import EventStore, open_event_store
 from retriever.mf import MFModel
 from retriever.search import SearchBox, SearchConfig
+from retriever.search.enrich import EnrichConfig
 from retriever.state import InteractionState
 
 from .ltr import RankingModel
@@ -75,11 +76,13 @@ def open_events(where: str | Path, pseudonym_key: str, half_lives_days=(30.0, 1.
 
 def build_search(index: ItemIndex, embedder: Embedder, config: SearchConfig, *, llm: str | None = None,
                  vocab_cache_dir: str | Path | None = None, reranker: Reranker | None = None,
-                 weights: FusionWeights = FusionWeights(), min_query_users: int = 3) -> SearchBox:
+                 weights: FusionWeights = FusionWeights(), min_query_users: int = 3,
+                 index_dir: str | Path | None = None, enrich: EnrichConfig | None = None) -> SearchBox:
     """The search box for ``index``; ``reranker`` reorders the fused top ``config.rerank_depth``;
-    ``min_query_users``: distinct sources a past query needs before it is suggested."""
+    ``min_query_users``: distinct sources a past query needs before it is suggested; ``index_dir``'s
+    enrichment (if any) joins the lexical documents, kept up to date on upserts with ``enrich``."""
     box = SearchBox.build(index, embedder, config=config, llm=llm or None, vocab_cache_dir=vocab_cache_dir,
-                          min_query_users=min_query_users)
+                          min_query_users=min_query_users, index_dir=index_dir, enrich=enrich)
     if reranker is not None:
         box.engine.rerank = query_rerank_hook(reranker, index, weights)
     return box

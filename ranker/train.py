@@ -1,7 +1,7 @@
 """The cross-encoder's training loop (``semrec train-ranker`` runs it through
 ``evaluation.training.train_ranker``, which splits the data, builds the groups and validates).
 
-Model: all-MiniLM-L6-v2 (the packaged weights) as a cross-encoder, :class:`ranker.model.CrossEncoderNet`
+Model: all-MiniLM-L6-v2 (the packaged weights) as a cross-encoder, :class:`ranker.network.CrossEncoderNet`
 (the encoder reads ``[CLS] context [SEP] item [SEP]``; its head starts from the cosine of the two
 segments' mean states, see there), trained with a plain torch loop: less overhead than the
 sentence-transformers ``CrossEncoder`` trainer on 2 CPU cores, and it reuses cached token ids.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model import EncoderConfig, PairEncoder, score_pairs
+from .network import EncoderConfig, PairEncoder, score_pairs
 from .pairs import Groups, PairConfig
 
 Array = np.ndarray

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.distill import distill
 from evaluation.protocol import sequences_from_reviews
 from evaluation.training import train_ranker
 from indexer.build import build_index, catalog_item_vectors
 from indexer.embed import load_embedder
 from indexer.loaders import load_dataset
 from indexer.schema import Catalog, make_items, make_reviews
-from ranker.model import EncoderConfig
+from ranker.distill import DistillConfig
+from ranker.network import EncoderConfig
 from ranker.pairs import PairConfig
 from ranker.train import TrainConfig
 
@@ -222,3 +224,16 @@ def demo_services(demo_catalog, demo_index, embedder, tmp_path_factory):
     store, state = demo_events(tmp_path_factory.mktemp("demo-events") / "events.db", demo_catalog)
     yield Services(demo_index, embedder, store, state)
     store.close()
+
+
+TINY_DISTILL_CFG = DistillConfig(joint_layers=1, lists=60, list_size=10, epochs=1, batch_lists=8, eval_every=10,
+                                 patience=100, max_minutes=3, val_groups=40)
+
+
+@pytest.fixture(scope="session")
+def trained_split(beauty_small, trained_ranker, tmp_path_factory):
+    """A split reranker distilled from ``trained_ranker`` on ``beauty_small`` (seconds): (version dir, card)."""
+    catalog, vectors = beauty_small
+    root = tmp_path_factory.mktemp("split")
+    path = distill(catalog, trained_ranker[0], root, TINY_DISTILL_CFG, item_vectors=vectors)
+    return path, json.loads((path / "model_card.json").read_text())

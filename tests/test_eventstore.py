@@ -133,6 +133,51 @@ class TestEventStoreContract:
         store.log_impression("r0", "u1", "a", ["x"])  # the same request id again: kept once
         assert len(store.variant_outcomes()) == 3
 
+    def test_search_log_round_trip_and_popular_queries_by_distinct_users(self, backend):
+        store, other = backend.open(), backend.open()
+        store.log_search("s1", "alice@example.com", "Red Lipstick", "red lipstick", ["a", "b"], "v1")
+        store.log_search("s2", "alice@example.com", "red lipstick", "red lipstick", ["a"], "v1")
+        store.log_search("s3", None, "red lipstick", "red lipstick", ["b"])
+        store.log_search("s4", "bob", "tent", "tent", ["t"], "v2")
+        store.log_search("s1", "bob", "again", "again", [])  # a request id is logged once
+        store.flush_searches()  # buffered per process: another one reads what was flushed
+        rows = other.searches_after(0)
+        assert [r.request_id for _, r in rows] == ["s1", "s2", "s3", "s4"]
+        assert rows[0][1].query == "Red Lipstick" and rows[0][1].item_ids == ["a", "b"] and rows[2][1].user_key is None
+        assert rows[0][1].user_key == pseudonymize("alice@example.com", KEY) and rows[0][1].variant == "v1"
+        assert [s for s, _ in other.searches_after(rows[1][0])] == [rows[2][0], rows[3][0]]
+        # one shopper typing twice, plus an anonymous search, is one user: not popular at 2
+        assert store.popular_queries(2) == []
+        store.log_search("s5", "carol", "red lipstick", "red lipstick", ["a"])
+        assert store.popular_queries(2) == [("red lipstick", "Red Lipstick", 2)]
+        assert [q[0] for q in store.popular_queries(1)] == ["red lipstick", "tent"]
+        assert "alice@example.com" not in backend.raw()
+
+    def test_clicks_from_a_search_list_join_their_query(self, backend):
+        store = backend.open()
+        store.log_search("s1", "u1", "burr grinder", "burr grinder", ["g", "k"], "a")
+        store.log_search("s2", "u2", "kettle", "kettle", ["k"], "b")
+        store.add_events([ev(1, user="u1", item="g", kind="click", request_id="s1"),
+                          ev(2, user="u1", item="z", kind="click", request_id="s1"),  # not in the list
+                          ev(3, user="u2", item="k", kind="add_to_cart", request_id="s2"),
+                          ev(4, user="u2", item="k", kind="click")])  # no request id
+        got = store.search_interactions()
+        assert sorted((q, i, t) for q, i, t, _ in got) == [("burr grinder", "g", "click"),
+                                                           ("kettle", "k", "add_to_cart")]
+        assert sorted(store.search_outcomes()) == [("a", "s1", 1, 0, 0), ("b", "s2", 0, 1, 0)]
+
+    def test_erasure_forgets_the_users_searches(self, backend):
+        a, b = backend.open(), backend.open()
+        a.log_search("s1", "leaver", "secret query", "secret query", ["x"])
+        a.log_search("s2", "stayer", "secret query", "secret query", ["x"])
+        a.flush_searches()
+        a.log_search("s3", "leaver", "buffered query", "buffered query", ["x"])  # still buffered in a
+        b.log_search("s4", "leaver", "other worker", "other worker", ["x"])  # buffered in another process
+        a.delete_user("leaver")
+        b.flush_searches()
+        assert [r.request_id for _, r in b.searches_after(0)] == ["s2"]
+        assert "buffered query" not in backend.raw() and "other worker" not in backend.raw()
+
     def test_impressions_reach_the_database_on_their_own(self, backend):
         writer, reader = backend.open(), backend.open()
         writer.log_impression("r1", "u1", "a", ["x"])

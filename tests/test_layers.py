@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RANK = {"indexer": 0, "retriever": 1, "ranker": 2, "evaluation": 3, "bench": 3, "api": 4}
 MAX_LINES = 400
 # What the HTTP server must never load: training loops, offline evaluation, benchmarks.
-NOT_IN_SERVER = ("ranker.train", "ranker.pairs", "ranker.card", "evaluation", "bench", "retriever.encoder_train")
+NOT_IN_SERVER = ("ranker.train", "ranker.pairs", "ranker.card", "ranker.distill", "evaluation", "bench",
+                 "retriever.encoder_train")
 
 
 def modules() -> dict[str, Path]:

@@ -9,10 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from api.deps import attach_models
+from api.settings import Settings
 from evaluation.learned import LearnedConfig, RankingConfig, fit_learned
 from evaluation.protocol import leave_one_out, sequences_from_reviews
 from evaluation.served import Replay
-from ranker.artifacts import Models, load_models, save_models
+from ranker.artifacts import Models, ModelsLoadError, save_models
 from ranker.pipeline import PipelineConfig, recommend_users
 from retriever.mf import MFConfig, MFModel, least_squares_fold_in
 from retriever.sequence import SequenceConfig
@@ -20,7 +22,7 @@ from retriever.sequence import SequenceConfig
 SMALL = LearnedConfig(mf=MFConfig(factors=16, iterations=5),
                       encoder=SequenceConfig(item_input="text+id", hidden=32, max_epochs=4, eval_every=2, patience=1,
                                              lr=3e-3, negatives=128, eval_users=None),
-                      ranking=RankingConfig(users=None, rounds=60, min_data_in_leaf=5))
+                      ranking=RankingConfig(users=None, rounds=60, min_data_in_leaf=5, require_gain=False))
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +93,11 @@ def test_artifacts_load_back_to_the_same_lists(learned, tmp_path):
     assert path.name == "v0001" and (path / "MODEL_CARD.md").is_file()
     users = [str(replay.split.user_ids[u]) for u in replay.split.users[:15]]
     before = recommend_users(svc, PipelineConfig(), users, 10).labels
-    loaded = load_models(tmp_path / "models")
     old = (svc.mf, svc.encoder, svc.ranking)
-    svc.mf, svc.encoder, svc.ranking = loaded.mf, loaded.encoder.attach(svc.index), loaded.ranking
+    svc.mf = svc.encoder = svc.ranking = None
+    # what the server does at start-up: the newest version under SEMREC_MODELS_DIR
+    loaded = attach_models(Settings(index_dir=tmp_path / "index", models_dir=tmp_path / "models"), svc)
+    assert loaded.path == path and svc.encoder is not None and svc.ranking is not None
     try:
         np.testing.assert_array_equal(recommend_users(svc, PipelineConfig(), users, 10).labels, before)
     finally:
@@ -107,3 +111,19 @@ def test_mf_save_load_roundtrip(tmp_path):
     assert back.item_ids == ["a", "b", "c"] and np.array_equal(back.factors, m.factors)
     np.testing.assert_allclose(back.user_vectors([["a", "c"]], [["purchase", "view"]]),
                                m.user_vectors([["a", "c"]], [["purchase", "view"]]))
+
+
+def test_a_missing_models_dir_fails_at_start_up_and_the_default_one_is_optional(learned, tmp_path):
+    svc = learned[0].svc
+    with pytest.raises(ModelsLoadError, match="semrec train"):
+        attach_models(Settings(index_dir=tmp_path, models_dir=tmp_path / "nothing"), svc)
+    assert attach_models(Settings(index_dir=tmp_path), svc) is None  # no <index>/models: served without
+
+
+def test_a_ranking_no_better_than_the_fusion_is_not_served(learned):
+    replay, record, _ = learned
+    from evaluation.learned import fit_ranking
+
+    never_splits = replace(SMALL.ranking, rounds=50, min_data_in_leaf=10**9, require_gain=True)
+    model, info = fit_ranking(replay, PipelineConfig(), never_splits)
+    assert model is None and "skipped" in info  # no split possible: a constant, the fusion's order at best

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from api.settings import DEV_PSEUDONYM_KEY
-from bench.loadtest import ROUTES, format_report, percentile, run, summarize
+from bench.loadtest import format_report, run
+from bench.traffic import ROUTES, percentile, summarize
 from indexer.build import build_index
 from retriever.eventstore import open_event_store
 from retriever.personal import import_reviews

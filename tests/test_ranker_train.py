@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from evaluation.training import prepare, validate
-from ranker.model import Reranker, RerankerLoadError, build_network
+from ranker.model import Reranker, RerankerLoadError
+from ranker.network import build_network
 from ranker.pairs import training_groups
 from ranker.train import list_loss, list_ranks, score_groups
 

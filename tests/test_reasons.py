@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ranker.assembly import by_contribution
 from ranker.explain import COVISIT_MIN_COUNT, HISTORY_MIN_COSINE, INTEREST_MIN_COSINE
-from ranker.pipeline import PipelineConfig, by_contribution, recommend_users
+from ranker.pipeline import PipelineConfig, recommend_users
 from ranker.reasons import Evidence, evidence_of, list_reasons
 from retriever.candidates import CandidateConfig
 from retriever.eventstore import StoredEvent

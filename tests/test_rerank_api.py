@@ -166,6 +166,24 @@ def test_bad_ranker_dir_fails_at_start_up(small_index, tmp_path):
             load_components(Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "e.db", ranker_dir=bad))
 
 
+def test_the_service_attaches_a_split_reranker_to_its_index(small_index, trained_split, trained_ranker, tmp_path):
+    from api.app import create_app
+
+    small_index.save(tmp_path / "ix")
+    for path, attached in ((trained_split[0], True), (trained_ranker[0], False)):
+        c = load_components(Settings(index_dir=tmp_path / "ix", db_path=tmp_path / "e.db", auth=False,
+                                     ranker_dir=path))
+        assert c.svc.reranker.architecture == ("split" if attached else "cross")
+        assert c.svc.reranker.attached_to(c.svc.index) is attached
+        if attached:  # every item's states, and a request reranks from them (no item text encoded)
+            assert len(c.svc.reranker.states) == len(c.svc.index)
+            with TestClient(create_app(components=c)) as client:
+                history(client, "u-split", [r["item_id"] for r in small_index.table.records[:40:7]])
+                assert len(get(client, "/users/u-split/recommendations", k=10)) == 10
+            assert len(c.svc.reranker.split._cache) == 0
+        c.svc.events.close()
+
+
 def test_the_exploration_slot_keeps_its_place(make_client, small_index, embedder):
     """A new item close to the shopper's interests takes the last place, through reranking and MMR."""
     client = make_client(top_n=20, mmr_lambda=0.8)

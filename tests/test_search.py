@@ -280,6 +280,21 @@ def test_suggestions_need_several_distinct_shoppers_and_forget_an_erased_one():
         Suggester(index, log, min_query_users=1)
 
 
+def test_query_log_merges_the_search_logs_counts_without_adding_them():
+    """``replace`` loads every worker's distinct shoppers from the store; a query counts the larger of
+    the store's count and this worker's sources (a shopper in both counts once); an erasure drops the
+    store's counts until the next load."""
+    log = QueryLog()
+    log.replace([("burr grinder", "Burr grinder", 3), ("tent", "tent", 1)])
+    log.add("burr grinder", "s1")
+    log.add("tent", "s1"), log.add("tent", "s2")
+    assert log.counts() == {"burr grinder": 3, "tent": 2}
+    assert [(k, n) for k, _, n in log.snapshot(3)] == [("burr grinder", 3)]
+    assert log.snapshot(3)[0][1] == "burr grinder"  # this worker's text (the store's is its first typed)
+    log.forget("s2")
+    assert log.counts() == {"burr grinder": 1, "tent": 1}
+
+
 # ---- Chinese -----------------------------------------------------------------------------------------
 CHINESE_QUERIES = {"书籍": "这本书值得一读", "水果": "新鲜水果 很甜", "洗发水": "洗发水 去屑",
                    "酒店": "酒店 房间 早餐", "热水器": "热水器 安装 加热", "蒙牛": "蒙牛牛奶",

@@ -96,8 +96,12 @@ def test_suggest_completions_and_popular_queries(client):
     assert kinds["Lips"] == "category" and kinds["Matte red lipstick"] == "title"
     assert client.get("/suggest", params={"q": "brezee"}).json()["suggestions"][0] == {"text": "Breeze",
                                                                                        "kind": "brand"}
-    for shopper in ("s1", "s2", "s3"):  # three distinct shoppers (keys are off: a user id counts as verified)
-        client.get("/search", params={"q": "travel hair dryer", "user_id": shopper})
+    # the same client twice (anonymous: one source), then one shopper twice: two sources, not yet popular
+    for user in (None, None, "ann", "ann"):
+        client.get("/search", params={"q": "travel hair dryer"} | ({"user_id": user} if user else {}))
+    assert {"text": "travel hair dryer", "kind": "query"} not in client.get("/suggest", params={"q": "trav"}).json()[
+        "suggestions"]
+    client.get("/search", params={"q": "Travel hair  dryer", "user_id": "bob"})  # keys off: a user id is verified
     assert {"text": "travel hair dryer", "kind": "query"} in client.get("/suggest", params={"q": "trav"}).json()[
         "suggestions"]
     assert client.get("/suggest", params={"q": "zzzzzz"}).json()["suggestions"] == []

@@ -12,7 +12,7 @@ from indexer.schema import make_items
 from ranker import pipeline
 
 from ..deps import ComponentsDep, FiltersDep, ItemId, KDep, scored
-from ..models import HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
+from ..models import AspectOut, HealthOut, ItemIn, ItemOut, SimilarOut, UpsertOut
 from ..security import require
 
 router = APIRouter()
@@ -29,7 +29,11 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
     rec = c.svc.index.table.get(item_id)
     if rec is None:
         raise HTTPException(404, detail=f"item {item_id!r} not found")
-    return ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
+    out = ItemOut.from_record(rec, stock_known=c.svc.index.build_info.get("stock_known", True))
+    pros, cons, out.shopper_queries = pipeline.item_aspects(c.svc, item_id)
+    out.pros = [AspectOut(**vars(a)) for a in pros]
+    out.cons = [AspectOut(**vars(a)) for a in cons]
+    return out
 
 
 @router.get("/items/{item_id:item}/similar", response_model=SimilarOut)

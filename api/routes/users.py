@@ -149,4 +149,6 @@ def delete_user(user_id: UserId, c: ComponentsDep) -> Response:
     # Applies the erasure log entry here at once: the counts, and (state.on_erasure) the search box's
     # query log, which keys a verified shopper's searches like the event log; other workers within follow_seconds.
     c.svc.state.catch_up(store)
+    if c.svc.search is not None:  # the search log's counts without their searches: here at once, in other
+        c.svc.search.sync_queries(store, wait=True)  # workers at the first search after their catch-up
     return Response(status_code=204)

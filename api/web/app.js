@@ -626,6 +626,7 @@
     const list = data.request_id || listId("search");
     const terms = (data.expansion || []).map((t) => (typeof t === "string" ? { term: t, source: "" } : t));
     const typo = terms.filter((t) => t.source === "typo");
+    const understood = parseChips(data.parsed);
     const extra = terms.filter((t) => t.source !== "typo");
     const tops = countBy(data.results.map((r) => (r.categories || [])[0]).filter(Boolean));
     const facetHref = (c) => `#/search?q=${enc(q)}${c ? `&category=${enc(c)}` : ""}`;
@@ -633,6 +634,8 @@
       html: `<div class="results-head">
           <p class="eyebrow">Search</p>
           <h1>Results for “${esc(q)}”${category ? ` in ${esc(category)}` : ""}</h1>
+          ${understood.length ? `<p class="expansion" id="understood"><span>Understood:</span> ${understood.map(([kind, text]) =>
+            `<span class="term" data-kind="${esc(kind)}">${esc(kind)}: ${esc(text)}</span>`).join(" ")}</p>` : ""}
           ${typo.length ? `<p class="expansion" id="spelling">Spelling corrected: ${typo.map((t) => `<span class="term" data-source="typo">${esc(t.term)}</span>`).join(" ")}</p>` : ""}
           ${extra.length ? `<p class="expansion" id="expansion"><span>Also searching:</span> ${extra.map((t) =>
             `<span class="term" data-source="${esc(t.source)}" title="${esc(t.source ? "from " + t.source : "")}">${esc(t.term)}</span>`).join(" ")}</p>` : ""}
@@ -649,6 +652,30 @@
       after: () => fillRatings(),
     };
   };
+
+  // What reviews praise and complain about (GET /items/{id}: pros / cons with a sentence each).
+  function aspectsHtml(item) {
+    const list = (rows, cls, head) => rows && rows.length ? `<div class="aspects ${cls}"><h3>${head}</h3><ul>${rows.map((a) =>
+      `<li><b>${esc(a.term)}</b> <span class="kv">(${a.mentions} mentions)</span> “${esc(a.sentence)}”</li>`).join("")}</ul></div>` : "";
+    const html = list(item.pros, "pros", "Shoppers like") + list(item.cons, "cons", "Shoppers mention");
+    return html ? `<div id="aspects">${html}</div>` : "";
+  }
+
+  // What /search understood of the query (its `parsed`): hard filters first, then boosts.
+  function parseChips(p) {
+    if (!p) return [];
+    const money = (v) => `$${Number(v).toFixed(Number(v) % 1 ? 2 : 0)}`;
+    const out = [];
+    if (p.min_price != null && p.max_price != null) out.push(["price", `${money(p.min_price)}–${money(p.max_price)}`]);
+    else if (p.max_price != null) out.push(["price", `up to ${money(p.max_price)}`]);
+    else if (p.min_price != null) out.push(["price", `from ${money(p.min_price)}`]);
+    if (p.brand) out.push(["brand", p.brand]);
+    if (p.category) out.push(["category", p.category]);
+    (p.exclude_brands || []).concat(p.exclude_words || []).forEach((x) => out.push(["not", x]));
+    (p.sizes || []).forEach((x) => out.push(["size", x]));
+    (p.boost_brands || []).forEach((x) => out.push(["prefers", x]));
+    return out;
+  }
 
   function countBy(values) {
     const m = new Map();
@@ -729,6 +756,7 @@
                 `<button type="button" data-stars="${n}" aria-label="${n} star${n > 1 ? "s" : ""}">★</button>`).join("")}</span>
               <span class="kv" id="rate-done"></span></div>
             <div id="histogram">${histogram(state.ratings.get(id))}</div>
+            ${aspectsHtml(item)}
           </div>
         </article>
         <section class="section" aria-labelledby="similar-title">

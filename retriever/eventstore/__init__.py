@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import EVENT_TYPES, IMPRESSION_FLUSH_S, Changes, Erasure, Event, EventStore, StoredEvent, pseudonymize
+from .base import (
+    EVENT_TYPES,
+    IMPRESSION_FLUSH_S,
+    Changes,
+    Erasure,
+    Event,
+    EventStore,
+    SearchRecord,
+    StoredEvent,
+    pseudonymize,
+)
 from .sqlite import SQLiteEventStore
 
 
@@ -27,4 +37,4 @@ def open_event_store(where: str | Path, *, pseudonym_key: str) -> EventStore:
 
 
 __all__ = ["EVENT_TYPES", "IMPRESSION_FLUSH_S", "Changes", "Erasure", "Event", "EventStore", "SQLiteEventStore",
-           "StoredEvent", "open_event_store", "pseudonymize"]
+           "SearchRecord", "StoredEvent", "open_event_store", "pseudonymize"]

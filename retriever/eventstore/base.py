@@ -42,6 +42,21 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class SearchRecord:
+    """One logged search: the list shown for ``query`` (``item_ids`` in rank order) under
+    ``request_id``; ``user_key`` None for an anonymous shopper. ``key``: the normalised query the
+    suggestions count (see ``retriever.search.suggest.key``)."""
+
+    request_id: str
+    user_key: str | None
+    query: str
+    key: str
+    item_ids: list[str]
+    ts: float
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
 class Erasure:
     """One entry of the erasure log: a user's events as they were when erased, so every process
     that counted them can take them back out. ``events``: ``(event seq, event)`` in seq order."""
@@ -181,10 +196,40 @@ class EventStore(ABC):
     def variant_outcomes(self) -> list[tuple[str, str, int, int, int]]:
         """Per impression: (variant, request_id, clicked, added to cart, purchased) as 0/1."""
 
+    # ---- the search log ------------------------------------------------------------------------------
+    @abstractmethod
+    def log_search(self, request_id: str, user_id: str | None, query: str, key: str, item_ids: list[str],
+                   variant: str | None = None) -> None:
+        """Record a search and the list it showed (buffered like impressions; a request id once)."""
+
+    @abstractmethod
+    def flush_searches(self) -> int:
+        """Write buffered searches now. Returns how many were buffered."""
+
+    @abstractmethod
+    def searches_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, SearchRecord]]:
+        """Up to ``limit`` logged searches with seq above ``seq``, oldest first, with their seq."""
+
+    @abstractmethod
+    def popular_queries(self, min_users: int, limit: int = 10_000) -> list[tuple[str, str, int]]:
+        """``(key, query as first typed, distinct users)`` of the queries searched by at least
+        ``min_users`` distinct identified shoppers, most users first (anonymous searches not counted)."""
+
+    @abstractmethod
+    def search_interactions(self, limit: int = 100_000) -> list[tuple[str, str, str, str]]:
+        """``(query, item_id, event type, user_key)`` of the events that came from a search result
+        list (the event's ``request_id`` is a logged search's and its item was in that list),
+        newest first: the (query, item) pairs co-click expansion and the reranker learn from."""
+
+    @abstractmethod
+    def search_outcomes(self) -> list[tuple[str, str, int, int, int]]:
+        """Per search of an identified shopper with a variant: (variant, request_id, clicked, added to
+        cart, purchased) as 0/1 (the A/B report of search, shaped like ``variant_outcomes``)."""
+
     # ---- privacy -----------------------------------------------------------------------------------
     @abstractmethod
     def delete_user(self, user_id: str) -> list[StoredEvent]:
-        """Erase the user's events, onboarding answers and impressions, and append the erased
+        """Erase the user's events, onboarding answers, impressions and searches, and append the erased
         events to the erasure log (in the same transaction; pruned after ``ERASURE_RETENTION_S``).
         Returns the erased events, in seq order."""
 

@@ -27,6 +27,7 @@ from .base import (
     Event,
     EventStore,
     ImpressionBuffer,
+    SearchRecord,
     StoredEvent,
     erased_from_json,
     erased_json,
@@ -76,6 +77,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX erasures_by_user ON erasures (user_key);
     INSERT INTO meta VALUES ('erasures_pruned_through', '0');
     """,
+    # 2: the search log (SQLite's version 4)
+    """
+    CREATE TABLE searches (
+        seq BIGSERIAL PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        user_key TEXT,
+        query TEXT NOT NULL,
+        query_key TEXT NOT NULL,
+        item_ids TEXT NOT NULL,
+        variant TEXT,
+        ts DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX searches_by_user ON searches (user_key);
+    CREATE INDEX searches_by_key ON searches (query_key);
+    """,
 ]
 
 
@@ -92,6 +108,7 @@ class PostgresEventStore(EventStore):
         self._pool = connect_pool(url, pool_size, "semrec-events", timeout_s)
         migrate(self._pool, MIGRATIONS, "schema_version", "event log")
         self._impressions = ImpressionBuffer(self._write_impressions)
+        self._searches = ImpressionBuffer(self._write_searches)
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
             self._prune_erasures(conn, time.time())
@@ -200,12 +217,64 @@ class PostgresEventStore(EventStore):
                 FROM impressions i LEFT JOIN events e ON e.request_id = i.request_id
                 GROUP BY i.request_id ORDER BY i.variant""")]
 
+    # ---- the search log ---------------------------------------------------------------------------
+    def log_search(self, request_id: str, user_id: str | None, query: str, key: str, item_ids: list[str],
+                   variant: str | None = None) -> None:
+        """Buffer a search; written within ``IMPRESSION_FLUSH_S``."""
+        self._searches.add((request_id, None if user_id is None else self.user_key(user_id), query, key,
+                            json.dumps(item_ids), variant, time.time()))
+
+    def flush_searches(self) -> int:
+        return self._searches.flush()
+
+    def _write_searches(self, rows: list[tuple]) -> None:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany("INSERT INTO searches (request_id, user_key, query, query_key, item_ids, variant, ts) "
+                            "SELECT %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM erasures WHERE "
+                            "user_key = %s AND erased_at >= %s) ON CONFLICT DO NOTHING",
+                            [(*r, r[1], r[6]) for r in rows])
+
+    def searches_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, SearchRecord]]:
+        self.flush_searches()
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT seq, request_id, user_key, query, query_key, item_ids, ts, variant "
+                                "FROM searches WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit)).fetchall()
+        return [(r[0], SearchRecord(r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])) for r in rows]
+
+    def popular_queries(self, min_users: int, limit: int = 10_000) -> list[tuple[str, str, int]]:
+        self.flush_searches()
+        with self._pool.connection() as conn:
+            return [tuple(r) for r in conn.execute(
+                "SELECT query_key, (ARRAY_AGG(query ORDER BY seq))[1], COUNT(DISTINCT user_key) AS n FROM searches "
+                "WHERE user_key IS NOT NULL GROUP BY query_key HAVING COUNT(DISTINCT user_key) >= %s "
+                "ORDER BY n DESC, query_key LIMIT %s", (min_users, limit))]
+
+    def search_interactions(self, limit: int = 100_000) -> list[tuple[str, str, str, str]]:
+        self.flush_searches()
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT s.query, e.item_id, e.type, e.user_key, s.item_ids FROM events e "
+                                "JOIN searches s ON s.request_id = e.request_id ORDER BY e.seq DESC LIMIT %s",
+                                (limit,)).fetchall()
+        return [(q, item, kind, user) for q, item, kind, user, shown in rows if item in json.loads(shown)]
+
+    def search_outcomes(self) -> list[tuple[str, str, int, int, int]]:
+        self.flush_searches()
+        with self._pool.connection() as conn:
+            return [tuple(r) for r in conn.execute("""
+                SELECT s.variant, s.request_id, COALESCE(BOOL_OR(e.type = 'click'), false)::int,
+                       COALESCE(BOOL_OR(e.type = 'add_to_cart'), false)::int,
+                       COALESCE(BOOL_OR(e.type = 'purchase'), false)::int
+                FROM searches s LEFT JOIN events e ON e.request_id = s.request_id
+                WHERE s.user_key IS NOT NULL AND s.variant IS NOT NULL
+                GROUP BY s.request_id, s.variant, s.seq ORDER BY s.variant, s.seq""")]
+
     # ---- privacy -------------------------------------------------------------------------------
     def delete_user(self, user_id: str) -> list[StoredEvent]:
-        """Erase the user's events, onboarding answers and impressions; log the erasure. Returns the
-        erased events in seq order."""
+        """Erase the user's events, onboarding answers, impressions and searches; log the erasure.
+        Returns the erased events in seq order."""
         key, now = self.user_key(user_id), time.time()
-        self.flush_impressions()  # buffered impressions of this user are erased with the rest
+        self.flush_impressions()  # buffered impressions and searches of this user are erased with the rest
+        self.flush_searches()
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
             erased = [(r[0], StoredEvent(*r[1:])) for r in conn.execute(
@@ -214,6 +283,7 @@ class PostgresEventStore(EventStore):
             erased.sort(key=lambda t: t[0])
             conn.execute("DELETE FROM onboarding WHERE user_key = %s", (key,))
             conn.execute("DELETE FROM impressions WHERE user_key = %s", (key,))
+            conn.execute("DELETE FROM searches WHERE user_key = %s", (key,))
             conn.execute("INSERT INTO erasures (user_key, events, erased_at) VALUES (%s, %s, %s)",
                          (key, erased_json(erased), now))
             self._prune_erasures(conn, now)
@@ -229,6 +299,7 @@ class PostgresEventStore(EventStore):
 
     def close(self) -> None:
         self.flush_impressions()
+        self.flush_searches()
         self._pool.close()
 
 

@@ -24,6 +24,8 @@ from .base import (
     Erasure,
     Event,
     EventStore,
+    ImpressionBuffer,
+    SearchRecord,
     StoredEvent,
     erased_from_json,
     erased_json,
@@ -76,6 +78,21 @@ MIGRATIONS: list[str] = [
     );
     INSERT OR IGNORE INTO meta VALUES ('erasures_pruned_through', '0');
     """,
+    # 4: the search log (suggestions, co-click expansion, the query reranker's pairs, search A/B)
+    """
+    CREATE TABLE searches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        user_key TEXT,
+        query TEXT NOT NULL,
+        query_key TEXT NOT NULL,
+        item_ids TEXT NOT NULL,
+        variant TEXT,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX searches_by_user ON searches (user_key);
+    CREATE INDEX searches_by_key ON searches (query_key);
+    """,
 ]
 
 
@@ -109,6 +126,7 @@ class SQLiteEventStore(EventStore):
         self._pending: list[tuple] = []
         self._pending_lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._searches = ImpressionBuffer(self._write_searches)
 
     def _read(self) -> sqlite3.Connection:
         """This thread's read-only connection (opened on first use)."""
@@ -247,18 +265,68 @@ class SQLiteEventStore(EventStore):
                 FROM impressions i LEFT JOIN events e ON e.request_id = i.request_id
                 GROUP BY i.request_id ORDER BY i.variant""").fetchall()
 
+    # ---- the search log ---------------------------------------------------------------------------
+    def log_search(self, request_id: str, user_id: str | None, query: str, key: str, item_ids: list[str],
+                   variant: str | None = None) -> None:
+        """Buffer a search; written within ``IMPRESSION_FLUSH_S`` (one commit per batch)."""
+        self._searches.add((request_id, None if user_id is None else self.user_key(user_id), query, key,
+                            json.dumps(item_ids), variant, time.time()))
+
+    def flush_searches(self) -> int:
+        return self._searches.flush()
+
+    def _write_searches(self, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            # a shopper erased meanwhile (by any process): their buffered searches are dropped
+            self._db.executemany("INSERT OR IGNORE INTO searches (request_id, user_key, query, query_key, item_ids, "
+                                 "variant, ts) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM erasures "
+                                 "WHERE user_key = ? AND erased_at >= ?)", [(*r, r[1], r[6]) for r in rows])
+            self._db.execute("COMMIT")
+
+    def searches_after(self, seq: int, limit: int = 50_000) -> list[tuple[int, SearchRecord]]:
+        self.flush_searches()
+        rows = self._read().execute("SELECT seq, request_id, user_key, query, query_key, item_ids, ts, variant "
+                                    "FROM searches WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        return [(r[0], SearchRecord(r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])) for r in rows]
+
+    def popular_queries(self, min_users: int, limit: int = 10_000) -> list[tuple[str, str, int]]:
+        self.flush_searches()
+        return [tuple(r) for r in self._read().execute(
+            "SELECT query_key, (SELECT query FROM searches t WHERE t.query_key = s.query_key ORDER BY seq LIMIT 1), "
+            "COUNT(DISTINCT user_key) AS n FROM searches s WHERE user_key IS NOT NULL GROUP BY query_key "
+            "HAVING n >= ? ORDER BY n DESC, query_key LIMIT ?", (min_users, limit))]
+
+    def search_interactions(self, limit: int = 100_000) -> list[tuple[str, str, str, str]]:
+        self.flush_searches()
+        rows = self._read().execute(
+            "SELECT s.query, e.item_id, e.type, e.user_key, s.item_ids FROM events e JOIN searches s "
+            "ON s.request_id = e.request_id ORDER BY e.seq DESC LIMIT ?", (limit,)).fetchall()
+        return [(q, item, kind, user) for q, item, kind, user, shown in rows if item in json.loads(shown)]
+
+    def search_outcomes(self) -> list[tuple[str, str, int, int, int]]:
+        self.flush_searches()
+        return self._read().execute("""
+            SELECT s.variant, s.request_id,
+                   MAX(e.type = 'click') IS 1, MAX(e.type = 'add_to_cart') IS 1, MAX(e.type = 'purchase') IS 1
+            FROM searches s LEFT JOIN events e ON e.request_id = s.request_id
+            WHERE s.user_key IS NOT NULL AND s.variant IS NOT NULL
+            GROUP BY s.request_id ORDER BY s.variant, s.seq""").fetchall()
+
     # ---- privacy -------------------------------------------------------------------------------
     def delete_user(self, user_id: str) -> list[StoredEvent]:
-        """Erase the user's events, onboarding answers and impressions. Returns the erased events."""
+        """Erase the user's events, onboarding answers, impressions and searches. Returns the erased
+        events."""
         key = self.user_key(user_id)
-        self.flush_impressions()  # buffered impressions of this user are erased with the rest
+        self.flush_impressions()  # buffered impressions and searches of this user are erased with the rest
+        self.flush_searches()
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")  # read and delete in one write transaction: nothing slips between
             rows = self._db.execute("SELECT seq, user_key, item_id, type, value, ts, request_id FROM events "
                                     "WHERE user_key = ? ORDER BY seq", (key,)).fetchall()
             erased = [(r[0], StoredEvent(*r[1:])) for r in rows]
-            for table in ("events", "onboarding", "impressions"):
+            for table in ("events", "onboarding", "impressions", "searches"):
                 self._db.execute(f"DELETE FROM {table} WHERE user_key = ?", (key,))
             self._db.execute("INSERT INTO erasures (user_key, events, erased_at) VALUES (?, ?, ?)",
                              (key, erased_json(erased), now))
@@ -289,6 +357,7 @@ class SQLiteEventStore(EventStore):
 
     def close(self) -> None:
         self.flush_impressions()
+        self.flush_searches()
         with self._lock:
             self._db.close()
         with self._pending_lock:

@@ -8,7 +8,8 @@ For one query::
     run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.search.hybrid)
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
-    score    = fused / max(fused) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
+    score    = fused / max(fused) + review_weight * minmax(best-3 review cosines)  (retriever.search.reviews)
+    score    = score / max(score) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
     order    = rerank(query, top labels, their scores)                            (hook given)
     relevance = P(what the query asked for | cosine, term coverage); hits under min_relevance go   (relevance)
 
@@ -33,8 +34,11 @@ from indexer.table import Filters
 
 from ..fusion import RRF_K, as_run, fuse
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
-from .lexical import LexicalIndex, bm25_idf, tokenize
+from .lexical import LexicalIndex, tokenize
 from .llm import LLMExpander
+from .parse import ParsedQuery, size_matches, title_violates
+from .relevance import RELEVANCE, cut, relevance, relevance_features
+from .reviews import review_match
 from .typo import TypoIndex, respell
 
 Rerank = Callable[[str, np.ndarray, np.ndarray], np.ndarray]  # (query, labels, scores) -> final scores
@@ -74,6 +78,10 @@ class SearchConfig:
     # (Subscription Boxes / Instruments) and removed 16.4% / 16.5% of the other hits, MRR@10
     # 0.1463 -> 0.1395 / 0.1451 -> 0.1451 (evaluation/search_calibration.py, 600 + 600 queries each).
     min_relevance: float = 0.0059
+    understand: bool = True           # parse price / brand / category / size / negations (retriever.search.parse)
+    review_weight: float = 0.5        # weight of the per-review match (retriever.search.reviews; 0 = off)
+    review_top: int = 3               # best reviews averaged per candidate
+    parse_boost: float = 0.1          # added to the max-normalised score per parsed brand / category / size match
 
 
 @dataclass
@@ -104,6 +112,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     relevance: np.ndarray | None = None  # float32 (k,): calibrated relevance of each hit (NaN padding)
     rules: list[list[int]] = field(default_factory=list)  # per hit: merchandising rules applied (ranker.rules)
+    parsed: ParsedQuery | None = None
 
 
 class SearchEngine:
@@ -123,9 +132,10 @@ class SearchEngine:
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
-              cache_dir: str | None = None, **kw) -> SearchEngine:
-        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``)."""
-        lexical = LexicalIndex(index)
+              cache_dir: str | None = None, extra_text=None, **kw) -> SearchEngine:
+        """BM25 index and embedded vocabulary for ``index`` (vocabulary vectors cached in ``cache_dir``);
+        ``extra_text``: more lexical text per item id (e.g. ``enrich.EnrichedText``)."""
+        lexical = LexicalIndex(index, extra_text=extra_text)
         vocab = CatalogVocabulary.build(index, lexical, embedder, cache_dir=cache_dir)
         return cls(index, embedder, lexical=lexical, vocabulary=vocab, config=config, **kw)
 
@@ -141,12 +151,16 @@ class SearchEngine:
 
     def search(self, query: str, k: int = 10, filters: Filters | None = None, *, expand: bool | None = None,
                use_llm: bool | None = None, user_vector: np.ndarray | None = None,
-               query_vec: np.ndarray | None = None, explain: bool = True) -> SearchResult:
+               query_vec: np.ndarray | None = None, explain: bool = True,
+               parsed: ParsedQuery | None = None, terms: list[Expansion] | None = None) -> SearchResult:
         """Top-``k`` items for ``query`` with evidence (see module docstring).
 
         ``expand`` / ``use_llm``: None = the config's default. ``query_vec``: the query's unit
         embedding float32 ``(dim,)`` when already computed (batch evaluation). ``explain=False``
-        skips the evidence (an empty list), which costs a tokenisation per result.
+        skips the evidence (an empty list), which costs a tokenisation per result. ``parsed``: the
+        query's parse (``query`` is then its text, ``filters`` include its hard filters): its
+        exclusions are applied to the candidates and its boosts to their scores. ``terms``: weighted
+        terms to add to the BM25 query (an ``/expand`` answer, as a shop's own engine would use it).
         """
         cfg, clock = self.config, _Clock()
         expand = cfg.expand if expand is None else expand
@@ -170,6 +184,7 @@ class SearchEngine:
             terms, llm_status = self.llm.expand(query, cfg.llm_budget_s)
             expansion += [Expansion(t, "llm", cfg.llm_weight) for t in terms]
             clock.lap("llm")
+        expansion += list(terms or [])
         _add_terms(weights, expansion)
         depth = max(cfg.depth, k)
         lex, dense = self._retrieve(weights, query_vec, depth, filters)
@@ -190,6 +205,10 @@ class SearchEngine:
                 lex, dense = self._retrieve(weights, query_vec, depth, filters)
                 fused = self._fuse(lex, dense, depth)
             clock.lap("feedback")
+        if parsed is not None:
+            fused = self._constrain(fused, parsed)
+        if cfg.review_weight > 0 and "dense" in cfg.retrievers:
+            fused = self._review_match(fused, query_vec, k)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         rel = relevance(self.relevance_features(query, labels, query_vec), self.calibration)
@@ -200,7 +219,7 @@ class SearchEngine:
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
                     if explain else [])
         clock.lap("evidence")
-        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps, rel)
+        return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps, rel, parsed=parsed)
 
     # ---- steps -----------------------------------------------------------------------------------
     def _retrieve(self, weights: dict[str, float], query_vec: np.ndarray, depth: int, filters: Filters | None):
@@ -246,6 +265,45 @@ class SearchEngine:
             return runs[0][0][0], runs[0][1][0]
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
+
+    def _review_match(self, fused, query_vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reorder the fused top ``max(rerank_depth, k)`` by max-normalised fused score +
+        ``review_weight * minmax(review match)``; the rest keep their order below them."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        n = min(len(labels), max(self.config.rerank_depth, k))
+        if not n:
+            return labels, scores
+        m = review_match(self.index, labels[:n], query_vec, self.config.review_top).astype(np.float64)
+        span = m.max() - m.min()
+        m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+        top = scores[:n] / max(scores[:n].max(), 1e-12) + self.config.review_weight * m
+        order = np.argsort(-top, kind="stable")
+        rest = scores[n:] / max(scores[:n].max(), 1e-12) - (top.max() - top.min() + 1)  # stays below the head
+        return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([top[order], rest])
+
+    def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
+        """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""
+        labels, scores = fused
+        live = labels >= 0
+        labels, scores = labels[live], scores[live].astype(np.float64)
+        boost = parsed.boost_brands or parsed.boost_categories or parsed.sizes
+        if not (parsed.exclude_brands or parsed.exclude_words or boost) or not len(labels):
+            return labels, scores
+        with self.index.lock:
+            records = [self.index.table.records[int(lb)] for lb in labels]
+        no_brands = {b.casefold() for b in parsed.exclude_brands}
+        keep = np.array([r["brand"].casefold() not in no_brands and not title_violates(r["title"], parsed.exclude_words)
+                         for r in records], dtype=bool)
+        if boost:
+            brands = {b.casefold() for b in parsed.boost_brands}
+            cats = {c.casefold() for c in parsed.boost_categories}
+            hits = np.array([(r["brand"].casefold() in brands) + bool(cats & {c.casefold() for c in r["categories"]})
+                             + size_matches(r, parsed.sizes) for r in records], dtype=np.float64)
+            scores = scores / max(scores.max(), 1e-12) + self.config.parse_boost * hits
+        order = np.argsort(-scores[keep], kind="stable")
+        return labels[keep][order], scores[keep][order]
 
     def _hooks(self, query: str, fused, k: int, user_vector: np.ndarray | None):
         labels, scores = fused
@@ -293,63 +351,11 @@ class SearchEngine:
 
 
     def relevance_features(self, query: str, labels: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
-        """float32 ``(len(labels), 3)`` per label (-1 padding: 0): its cosine to ``query_vec``; the
-        IDF-weighted share of the query's tokens its BM25 text holds (a token counts when it or one
-        of its typo fixes is there); how far its cosine is below the catalog's best for the query."""
-        out = np.zeros((len(labels), 3), dtype=np.float32)
-        live = np.flatnonzero(labels >= 0)
-        if not len(live):
-            return out
-        _, best = self.index.search(query_vec[None, :], 1)  # the closest item of the whole catalog
-        with self.index.lock:
-            out[live, 0] = self.index.vectors.view[labels[live]] @ query_vec
-        out[live, 2] = np.maximum(float(best[0, 0]), out[live, 0].max()) - out[live, 0]
+        """:func:`retriever.search.relevance.relevance_features` of ``labels`` for ``query``, its
+        tokens' typo fixes included (float32 ``(len(labels), 3)``)."""
         tokens = list(dict.fromkeys(tokenize(query)))
         fixes = respell(tokens, self._known, self.typo) if self.config.typo else {}
-        n_docs = max(self.lexical.n_docs, 1)
-        idf = np.array([max([self.lexical.doc_freq(t), *(self.lexical.doc_freq(f) for f in fixes.get(t, []))])
-                        for t in tokens], dtype=np.float64)
-        idf = bm25_idf(idf, n_docs) if len(tokens) else idf
-        if idf.sum() > 0:
-            for j in live:
-                doc = set(self.lexical.tokens_of(int(labels[j])))
-                held = [t in doc or any(f in doc for f in fixes.get(t, [])) for t in tokens]
-                out[j, 1] = float(idf[held].sum() / idf.sum())
-        return out
-
-
-# ---- calibrated relevance ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Relevance:
-    """P(a hit is what the query asked for) = sigmoid(cosine * ``cosine`` + coverage * ``coverage``
-    + gap * ``gap`` + ``bias``), over :meth:`SearchEngine.relevance_features`. Unlike the fused
-    score (min-max over one query's candidates: its best hit is 1.0 however poor) it is comparable
-    across queries. Fitted by ``python -m evaluation.search_calibration`` (its data and figures)."""
-
-    cosine: float = 3.06
-    coverage: float = 0.3
-    gap: float = -7.728
-    bias: float = -4.827
-
-
-RELEVANCE = Relevance()
-
-
-def relevance(features: np.ndarray, cal: Relevance = RELEVANCE) -> np.ndarray:
-    """float32 ``(n,)`` calibrated relevance of feature rows ``(n, 3)`` (cosine, coverage, gap)."""
-    z = features[:, 0] * cal.cosine + features[:, 1] * cal.coverage + features[:, 2] * cal.gap + cal.bias
-    return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
-
-
-def cut(min_relevance: float, labels: np.ndarray, scores: np.ndarray, rel: np.ndarray, *aligned):
-    """Drop the hits with ``rel`` under ``min_relevance`` from ``labels`` / ``scores`` (k,), padding
-    the end again; ``aligned`` arrays (or None) are cut alike and come back as long as what is kept."""
-    keep = (labels >= 0) & (rel >= min_relevance)
-    n = int(keep.sum())
-    out_l, out_s = (a[0] for a in empty(1, len(labels)))
-    out_r = np.full(len(labels), np.nan, dtype=np.float32)
-    out_l[:n], out_s[:n], out_r[:n] = labels[keep], scores[keep], rel[keep]
-    return (out_l, out_s, out_r, *(None if a is None else np.asarray(a)[keep[: len(a)]] for a in aligned))
+        return relevance_features(self.index, self.lexical, tokens, fixes, labels, query_vec)
 
 
 def _add_terms(weights: dict[str, float], expansion: list[Expansion]) -> None:

@@ -130,6 +130,7 @@ class _Main:
 
     def __init__(self, labels: np.ndarray, docs: list[list[str]], cut: int, k1: float = K1, b: float = B):
         self.labels = labels  # int64 (n_docs,): item label of each bm25s document
+        self.stale = np.zeros(len(labels), dtype=bool)  # documents whose text changed since (now in the delta)
         self.cut = cut        # labels below this were considered; newer ones stay in the delta
         self.k1, self.b = k1, b
         self.n_docs = len(docs)
@@ -247,6 +248,21 @@ class LexicalIndex:
         self._rebuilding = threading.Thread(target=self.rebuild, name="bm25-rebuild", daemon=True)
         self._rebuilding.start()
 
+    def refresh(self, item_ids) -> None:
+        """Re-read the text of live ``item_ids`` (their ``extra_text`` changed, e.g. enrichment
+        finished): each moves to the delta, its main-index document is ignored until the next rebuild."""
+        with self.index.lock:
+            main = self._main
+            pos = {int(lb): j for j, lb in enumerate(main.labels)}
+            for item in item_ids:
+                label = self.index.table.label_of.get(item)
+                if label is None:
+                    continue
+                if label in pos:
+                    main.stale[pos[label]] = True
+                self._drop_delta(label)
+                self._add_delta(label)
+
     # ---- updates (called by ItemIndex under its lock) --------------------------------------------
     def _on_update(self, op: str, labels: np.ndarray) -> None:
         if op == "relabel":
@@ -342,7 +358,7 @@ class LexicalIndex:
             allowed = self.index.table.mask(filters)
             main = self._main
             s = main.scores(weights)
-            hit = (s > 0) & self._alive(main.labels, allowed)
+            hit = (s > 0) & self._alive(main.labels, allowed) & ~main.stale
             labels, scores = main.labels[hit], s[hit]
             delta = self._delta_scores(weights)
         if delta:  # every delta label is below len(allowed): both were read under the lock

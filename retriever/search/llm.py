@@ -51,6 +51,11 @@ class TextGenerator(ABC):
     def generate(self, system: str, shots: list[tuple[str, str]], user: str, max_new_tokens: int = 32) -> str:
         """The model's reply (greedy, deterministic) to ``user`` after ``system`` and example turns."""
 
+    def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
+                       max_new_tokens: int = 32, repetition_penalty: float = 1.0) -> list[str]:
+        """Replies to several ``users`` at once (greedy; faster where batched)."""
+        return [self.generate(system, shots, u, max_new_tokens) for u in users]
+
 
 class TransformersGenerator(TextGenerator):
     """A transformers causal LM on CPU (greedy decoding, repetition penalty against loops)."""
@@ -86,6 +91,29 @@ class TransformersGenerator(TextGenerator):
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                       repetition_penalty=1.3, pad_token_id=self.tokenizer.eos_token_id)
         return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def generate_batch(self, system: str, shots: list[tuple[str, str]], users: list[str],
+                       max_new_tokens: int = 32, repetition_penalty: float = 1.0) -> list[str]:
+        """One padded batch (left padding, greedy). For lists of queries no repetition penalty: with
+        1.3 SmolLM2-135M's words fall apart ("picework ... magijiecure"); without it the list
+        repeats its last item, which ``parse_terms`` drops. Measured: 2 prompts 3.7 s vs 3.0 s for one."""
+        head = [{"role": "system", "content": system}]
+        for q, a in shots:
+            head += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        texts = [self.tokenizer.apply_chat_template(head + [{"role": "user", "content": u}], tokenize=False,
+                                                    add_generation_prompt=True) for u in users]
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        try:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            self.tokenizer.padding_side = side
+        with self.lock, self._torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      repetition_penalty=repetition_penalty, pad_token_id=pad)
+        width = enc["input_ids"].shape[1]
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
 
 
 def smollm2_path() -> tuple[str, str]:

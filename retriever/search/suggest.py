@@ -19,10 +19,11 @@ Score of a completion (higher first)::
 ``count`` is how many distinct shoppers searched the query, or how many live items carry the brand /
 category. Past queries come from :class:`QueryLog`, fed by ``/search``: per query the distinct
 *sources* that searched it, each a keyed hash of a verified user id or of a client address, never
-clear text. A query is suggested only once ``min_query_users`` distinct sources searched it
-(k-anonymity, default 3): one client, however often it searches, never plants a suggestion, and
-nothing one shopper typed is shown to others until several others typed it too. Erasing a shopper
-takes them out of every query (:meth:`QueryLog.forget`).
+clear text, plus the distinct identified shoppers the search log in the event store counts for it
+across workers (:meth:`QueryLog.replace`). A query is suggested only once ``min_query_users``
+distinct sources searched it (k-anonymity, default 3): one client, however often it searches, never
+plants a suggestion, and nothing one shopper typed is shown to others until several others typed it
+too. Erasing a shopper takes them out of every query (:meth:`QueryLog.forget`).
 
 The catalog side follows item updates through ``ItemIndex.subscribe``: a deleted item's title is
 dropped at once (checked at query time), new titles appear after a rebuild in a background thread,
@@ -84,11 +85,15 @@ class QueryLog:
     ``max_sources`` sources; at most ``max_size`` queries (those with the fewest sources go first).
     A source is an opaque, pseudonymous string (the service passes keyed hashes). A query shows as
     the text its earliest remaining source typed, so :meth:`forget` leaves nothing of a source.
+    :meth:`replace` adds the counts of the search log (``EventStore.popular_queries``, every
+    worker's identified shoppers): a query counts the larger of the two, never their sum, since a
+    shopper can be in both.
     """
 
     def __init__(self, max_size: int = 10_000, max_sources: int = MAX_SOURCES):
         self.max_size, self.max_sources = max_size, max_sources
         self.sources: dict[str, dict[str, str]] = {}
+        self.stored: dict[str, tuple[str, int]] = {}  # key -> (display text, distinct shoppers) from the store
         self.version = 0
         self._lock = threading.Lock()
 
@@ -111,6 +116,7 @@ class QueryLog:
 
     def forget(self, source: str) -> int:
         """Take ``source`` out of every query (erasure); a query no one else searched is dropped.
+        The store's counts may hold the source too: they are dropped until the next :meth:`replace`.
         Returns how many queries it was in."""
         with self._lock:
             hit = [k for k, seen in self.sources.items() if source in seen]
@@ -118,20 +124,34 @@ class QueryLog:
                 del self.sources[k][source]
                 if not self.sources[k]:
                     del self.sources[k]
-            if hit:
+            if hit or self.stored:
+                self.stored = {}
                 self.version += 1
             return len(hit)
+
+    def replace(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """The search log's counts: ``(key, display text, distinct shoppers)`` per query."""
+        rows = list(rows)[: self.max_size]
+        with self._lock:
+            self.stored = {k: (" ".join(text.split())[:MAX_KEY], int(n)) for k, text, n in rows}
+            self.version += 1
+
+    def _merged(self) -> dict[str, tuple[str, int]]:
+        out = dict(self.stored)
+        for k, seen in self.sources.items():
+            n = max(len(seen), out.get(k, ("", 0))[1])
+            out[k] = (next(iter(seen.values())), n)
+        return out
 
     def counts(self) -> dict[str, int]:
         """``{key: distinct sources}`` of every logged query."""
         with self._lock:
-            return {k: len(seen) for k, seen in self.sources.items()}
+            return {k: n for k, (_, n) in self._merged().items()}
 
     def snapshot(self, min_sources: int) -> list[tuple[str, str, int]]:
         """``[(key, display text, distinct sources)]`` of queries searched by at least ``min_sources``."""
         with self._lock:
-            return [(k, next(iter(seen.values())), len(seen)) for k, seen in self.sources.items()
-                    if len(seen) >= min_sources]
+            return [(k, text, n) for k, (text, n) in self._merged().items() if n >= min_sources]
 
 
 class _Table:

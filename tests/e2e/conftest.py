@@ -83,7 +83,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     """The app on a free loopback port, serving the demo catalog and its shoppers; yields its URL."""
     import uvicorn
 
-    from api.cli import REPO_DATA
+    from api.cli_common import REPO_DATA
     from api.experiments import Variant
     from api.security import ApiKey, digest
     from api.settings import Settings

@@ -32,7 +32,7 @@ from indexer.schema import make_items
 from indexer.store import ItemIndex
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig, recommend_users
-from ranker.services import Services, open_events
+from ranker.services import Services, open_events, set_threads
 from retriever.eventstore import Event, open_event_store
 
 from .protocol import Split
@@ -68,6 +68,10 @@ class Replay:
     def build(cls, split: Split, items: pd.DataFrame, item_vectors: Array, embedder: Embedder, workdir: Path,
               reranker: Reranker | None = None, half_lives_days: Sequence[float] = (30.0, 1.0),
               progress: bool = True) -> Replay:
+        # threads as the service runs them (Settings.search_threads / torch_threads, one BLAS thread):
+        # with FAISS's default two OpenMP threads on a loaded box, history-included lists (a full
+        # FAISS scan per interest) took ~25 s per 64 shoppers instead of ~4 s
+        set_threads(1, 1)
         end = time.time()
         frame = items_in_order(items, split.item_ids)
         frame["created_at"] = np.where(np.isin(np.arange(len(frame)), split.cold_items), end - STEP_S, np.nan)

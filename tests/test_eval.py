@@ -370,3 +370,21 @@ def test_full_beauty_baselines(tmp_path):
     ndcg = {n: r["test"]["excluded"]["all"]["ndcg@10"] for n, r in res["systems"].items()}
     assert res["split"]["n_eval_users"] == 22363
     assert ndcg["als"] > ndcg["markov"] > ndcg["popularity"] > 0.005
+
+
+def test_readme_table_of_a_standard_run_has_its_own_block_and_no_cold_columns(tmp_path):
+    from evaluation.readme import update_readme
+
+    metrics = {"recall@10": 0.12, "ndcg@10": 0.0687, "coverage@10": 0.5}
+    system = {"test": {"excluded": {"all": metrics}, "included": {"all": {**metrics, "ndcg@10": 0.0612}}},
+              "fit_seconds": 1.0, "eval_seconds": 2.0}
+    results = {"dataset": "beauty", "protocol": "standard", "quick": False, "wall_seconds": 60.0,
+               "split": {"n_eval_users": 10, "n_items": 5, "n_cold_items": 0, "test_slices": {"all": 9}},
+               "systems": {"semrec": system}}
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:beauty:start -->\ncold\n<!-- results:beauty:end -->\n"
+                      "<!-- results:beauty-standard:start -->\nold\n<!-- results:beauty-standard:end -->\n")
+    update_readme(readme, results)
+    text = readme.read_text()
+    assert "\ncold\n" in text and "\nold\n" not in text  # the cold-protocol block is left alone
+    assert "0.0687" in text and "0.0612" in text and "cold items |" not in text.split("Published")[0]

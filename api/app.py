@@ -16,7 +16,7 @@ from .deps import Components, ComponentsDep, load_components
 from .guards import RequestGuard, method_not_allowed, validation_failed
 from .models import ERRORS
 from .observability import Metrics, configure_logging, observe
-from .routes import demo, items, search, users, web
+from .routes import demo, items, rules, search, users, web, widgets
 from .security import TokenBuckets, identify
 from .settings import Settings
 
@@ -38,6 +38,7 @@ def follow(c: Components, every: float, stop: threading.Event) -> None:
             c.svc.index.follow()
             if c.svc.events is not None:
                 c.svc.state.catch_up(c.svc.events)
+            c.refresh_rules()
             done = c.svc.index.maybe_compact(log_bytes=int(s.compact_log_mb * 2**20), retired=s.compact_retired)
             if done:
                 log.info("compacted the index", extra={"fields": {"what": done, "items": len(c.svc.index)}})
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.components = c = components or load_components(settings)
+        opened_rules = components is not None and c.open_rules()  # served from memory: rules beside its log
         stop = threading.Event()
         follower = threading.Thread(target=follow, args=(c, settings.follow_seconds, stop), daemon=True,
                                     name="semrec-follow")
@@ -67,9 +69,12 @@ def create_app(settings: Settings | None = None, components: Components | None =
         stop.set()
         follower.join()
         if components is None:  # what start-up opened is closed: buffered impressions written, pools shut
-            for resource in (c.svc.events, c.svc.index.feed):
+            for resource in (c.svc.events, c.svc.index.feed, c.rule_store):
                 if resource is not None:
                     resource.close()
+        elif opened_rules:
+            c.rule_store.close()
+            c.rule_store = None
 
     configure_logging()
     # /docs: Swagger UI with its assets from the fastapi-offline package, no CDN. No /redoc: ReDoc's
@@ -99,6 +104,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.include_router(items.router, tags=["items"], responses=ERRORS)
     app.include_router(search.router, tags=["search"], responses=ERRORS)
     app.include_router(users.router, tags=["personalisation"], responses=ERRORS)
+    app.include_router(widgets.router, tags=["widgets"], responses=ERRORS)
+    app.include_router(rules.router, tags=["merchandising"], responses=ERRORS)
     web.install(app)  # GET /: storefront and console page, /static, and its helper routes
     if settings.demo_tokens:  # demo only: stands in for the shop's backend (api/routes/demo.py)
         app.include_router(demo.router, tags=["demo"], responses=ERRORS)

@@ -183,10 +183,10 @@ def similar(
     svc = _services(index_dir, embedder=False)
     if svc.index.table.get(item_id) is None:
         raise typer.BadParameter(f"item {item_id!r} is not in {index_dir}", param_hint="ITEM_ID")
-    labels, scores = pipeline.similar(svc, pipeline.PipelineConfig(), item_id, k,
-                                      _filters(category, brand, min_price, max_price, in_stock))
+    ranked = pipeline.similar(svc, pipeline.PipelineConfig(), item_id, k,
+                              _filters(category, brand, min_price, max_price, in_stock))
     typer.echo(f"similar to {item_id}: {svc.index.table.get(item_id)['title']}")
-    _print_rows(svc.index, labels, scores)
+    _print_rows(svc.index, ranked.labels, ranked.scores)
 
 
 @app.command()

@@ -32,6 +32,7 @@ def demo(
     from indexer.embed import load_embedder
     from indexer.loaders import load_catalog
     from retriever.eventstore import open_event_store
+    from retriever.orders import import_orders
     from retriever.personal import import_reviews
 
     from .app import MAX_REQUEST_HEAD_BYTES, create_app
@@ -63,8 +64,10 @@ def demo(
         _train_models(settings.index_dir, catalog.reviews, models)
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     read, stored = import_reviews(store, catalog.reviews, "demo")
+    bought, new = import_orders(store, REPO_DATA / "demo" / "orders.jsonl", "demo")
     store.close()
-    typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new) -> {settings.db_path}")
+    typer.echo(f"event log: {read} shopper events from the demo reviews ({stored} new), {bought} purchases from "
+               f"its orders ({new} new) -> {settings.db_path}")
     with _access_log_to(out / "access.log"):
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                                log_level="warning",

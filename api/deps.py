@@ -14,6 +14,8 @@ from indexer.table import Filters
 from ranker.artifacts import Models, load_models
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
+from ranker.rules import RuleBook
+from ranker.rulestore import RuleStore, open_rule_store
 from ranker.services import Services, build_search, open_events, open_index, set_threads
 from retriever.search.enrich import EnrichConfig
 
@@ -24,13 +26,36 @@ from .settings import Settings
 
 @dataclass
 class Components:
-    """The settings and the services (``ranker.services``) every request runs on, loaded once."""
+    """The settings and the services (``ranker.services``) every request runs on, loaded once, and
+    the store of merchandising rules (``svc.rules`` holds the ones in force)."""
 
     settings: Settings
     svc: Services
+    rule_store: RuleStore | None = None
 
     def config(self, variant: Variant | None = None) -> PipelineConfig:
         return self.settings.pipeline_config(variant)
+
+    def open_rules(self) -> bool:
+        """Open the rule store beside the event log, when there is a log and no store yet. True if opened."""
+        if self.rule_store is not None or self.svc.events is None:
+            return False
+        where = getattr(self.svc.events, "url", None) or getattr(self.svc.events, "path", None)  # the log's own
+        self.rule_store = open_rule_store(where or self.settings.db_url or self.settings.db_path)
+        self.svc.rules = RuleBook()
+        self.refresh_rules()
+        return True
+
+    def refresh_rules(self) -> None:
+        """Re-read the rules when the store's version moved (another worker, or this one, edited them)."""
+        if self.rule_store is None:
+            return
+        version = self.rule_store.version()
+        if self.svc.rules is None or version != self.svc.rules.version:
+            rules = self.rule_store.rules()
+            if self.svc.rules is None:
+                self.svc.rules = RuleBook()
+            self.svc.rules.replace(rules, version)
 
 
 def load_components(settings: Settings) -> Components:
@@ -47,7 +72,9 @@ def load_components(settings: Settings) -> Components:
     svc = Services(index, embedder, store, state, reranker=reranker)
     attach_models(settings, svc)
     svc.search = search_box_for(settings, svc)
-    return Components(settings, svc)
+    c = Components(settings, svc)
+    c.open_rules()
+    return c
 
 
 def attach_models(settings: Settings, svc: Services) -> Models | None:
@@ -102,9 +129,9 @@ ItemId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1
 
 class ItemIdConvertor(Convertor):
     """``{item_id:item}`` in a route path: any text, slashes included, except that it does not end
-    in ``/similar`` or ``/also-bought`` (those paths belong to the item's sub-routes)."""
+    in ``/similar``, ``/also-bought`` or ``/bought-together`` (those paths belong to the item's sub-routes)."""
 
-    regex = r".+?(?<!/similar)(?<!/also-bought)"
+    regex = r".+?(?<!/similar)(?<!/also-bought)(?<!/bought-together)"
 
     def convert(self, value: str) -> str:
         return value
@@ -147,8 +174,10 @@ def get_k(k: Annotated[int, Query(ge=1, le=MAX_K, description="number of results
 KDep = Annotated[int, Depends(get_k)]
 
 
-def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
-    """One result row (labels, scores) as response items; -1 padding is dropped."""
+def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray,
+           rules: list[list[int]] | None = None) -> list[ScoredItem]:
+    """One result row (labels, scores) as response items, with the merchandising rules applied to
+    each live slot when given; -1 padding is dropped."""
     out = []
     for label, score in zip(labels, scores):
         if label < 0:
@@ -156,5 +185,6 @@ def scored(index: ItemIndex, labels: np.ndarray, scores: np.ndarray) -> list[Sco
         rec = ItemOut.from_record(index.table.records[label])
         out.append(ScoredItem(item_id=rec.item_id, title=rec.title, brand=rec.brand,
                               categories=rec.categories, price=rec.price, in_stock=rec.in_stock,
-                              score=round(float(score), 6)))
+                              score=round(float(score), 6),
+                              rules=rules[len(out)] if rules and len(out) < len(rules) else []))
     return out

@@ -23,13 +23,15 @@ _SEARCH_TUNABLE = {f.name for f in fields(SearchConfig) if f.type in ("float", "
 
 class Variant(BaseModel):
     """A named configuration: candidate settings (CandidateConfig fields, popularity half-lives
-    included), whether to run the reranking stage, and search settings (SearchConfig numbers and
+    included), whether to run the reranking stage, whether merchandising rules apply (off: a
+    hold-out that measures what the rules do), and search settings (SearchConfig numbers and
     switches, e.g. ``{"personal_weight": 0.0}`` to compare personalised search with plain)."""
 
     name: str = Field(min_length=1, max_length=50)
     share: float = Field(gt=0, le=1)
     candidates: dict[str, float] = Field(default_factory=dict)
     rerank: bool = True
+    merchandising: bool = True
     search: dict[str, float | bool] = Field(default_factory=dict)
 
     @field_validator("search")

@@ -90,6 +90,8 @@ class ScoredItem(BaseModel):
     price: float | None
     in_stock: bool
     score: float = Field(description="cosine similarity to the query item or text, in [-1, 1]")
+    rules: list[int] = Field(default_factory=list, description="ids of the merchandising rules that pinned, "
+                                                               "boosted or buried it here (GET /rules)")
 
 
 class SimilarOut(BaseModel):
@@ -178,10 +180,13 @@ class SessionIn(BaseModel):
 class RecommendedItem(ScoredItem):
     score: float = Field(description="the list's final score: the fused reranker + retrieval + popularity "
                                      "score when a reranker runs, else the candidate fusion score")
-    sources: list[str] = Field(description="which candidate sources proposed it: dense, covisit, popular, "
-                                           "trending, new, catalog")
-    reason: str = Field("", description="why it is here, from the evidence; empty when nothing fits")
-    reason_kind: str = Field("none", description="interest, history, review, new, popular or none")
+    sources: list[str] = Field(description="which candidate sources proposed it, the one that contributed most "
+                                           "first: dense, covisit, popular, trending, mf, encoder, new, catalog; "
+                                           "pinned: a merchandising rule put it here")
+    reason: str = Field("", description="why it is here: the evidence that put it there (the interest or history "
+                                        "item behind the strongest source) or an honest generic sentence")
+    reason_kind: str = Field("personal", description="interest, history, covisit, popular, trending, new, catalog, "
+                                                     "personal (picked for you) or featured (pinned by the shop)")
 
 
 class RecommendationsOut(BaseModel):
@@ -190,7 +195,8 @@ class RecommendationsOut(BaseModel):
     stages: list[str] = Field(description="the pipeline stages that shaped the list, in order: cold (a popular "
                                           "list spread over categories), fusion (candidate sources fused), "
                                           "rerank (cross-encoder), mmr (reordered for diversity: scores need "
-                                          "not be descending), explore (last places for new items)")
+                                          "not be descending), explore (last places for new items), rules "
+                                          "(merchandising rules moved items: see each item's rules)")
     results: list[RecommendedItem]
 
 

@@ -57,13 +57,17 @@ class SearchSettings(BaseModel):
                                                            "default: <index_dir>/search-cache")
     suggest_min_users: int = Field(3, ge=2, le=1000, description="distinct shoppers (or client addresses) a past "
                                                                  "query needs before /suggest offers it")
+    min_relevance: float = Field(SearchConfig.min_relevance, ge=0, le=1, description="hits with a lower calibrated "
+                                                                                      "relevance are left out; 0 = "
+                                                                                      "no cut-off")
     enrich_model: str = Field("smollm2", description="generator of the synthetic shopper queries (`semrec enrich`, "
                                                      "upserts): 'smollm2', a hub id or a local folder")
     enrich_upserts: bool = Field(True, description="enrich upserted items in the background when the index was "
                                                    "enriched (`semrec enrich`)")
 
     def config(self) -> SearchConfig:
-        return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s)
+        return SearchConfig(expand=self.expand, llm=self.llm_default, llm_budget_s=self.llm_budget_s,
+                            min_relevance=self.min_relevance)
 
 
 class Settings(BaseSettings):
@@ -98,6 +102,9 @@ class Settings(BaseSettings):
                                                                                   "interest fades")
     exclude_purchased: bool = Field(PipelineConfig.exclude_purchased, description="leave already purchased "
                                                                                   "items out of recommendations")
+    in_stock_only: bool = Field(PipelineConfig.in_stock_only, description="leave out-of-stock items out of "
+                                                                          "personal feeds and widgets (a request's "
+                                                                          "in_stock filter overrides it)")
     ab_salt: str = Field("semrec-ab-1", min_length=1, description="change it to reshuffle A/B buckets")
     variants: list[Variant] = Field(default_factory=lambda: [Variant(name="default", share=1.0)])
     report_dir: Path = Field(Path("runs/report"), description="evaluation report (PNG plots, results.md) "
@@ -150,10 +157,12 @@ class Settings(BaseSettings):
         """The pipeline config of ``variant`` (None: the settings without a variant's overrides)."""
         base = PipelineConfig()
         cfg = replace(base, profile=replace(base.profile, half_life_days=self.half_life_days),
-                      rerank=self.rerank.config(), exclude_purchased=self.exclude_purchased)
+                      rerank=self.rerank.config(), exclude_purchased=self.exclude_purchased,
+                      in_stock_only=self.in_stock_only)
         if variant is None:
             return cfg
         return replace(cfg, candidates=variant.candidate_config(cfg.candidates), use_reranker=variant.rerank,
+                       merchandising=variant.merchandising, variant=variant.name,
                        search=variant.search_changes())
 
 

@@ -1,52 +1,55 @@
-"""Short, evidence-based reasons for each recommended item.
+"""Reasons for recommended items, each naming the evidence that put the item in the list.
 
-Evidence, in the order it is weighed:
+An item reaches a personal list through candidate sources (``retriever.candidates``); a reason is
+read from the source that contributed most to its place, falling to the next one when that source
+has nothing nameable:
 
-1. the onboarding interest closest to the item (cosine of their vectors): "matches your interest in …";
-2. the history item closest to the item: "because you viewed …" (the verb says what the shopper
-   did with it: viewed, added to your cart, bought, rated);
-   the higher similarity of 1 and 2 wins if it reaches ``min_similarity`` (an interest wins a tie:
-   the shopper stated it);
-3. otherwise, a *positive* review sentence of the item (``retriever.aspects.is_positive``: no
-   complaint, no "but …") sharing the most content words with the context (search query,
-   interests, history titles): 'shoppers say: "…"'. A negative sentence is never a reason to buy;
-4. otherwise no reason (kind "none", empty text): better silent than a made-up reason.
+- ``dense``: the stated interest or the history item closest to the item, if close enough
+  ("matches your interest in …", "because you rated …"; the verb is what the shopper did);
+- ``covisit``: the history item whose co-visits proposed the item, if enough of them did
+  ("because you bought …: other shoppers chose both");
+- ``popular`` / ``trending`` / ``new``: "popular with shoppers now", "trending now", "new in the catalog";
+- ``catalog`` (a cold start with no events at all): "from across the catalog".
 
-Everything is a pure function of vectors and texts, so reasons are cheap and testable.
+Sources with no nameable evidence (``mf``, ``encoder``, a ``dense`` hit with nothing close enough)
+give the honest generic "picked for you". Everything here is a pure function of vectors, counts and
+texts.
+
+Thresholds, measured on the demo catalog (MiniLM, all 44,850 item pairs): 1.2% of pairs from
+different top-level categories reach cosine 0.45 (2.7% reach 0.35, the old threshold, which let
+"a dog harness because you rated running shoes", cosine 0.36, through), while 78% of pairs in one
+leaf category do. A stated interest is a short text, whose cosines to items run lower: 0.35.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from retriever.aspects import is_positive
-
 Array = np.ndarray
 
-_STOP = frozenset([
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "in", "is", "it",
-    "its", "my", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "with", "you", "your", "very",
-    "just", "not", "no", "too", "also", "our", "they", "them", "than", "then", "there", "these", "those",
-])
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+HISTORY_MIN_COSINE = 0.45
+INTEREST_MIN_COSINE = 0.35
+# Co-visit weight (``retriever.covisit``: event type weight / distance) the named history item must
+# have sent to the item: 12 = two adjacent purchases or ratings, more than one shopper's pair gives.
+COVISIT_MIN_COUNT = 12.0
+GENERIC = {
+    "popular": "popular with shoppers now",
+    "trending": "trending now",
+    "new": "new in the catalog",
+    "catalog": "from across the catalog",
+}
+PERSONAL = "picked for you"
 
 
 @dataclass(frozen=True)
 class Reason:
-    kind: str       # "interest" | "history" | "review" | "none"
-    text: str       # the sentence shown to the shopper ("" for "none")
-    evidence: str   # the interest, history title or review sentence it rests on
-    score: float    # cosine similarity (interest/history) or shared content words (review)
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-case alphanumeric words of 3+ characters that are not stop words."""
-    return {w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP}
+    kind: str       # "interest" | "history" | "covisit" | "popular" | "trending" | "new" | "catalog" | "personal"
+    text: str       # the sentence shown to the shopper
+    evidence: str   # the interest or history title it rests on ("" for a generic reason)
+    score: float    # cosine (interest, history) or co-visit weight (covisit); 0 for a generic reason
 
 
 def shorten(text: str, words: int) -> str:
@@ -55,62 +58,58 @@ def shorten(text: str, words: int) -> str:
     return " ".join(parts[:words]) + ("…" if len(parts) > words else "")
 
 
-def review_snippet(reviews: Sequence[str], context: str, words: int = 14) -> tuple[str, int]:
-    """The positive review sentence sharing most content words with ``context`` -> (snippet, shared
-    count). Ties go to the shorter sentence, then the earlier one. ("", 0) when nothing is shared.
-    """
-    want = content_words(context)
-    best, best_key = "", (0, 0)
-    for review in reviews:
-        for sentence in _SENTENCE.split(review.strip()):
-            shared = len(content_words(sentence) & want)
-            key = (shared, -len(sentence.split()))
-            if shared and key > best_key and is_positive(sentence, review):
-                best, best_key = sentence.strip(), key
-    return (shorten(best, words), best_key[0]) if best else ("", 0)
+def closest(item: Array, vectors: Array | None, min_cosine: float) -> tuple[int, float]:
+    """Row of unit ``vectors`` (n, d) closest to unit ``item`` (d,) -> (row, cosine); (-1, 0) when
+    none reaches ``min_cosine``."""
+    if vectors is None or not len(vectors):
+        return -1, 0.0
+    sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(item, dtype=np.float32)
+    j = int(np.argmax(sims))
+    return (j, float(sims[j])) if sims[j] >= min_cosine else (-1, 0.0)
 
 
-def explain(item_vector: Array, *, history_vectors: Array | None = None, history_titles: Sequence[str] = (),
-            history_verbs: Sequence[str] = (), interest_vectors: Array | None = None,
-            interests: Sequence[str] = (), reviews: Sequence[str] = (),
-            context: str = "", min_similarity: float = 0.35, title_words: int = 8) -> Reason:
-    """The reason for one item (see module docstring).
-
-    item_vector: (d,) unit vector; history_vectors: (h, d) unit rows aligned with ``history_titles``
-    and ``history_verbs`` (default "viewed");
-    interest_vectors: (i, d) unit rows aligned with ``interests``; reviews: the item's review texts;
-    context: text the review snippet should match (query, interests, history titles).
-    """
-    item = np.asarray(item_vector, dtype=np.float32)
-    best = Reason("none", "", "", 0.0)
-    if interest_vectors is not None and len(interests):
-        sims = np.asarray(interest_vectors, dtype=np.float32) @ item
-        j = int(np.argmax(sims))
-        if sims[j] >= min_similarity:
-            best = Reason("interest", f"matches your interest in {interests[j]}", interests[j], float(sims[j]))
-    if history_vectors is not None and len(history_titles):
-        sims = np.asarray(history_vectors, dtype=np.float32) @ item
-        j = int(np.argmax(sims))
-        if sims[j] >= min_similarity and sims[j] > best.score:
-            title = shorten(history_titles[j], title_words)
-            verb = history_verbs[j] if j < len(history_verbs) else "viewed"
-            best = Reason("history", f"because you {verb} {title}", history_titles[j], float(sims[j]))
-    if best.kind != "none":
-        return best
-    snippet, shared = review_snippet(reviews, context)
-    if shared:
-        return Reason("review", f'shoppers say: "{snippet}"', snippet, float(shared))
-    return best
-
-
-def explain_list(item_vectors: Array, *, history_vectors: Array | None = None, history_titles: Sequence[str] = (),
+def dense_reason(item: Array, *, history_vectors: Array | None = None, history_titles: Sequence[str] = (),
                  history_verbs: Sequence[str] = (), interest_vectors: Array | None = None,
-                 interests: Sequence[str] = (),
-                 reviews: Sequence[Sequence[str]] | None = None, context: str = "",
-                 min_similarity: float = 0.35) -> list[Reason]:
-    """:func:`explain` for each row of ``item_vectors`` (n, d); ``reviews[i]`` are item i's reviews."""
-    reviews = reviews if reviews is not None else [()] * len(item_vectors)
-    return [explain(v, history_vectors=history_vectors, history_titles=history_titles, history_verbs=history_verbs,
-                    interest_vectors=interest_vectors, interests=interests, reviews=r, context=context,
-                    min_similarity=min_similarity)
-            for v, r in zip(item_vectors, reviews)]
+                 interests: Sequence[str] = (), title_words: int = 8) -> Reason | None:
+    """The closer of the closest stated interest (cosine >= ``INTEREST_MIN_COSINE``) and the closest
+    history item (>= ``HISTORY_MIN_COSINE``); an interest wins a tie (the shopper stated it). None
+    when neither is close enough. ``history_vectors`` (h, d) align with titles and verbs."""
+    i, si = closest(item, interest_vectors, INTEREST_MIN_COSINE)
+    h, sh = closest(item, history_vectors, HISTORY_MIN_COSINE)
+    if i >= 0 and si >= sh:
+        return Reason("interest", f"matches your interest in {interests[i]}", interests[i], si)
+    if h >= 0:
+        verb = history_verbs[h] if h < len(history_verbs) else "viewed"
+        return Reason("history", f"because you {verb} {shorten(history_titles[h], title_words)}", history_titles[h], sh)
+    return None
+
+
+def covisit_reason(item_id: str, history: Sequence[str], titles: Mapping[str, str], verbs: Mapping[str, str],
+                   counts: Mapping[str, Mapping[str, float]], totals: Mapping[str, float], decay: float = 0.7,
+                   title_words: int = 8) -> Reason | None:
+    """The history item (``history`` oldest first, its last 10 counted as ``CoVisitation.neighbours``
+    scores them) that sent the item the largest share of co-visits, weighted by recency; None when
+    its co-visit weight to the item is under ``COVISIT_MIN_COUNT``."""
+    best, best_share = None, 0.0
+    for age, h in enumerate(reversed(list(history)[-10:])):
+        total = totals.get(h, 0.0)
+        count = counts.get(h, {}).get(item_id, 0.0) if total > 0 else 0.0
+        share = decay**age * count / total if count else 0.0
+        if share > best_share:
+            best, best_share = h, share
+    if best is None or counts[best][item_id] < COVISIT_MIN_COUNT or best not in titles:
+        return None
+    text = f"because you {verbs.get(best, 'viewed')} {shorten(titles[best], title_words)}: other shoppers chose both"
+    return Reason("covisit", text, titles[best], float(counts[best][item_id]))
+
+
+def pick(sources: Sequence[str], found: Mapping[str, Reason | None]) -> Reason:
+    """The reason of the first source in ``sources`` (strongest contribution first) that has one:
+    ``found`` holds the nameable evidence of "dense" and "covisit" (None: nothing close enough);
+    popular, trending, new and catalog have their generic sentence; else "picked for you"."""
+    for s in sources:
+        if found.get(s) is not None:
+            return found[s]
+        if s in GENERIC:
+            return Reason(s, GENERIC[s], "", 0.0)
+    return Reason("personal", PERSONAL, "", 0.0)

@@ -13,7 +13,8 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), and
    with learned parts loaded (``ranker.artifacts``, ``semrec train``) MF with a per-request fold-in
    of the latest events (``retriever.mf``) and the text-aware history encoder (``retriever.encoder``);
-   each restricted to live items passing the filters, without what the shopper already bought;
+   each restricted to live items passing the filters (in stock, by default), without what the
+   shopper already bought;
 3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
    loaded (``ranker.ltr``) and a shopper with a history, its LambdaRank score over the candidates'
    features (``ranker.features``) orders them instead;
@@ -22,7 +23,9 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
    MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
 5. exploration: up to ``explore_slots`` new items (no interactions yet) close to an interest take
    the last places of the list;
-6. reasons (``ranker.reasons``).
+6. reasons (``ranker.reasons``);
+7. merchandising rules of the placement (``ranker.rules``): pins, boosts, buries, blocks. Every
+   pipeline function ends with this step.
 
 A shopper with nothing known (no history, no onboarding) gets the popular list spread over
 top-level categories. Every function returns the one result shape (``indexer.results``).
@@ -40,27 +43,25 @@ from indexer.results import empty, top_labels
 from indexer.table import Filters
 from retriever.aspects import Aspect
 from retriever.aspects import item_aspects as review_aspects
-from retriever.candidates import (
-    CandidateConfig,
-    allowed_mask,
-    explore,
-    gather,
-    new_item_mask,
-    spread_over_categories,
-)
+from retriever.candidates import CandidateConfig, allowed_mask, gather, new_item_mask
 from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
+from retriever.search.engine import Evidence as SearchEvidence
 from retriever.search.expand import ExpandResult
 from retriever.search.expansion import Expansion
 from retriever.similar import similar_items
 
+from .assembly import by_contribution, cold_list, explore_slots
 from .explain import Reason
 from .features import candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
 from .rerank import RerankConfig, rerank_list
+from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
+
+FEATURED = Reason("featured", "featured by the shop", "", 0.0)  # a pinned item the ranking did not choose
 
 
 @dataclass(frozen=True)
@@ -74,20 +75,27 @@ class PipelineConfig:
     use_reranker: bool = True      # the A/B switch: False skips the reranking stage (fusion + MMR)
     learned_ranking: bool = True   # rank candidates with the learned model (``ranker.ltr``) when one is loaded
     exclude_purchased: bool = True  # leave out what the shopper bought or rated
+    in_stock_only: bool = True     # personal feeds leave out-of-stock items out (unless a request filters on stock)
+    merchandising: bool = True     # apply the merchandising rules (``ranker.rules``); an A/B variant may hold out
     # changes to the search box's SearchConfig, as (field, value) pairs (an A/B variant's search settings)
     search: tuple[tuple[str, float | bool], ...] = ()
+    # The A/B variant served: rules naming variants apply in theirs only. A label, not a setting: two
+    # configs that rank alike are equal whatever variant serves them (the harness runs no variant).
+    variant: str = field(default="", compare=False)
 
 
 @dataclass
 class Recommendations:
     """``labels`` int64 / ``scores`` float32 ``(n, k)``; per row and live slot its candidate
-    ``sources`` and ``reasons``; per row the ``stages`` that ran, in order."""
+    ``sources`` (strongest first), ``reasons`` and the ids of the merchandising ``rules`` applied;
+    per row the ``stages`` that ran, in order."""
 
     labels: np.ndarray
     scores: np.ndarray
     sources: list[list[list[str]]]
     reasons: list[list[Reason]]
     stages: list[tuple[str, ...]]
+    rules: list[list[list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -108,8 +116,15 @@ def recommend_users(svc: Services, cfg: PipelineConfig, user_ids: Sequence[str],
     now = time.time() if now is None else now
     drop = cfg.exclude_purchased if exclude_purchased is None else exclude_purchased
     profiles = [user_profile(svc.events, svc.index, svc.embedder, u, cfg.profile, now) for u in user_ids]
-    return rank_profiles(svc, cfg, profiles, k, filters, [p.purchased if drop else frozenset() for p in profiles],
-                         now, reasons)
+    filters = stock_filter(cfg, filters)
+    excludes = [p.purchased if drop else frozenset() for p in profiles]
+    rules = live_rules(svc.rules, "home", cfg.variant, cfg.merchandising, now)
+    for depth in depths(rules, k):
+        recs = rank_profiles(svc, cfg, profiles, depth, filters, excludes, now, reasons)
+        out = merchandise(svc, cfg, recs, rules, k, filters, excludes)
+        if all(enough(a, k, b, depth) for a, b in zip(out.labels, recs.labels)):
+            break
+    return out
 
 
 def recommend_session(svc: Services, cfg: PipelineConfig, recent_items: Sequence[str], text: str, k: int,
@@ -117,7 +132,49 @@ def recommend_session(svc: Services, cfg: PipelineConfig, recent_items: Sequence
     """An anonymous session's list from its recent items (oldest first) and free text; the recent
     items themselves are left out. Unknown item ids are a KeyError (validate first)."""
     profile = session_profile(svc.index, svc.embedder, list(recent_items), text, cfg.profile)
-    return rank_profiles(svc, cfg, [profile], k, filters, [frozenset(recent_items)])
+    filters, excludes = stock_filter(cfg, filters), [frozenset(recent_items)]
+    rules = live_rules(svc.rules, "home", cfg.variant, cfg.merchandising, time.time())
+    for depth in depths(rules, k):
+        recs = rank_profiles(svc, cfg, [profile], depth, filters, excludes)
+        out = merchandise(svc, cfg, recs, rules, k, filters, excludes)
+        if enough(out.labels[0], k, recs.labels[0], depth):
+            break
+    return out
+
+
+def stock_filter(cfg: PipelineConfig, filters: Filters | None) -> Filters | None:
+    """``filters`` with ``in_stock=True`` when ``cfg.in_stock_only`` and the request says nothing about stock."""
+    if not cfg.in_stock_only or (filters is not None and filters.in_stock is not None):
+        return filters
+    return replace(filters or Filters(), in_stock=True)
+
+
+def merchandise(svc: Services, cfg: PipelineConfig, recs: Recommendations, rules: list, k: int,
+                filters: Filters | None, excludes: Sequence[frozenset[str]]) -> Recommendations:
+    """Step 7 for personal lists: ``rules`` (``ranker.rules``) on each row of ``recs`` (ranked
+    ``2k`` deep when a rule may remove or lift items), cut to ``k``. The exploration slots stay
+    last; a pinned item keeps its sources and reason when the ranking had it, else it is "featured"."""
+    n = len(recs.labels)
+    if not rules:
+        return replace(recs, rules=[[[] for _ in src] for src in recs.sources])
+    labels, scores = empty(n, k)
+    sources, why, applied, stages = [], [], [], []
+    for i in range(n):
+        live = recs.labels[i][recs.labels[i] >= 0]
+        tail, most = 0, min(cfg.candidates.explore_slots, len(live)) if "explore" in recs.stages[i] else 0
+        while tail < most and "new" in recs.sources[i][len(live) - 1 - tail]:  # the exploration slots
+            tail += 1
+        head = len(live) - tail
+        allowed = allowed_mask(svc.index, filters, excludes[i])
+        ranked = apply_to(svc.index, live[:head], recs.scores[i][:head], rules, max(k - tail, 0), allowed)
+        kept = np.array(ranked.labels[ranked.labels >= 0].tolist() + live[head:].tolist(), dtype=np.int64)
+        labels[i, :len(kept)] = kept
+        scores[i, :len(kept)] = np.concatenate([ranked.scores[: len(kept) - tail], recs.scores[i][head:len(live)]])
+        sources.append(carry(live, kept, recs.sources[i], ["pinned"]))
+        why.append(carry(live, kept, recs.reasons[i], FEATURED) if recs.reasons[i] else [])
+        applied.append(ranked.rules + [[] for _ in range(tail)])
+        stages.append(recs.stages[i] + (("rules",) if any(ranked.rules) else ()))
+    return Recommendations(labels, scores, sources, why, stages, applied)
 
 
 def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile], k: int,
@@ -132,7 +189,7 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
         row = _rank_one(svc, cfg, profile, k, filters, exclude, now, mf_u[i], enc_u[i])
         labels[i], scores[i] = row.labels, row.scores
         sources.append(row.sources)
-        why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources) if reasons else [])
+        why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources, svc.state) if reasons else [])
         stages.append(row.stages)
     return Recommendations(labels, scores, sources, why, stages)
 
@@ -212,10 +269,10 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
     with index.lock, state.lock:
         cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, mf_u, enc_u, max(depth, c.per_source))
         labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
-        members = {name: set(run[0].tolist()) for name, run in runs.items()}
+        members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
         if cold:
-            return _cold(svc, labels, scores, members, cand.allowed, k)
-        kept = _explore_slots(svc, profile, labels, scores, fresh, c)
+            return _Row(*cold_list(svc.index, labels, scores, members, cand.allowed, k), ("cold",))
+        kept = explore_slots(svc.index, profile, labels, scores, fresh, c)
         counts = state.counts([index.table.records[lab]["item_id"] for lab in labels]).astype(np.float64)
     head = ~np.isin(labels, kept[0])
     n_head = k - len(kept[0])
@@ -234,50 +291,32 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
         steps += ("explore",)
     labels_k, scores_k = (a[0] for a in empty(1, k))
     labels_k[: len(final_l)], scores_k[: len(final_l)] = final_l[:k], final_s[:k]
-    srcs = [[name for name in runs if lab in members[name]] + (["new"] if fresh is not None and fresh[lab] else [])
+    srcs = [by_contribution(lab, members, c) + (["new"] if fresh is not None and fresh[lab] else [])
             for lab in labels_k[labels_k >= 0].tolist()]
     return _Row(labels_k, scores_k, srcs, steps)
 
 
-def _explore_slots(svc: Services, profile: Profile, labels: np.ndarray, scores: np.ndarray,
-                   fresh: np.ndarray | None, c: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The new items that take the last places: fresh items the sources already rank (they keep
-    their slot through reranking), then the exploration source's best."""
-    if fresh is None or not c.explore_slots:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = [(int(lab), float(s)) for lab, s in zip(labels, scores) if lab >= 0 and fresh[lab]]
-    kept = top[: c.explore_slots]
-    if len(kept) < c.explore_slots:
-        more_l, more_s = explore(svc.index, profile, fresh, set(labels.tolist()), replace(
-            c, explore_slots=c.explore_slots - len(kept)))
-        kept += list(zip(more_l.tolist(), more_s.tolist()))
-    return np.array([lab for lab, _ in kept], dtype=np.int64), np.array([s for _, s in kept], dtype=np.float32)
+def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None,
+            now: float | None = None) -> Ranked:
+    """Items most like ``item_id`` -> :class:`Ranked` (k,): nearest neighbours without the item and
+    its duplicates; reranked against the product when ``cfg.rerank.similar`` (no MMR: similar
+    should stay similar); then the "similar" merchandising rules. KeyError for an unknown id."""
+    rules = live_rules(svc.rules, "similar", cfg.variant, cfg.merchandising, time.time() if now is None else now)
+    with svc.index.lock:
+        allowed = allowed_mask(svc.index, filters, frozenset({item_id}))
+        allowed[svc.index.table.duplicates_of(svc.index.table.label_of[item_id])] = False
+    for depth in depths(rules, k):
+        labels, scores = _similar_ranked(svc, cfg, item_id, depth, filters)
+        out = apply_to(svc.index, labels, scores, rules, k, allowed)
+        if enough(out.labels, k, labels, depth):
+            break
+    return out
 
 
-def _cold(svc: Services, labels: np.ndarray, scores: np.ndarray, members: dict[str, set[int]],
-          allowed: np.ndarray, k: int) -> _Row:
-    """Popular first, spread over categories; with no events at all, the catalog itself, spread."""
-    if not (labels >= 0).any():
-        labels = np.flatnonzero(allowed)[: 50 * k].astype(np.int64)
-        scores = np.zeros(len(labels), dtype=np.float32)
-        members = {"catalog": set(labels.tolist())}
-    score_of = dict(zip(labels.tolist(), scores.tolist()))
-    picked = spread_over_categories(svc.index, labels, k)
-    out_l, out_s = (a[0] for a in empty(1, k))
-    out_l[: len(picked)] = picked
-    out_s[: len(picked)] = [score_of[int(lab)] for lab in picked]
-    srcs = [[name for name, m in members.items() if lab in m] for lab in picked.tolist()]
-    return _Row(out_l, out_s, srcs, ("cold",))
-
-
-def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Items most like ``item_id`` -> ``(labels, scores)``, each (k,): nearest neighbours without
-    the item and its duplicates; reranked against the product when ``cfg.rerank.similar`` (no MMR:
-    similar should stay similar). KeyError for an unknown id."""
+def _similar_ranked(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     staged = cfg.use_reranker and cfg.rerank.similar and svc.reranker is not None
-    top_n = max(k, cfg.rerank.top_n)
-    labels, scores = similar_items(svc.index, [item_id], top_n if staged else k, filters)
+    labels, scores = similar_items(svc.index, [item_id], max(k, cfg.rerank.top_n) if staged else k, filters)
     labels, scores = labels[0], scores[0]
     if not staged:
         return labels, scores
@@ -312,8 +351,19 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
         if parsed.has_constraints:
             text, filters = parsed.text or query, parsed.filters(filters)
             query_vec = query_vec if text == query else None
-    result = engine.search(text, k, filters, expand=expand, use_llm=(expand is not False) and llm,
-                           user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed, terms=terms)
+    rules = live_rules(svc.rules, "search", cfg.variant, cfg.merchandising, time.time())
+    for depth in depths(rules, k):
+        result = engine.search(text, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
+                               user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed,
+                               terms=terms)
+        ranked = apply_to(svc.index, result.labels, result.scores, rules, k, allowed_mask(svc.index, filters))
+        if enough(ranked.labels, k, result.labels, depth):
+            break
+    evidence = carry(result.labels, ranked.labels, result.evidence, SearchEvidence(None, None, [])) if explain else []
+    relevance = carry(result.labels, ranked.labels, result.relevance.tolist(), np.nan)
+    result = replace(result, labels=ranked.labels, scores=ranked.scores, evidence=evidence,
+                     relevance=np.asarray(relevance + [np.nan] * (k - len(relevance)), dtype=np.float32),
+                     rules=ranked.rules)
     return result, user_vector is not None
 
 

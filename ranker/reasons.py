@@ -1,7 +1,8 @@
-"""A reason for each recommended item, from the evidence the list rests on (``ranker.explain``):
-the stated interest or the history item closest to it (named with what the shopper did: viewed,
-clicked, added to cart, bought, rated), a review sentence matching the context, or its source
-("popular with shoppers now", "new in the catalog"); never a made-up one."""
+"""A reason for each recommended item, from the evidence that put it in the list (``ranker.explain``):
+the source that contributed most to its place and, for the dense and co-visitation sources, the
+stated interest or history item behind it (named with what the shopper did: viewed, added to
+cart, bought, rated); else the source's generic sentence ("popular with shoppers now", "new in the
+catalog") or "picked for you". Never a made-up one."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 
 from indexer.store import ItemIndex
 from retriever.profiles import Profile
+from retriever.state import InteractionState
 
-from .explain import Reason, explain_list
+from .explain import Reason, covisit_reason, dense_reason, pick
 from .model import Reranker
 
 Array = np.ndarray
@@ -49,31 +51,35 @@ def context_text(reranker: Reranker, index: ItemIndex, evidence: Evidence) -> st
 
 
 def list_reasons(index: ItemIndex, labels: Array, evidence: Evidence, sources: Sequence[Sequence[str]],
-                 min_similarity: float = 0.35) -> list[Reason]:
+                 state: InteractionState | None = None) -> list[Reason]:
     """A reason per live label of ``labels`` (k,); ``sources[i]``: the candidate sources of the i-th
-    live label. When no evidence fits, the source says it."""
+    live label, strongest contribution first (``ranker.pipeline``). ``state``: the co-visitation
+    counts behind "covisit" (None: co-visits name nothing)."""
     live = [int(lab) for lab in labels if lab >= 0]
     if not live:
         return []
     with index.lock:
         vectors = index.vectors.view[live].copy()
+        items = [index.table.records[lab]["item_id"] for lab in live]
         recent = [i for i in evidence.history if i in index.table.label_of][::-1][:HISTORY_FOR_REASONS]
         recent = list(dict.fromkeys(recent))
         hist_vecs = index.vectors.view[index.table.labels(recent)].copy() if recent else None
-        hist_titles = [index.table.get(i)["title"] for i in recent]
-        reviews = [index.reviews.get(index.table.records[lab]["item_id"], []) for lab in live]
-    verbs = [VERBS.get(evidence.actions.get(i, "view"), "viewed") for i in recent]
-    context = " ".join([evidence.query, *evidence.interests, *hist_titles[:5]])
-    out = explain_list(vectors, history_vectors=hist_vecs, history_titles=hist_titles, history_verbs=verbs,
-                       interest_vectors=evidence.interest_vectors, interests=list(evidence.interests),
-                       reviews=reviews, context=context, min_similarity=min_similarity)
-    padded = list(sources) + [[]] * (len(out) - len(sources))
-    return [r if r.kind != "none" else _from_sources(src) for r, src in zip(out, padded)]
-
-
-def _from_sources(sources: Sequence[str]) -> Reason:
-    if "new" in sources:
-        return Reason("new", "new in the catalog", "", 0.0)
-    if "trending" in sources or "popular" in sources:
-        return Reason("popular", "popular with shoppers now", "", 0.0)
-    return Reason("none", "", "", 0.0)
+        titles = {i: index.table.get(i)["title"] for i in dict.fromkeys(evidence.history) if i in index.table.label_of}
+    verbs = {i: VERBS.get(evidence.actions.get(i, "view"), "viewed") for i in titles}
+    padded = list(sources) + [[]] * (len(live) - len(sources))
+    out = []
+    for item, vec, src in zip(items, vectors, padded):
+        found: dict[str, Reason | None] = {}
+        if "dense" in src and item in titles:  # its own vector proposed it
+            found["dense"] = Reason("history", f"you {verbs[item]} it recently", titles[item], 1.0)
+        elif "dense" in src:
+            found["dense"] = dense_reason(
+                vec, history_vectors=hist_vecs, history_titles=[titles[i] for i in recent],
+                history_verbs=[verbs[i] for i in recent], interest_vectors=evidence.interest_vectors,
+                interests=list(evidence.interests))
+        if "covisit" in src and state is not None:
+            with state.lock:
+                found["covisit"] = covisit_reason(item, evidence.history, titles, verbs, state.covisit.counts,
+                                                  state.covisit.totals)
+        out.append(pick(src, found))
+    return out

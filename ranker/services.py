@@ -26,6 +26,7 @@ from retriever.state import InteractionState
 from .ltr import RankingModel
 from .model import Reranker
 from .rerank import FusionWeights, query_rerank_hook
+from .rules import RuleBook
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 class Services:
     """``embedder`` may be None where nothing is embedded (similar items alone). The learned parts
     (``mf``, ``encoder``, ``ranking``, ``reranker``) are optional: without them the pipeline runs
-    on the untrained sources and their fusion."""
+    on the untrained sources and their fusion. ``rules``: the merchandising rules in force (None:
+    none; ``ranker.rules``)."""
 
     index: ItemIndex
     embedder: Embedder | None
@@ -45,6 +47,7 @@ class Services:
     mf: MFModel | None = None
     encoder: HistoryEncoder | None = None
     ranking: RankingModel | None = None
+    rules: RuleBook | None = None
 
     def __post_init__(self) -> None:
         if self.state is None:

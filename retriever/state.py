@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from .baskets import CoPurchase
 from .covisit import CoVisitation, DecayedCounter
 from .eventstore import Erasure, EventStore, StoredEvent
 
@@ -16,7 +17,8 @@ CATCH_UP_BATCH = 50_000  # events per snapshot read by InteractionState.catch_up
 
 
 class InteractionState:
-    """Co-visitation counts and one decayed popularity counter per half-life in use.
+    """Co-visitation counts, co-purchase counts (baskets) and one decayed popularity counter per
+    half-life in use.
 
     ``half_lives_days``: every half-life a candidate config may ask for (popular and trending of
     every A/B variant); :meth:`counter` of any other is a KeyError naming the known ones.
@@ -33,6 +35,7 @@ class InteractionState:
 
     def _reset(self) -> None:
         self.covisit = CoVisitation()
+        self.baskets = CoPurchase()
         self.counters = {d: DecayedCounter(d * DAY_S) for d in self.half_lives}
         self.last_seq = 0  # events up to this sequence number of the log are counted
         self.last_erasure = 0  # erasure log entries up to this one are applied
@@ -93,14 +96,19 @@ class InteractionState:
         (seq <= ``last_seq``), replayed with the opposite sign from an empty session window, as
         when they were first counted."""
         with self.lock:
-            self.covisit.forget_user(erasure.user_key)
+            self._forget(erasure.user_key)
             self.apply([e for seq, e in erasure.events if seq <= self.last_seq], sign=-1.0)
-            self.covisit.forget_user(erasure.user_key)
+            self._forget(erasure.user_key)
         for forget in self.on_erasure:
             forget(erasure.user_key)
+
+    def _forget(self, user_key: str) -> None:
+        self.covisit.forget_user(user_key)
+        self.baskets.forget_user(user_key)
 
     def apply(self, events: list[StoredEvent], sign: float = 1.0) -> None:
         with self.lock:
             self.covisit.add(events, sign)
+            self.baskets.add(events, sign)
             for counter in self.counters.values():
                 counter.add(events, sign)

@@ -183,6 +183,49 @@ def trained_ranker(beauty_small, tmp_path_factory):
     return path, json.loads((path / "model_card.json").read_text())
 
 
+# ----------------------------------------------------------------------------- the bundled demo catalog
+DEMO = ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_catalog() -> Catalog:
+    from indexer.clean import clean_catalog
+    from indexer.loaders import load_catalog
+
+    return clean_catalog(load_catalog(DEMO))[0]
+
+
+@pytest.fixture(scope="session")
+def demo_index(demo_catalog, embedder):
+    """The demo catalog's index (read it, never change it: the session shares it)."""
+    return build_index(demo_catalog, embedder, kind="flat", progress=False)
+
+
+def demo_events(path, catalog: Catalog):
+    """A new event log at ``path`` holding the demo's reviews (as ratings) and orders (as purchases),
+    as ``semrec demo`` loads them, and the interaction state replayed from it."""
+    from ranker.services import open_events
+    from retriever.orders import import_orders
+    from retriever.personal import import_reviews
+
+    store, state = open_events(path, os.environ["SEMREC_PSEUDONYM_KEY"])
+    import_reviews(store, catalog.reviews, "demo")
+    import_orders(store, DEMO / "orders.jsonl", "demo")
+    state.catch_up(store)
+    return store, state
+
+
+@pytest.fixture(scope="session")
+def demo_services(demo_catalog, demo_index, embedder, tmp_path_factory):
+    """Services over the demo index and its shoppers' events, shared by the session: read them
+    (a test that sets ``rules`` or ``search`` puts None back)."""
+    from ranker.services import Services
+
+    store, state = demo_events(tmp_path_factory.mktemp("demo-events") / "events.db", demo_catalog)
+    yield Services(demo_index, embedder, store, state)
+    store.close()
+
+
 TINY_DISTILL_CFG = DistillConfig(joint_layers=1, lists=60, list_size=10, epochs=1, batch_lists=8, eval_every=10,
                                  patience=100, max_minutes=3, val_groups=40)
 

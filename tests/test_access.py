@@ -105,6 +105,23 @@ def test_history_needs_the_same_access(client):
     assert client.get("/users/carol/history", headers=as_key(BACKEND)).status_code == 200
 
 
+def test_every_personal_read_needs_the_same_access(client):
+    """Each GET under /users/{user_id} (recently viewed too) opens only to that shopper's token or a
+    backend key: a personal route added later without the check fails here."""
+    assert client.post("/events", headers=as_key(INGEST), json={"events": [
+        {"event_id": "rv1", "user_id": "kim", "item_id": "dryer", "type": "view"}]}).json()["stored"] == 1
+    paths = sorted(p.replace("{user_id}", "kim") for p, ops in client.app.openapi()["paths"].items()
+                   if p.startswith("/users/{user_id}") and "get" in ops)
+    assert "/users/kim/recently-viewed" in paths and "/users/kim/recommendations" in paths, paths
+    for path in paths:
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=as_key(INGEST)).status_code == 403, path
+        assert client.get(path, headers=as_shopper("lee")).status_code == 403, path
+        assert client.get(path, headers=as_key(BACKEND)).status_code == 200, path
+    mine = client.get("/users/kim/recently-viewed", headers=as_shopper("kim"))
+    assert mine.status_code == 200 and [r["item_id"] for r in mine.json()["results"]] == ["dryer"]
+
+
 def test_personalised_search_needs_the_same_access(client):
     """/search?user_id= ranks by the shopper's interests (their personal data): it opens like their
     recommendations; a search without user_id stays public."""

@@ -262,7 +262,7 @@ class TestEventStoreContract:
                 for _ in range(rng.randint(1, 4)):
                     n += 1
                     batch.append(ev(n, user=rng.choice(users), item=rng.choice(items),
-                                    kind=rng.choice(["view", "click", "purchase"]), ts=1_000 + n))
+                                    kind=rng.choice(["view", "click", "add_to_cart", "purchase"]), ts=1_000 + n))
                 stores[w].add_events(batch)
             elif roll < 0.7:
                 stores[w].delete_user(rng.choice(users))
@@ -326,6 +326,10 @@ def assert_same_counts(state: InteractionState, want: InteractionState) -> None:
             {(a, b) for a, row in want.covisit.counts.items() for b in row}
     for a, b in pairs:
         assert np.isclose(state.covisit.counts[a].get(b, 0.0), want.covisit.counts[a].get(b, 0.0), atol=1e-9), (a, b)
+    got, ref = state.baskets, want.baskets  # co-purchase: baskets per item and per pair
+    assert {i: round(c, 9) for i, c in got.baskets.items()} == {i: round(c, 9) for i, c in ref.baskets.items()}
+    assert {a: {b: round(c, 9) for b, c in row.items()} for a, row in got.pairs.items()} == \
+        {a: {b: round(c, 9) for b, c in row.items()} for a, row in ref.pairs.items()}
 
 
 def _set_schema_version(backend, version: int) -> None:

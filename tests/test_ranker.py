@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexer.results import top_labels
-from ranker.explain import explain, explain_list, review_snippet
+from ranker.explain import HISTORY_MIN_COSINE, Reason, closest, dense_reason, pick
 from ranker.mmr import mmr
 from ranker.rerank import FusionWeights, fused_scores
 from ranker.texts import context_text, history_context, item_text
@@ -90,44 +90,41 @@ def _unit(*rows):
     return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
-def test_explain_picks_closest_history_item():
+def test_dense_reason_names_the_closest_history_item_above_the_threshold():
     history = _unit([1, 0, 0], [0, 1, 0])
-    r = explain(_unit([0.1, 1, 0])[0], history_vectors=history,
-                history_titles=["Argan oil shampoo", "Volume mascara waterproof black extra long lashes in two shades"])
+    titles = ["Argan oil shampoo", "Volume mascara waterproof black extra long lashes in two shades"]
+    r = dense_reason(_unit([0.1, 1, 0])[0], history_vectors=history, history_titles=titles,
+                     history_verbs=["viewed", "rated"])
     assert r.kind == "history" and r.evidence.startswith("Volume mascara")
-    assert r.text == "because you viewed Volume mascara waterproof black extra long lashes in…"
+    assert r.text == "because you rated Volume mascara waterproof black extra long lashes in…"
     assert r.score == pytest.approx(float(_unit([0.1, 1, 0])[0, 1]))
+    far = _unit([1, 0, 0], [0, 0, 1])  # cosine 0.40 to the item: under HISTORY_MIN_COSINE, nothing is named
+    item = _unit([0.4, np.sqrt(1 - 0.16), 0])[0]
+    assert float(far[0] @ item) < HISTORY_MIN_COSINE
+    assert dense_reason(item, history_vectors=far, history_titles=["Shampoo", "Tent"]) is None
 
 
-def test_explain_prefers_a_closer_interest_and_wins_ties():
+def test_dense_reason_prefers_a_closer_interest_and_an_interest_wins_ties():
     item = _unit([1, 1, 0])[0]
     history = _unit([1, 0, 0])
     interests = _unit([1, 1, 0.1])
-    r = explain(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=interests,
-                interests=["vegan skin care"])
+    r = dense_reason(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=interests,
+                     interests=["vegan skin care"])
     assert r.kind == "interest" and r.text == "matches your interest in vegan skin care"
-    tie = explain(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=history,
-                  interests=["hair care"])
+    tie = dense_reason(item, history_vectors=history, history_titles=["Shampoo"], interest_vectors=history,
+                       interests=["hair care"])
     assert tie.kind == "interest"
 
 
-def test_explain_falls_back_to_review_snippet_then_to_nothing():
-    item = _unit([0, 0, 1])[0]
-    history = _unit([1, 0, 0])
-    reviews = ["Arrived quickly. Great for dry sensitive skin, no irritation at all!", "Smells nice."]
-    r = explain(item, history_vectors=history, history_titles=["Shampoo"], reviews=reviews,
-                context="search: moisturiser for sensitive skin")
-    assert r.kind == "review" and "sensitive skin" in r.text and r.text.startswith("shoppers say")
-    assert explain(item, history_vectors=history, history_titles=["Shampoo"], reviews=reviews,
-                   context="search: tent").kind == "none"
-    assert review_snippet(["Great lipstick. Lasts all day on dry lips, love it."], "dry lips balm") == \
-        ("Lasts all day on dry lips, love it.", 2)
-    # a complaint or a neutral remark is never a reason to buy, however well it matches
-    for bad in ["The cap broke and it dried out on my dry lips.", "Nice colour on dry lips but it flakes.",
-                "Not good for dry lips.", "Did nothing for my dry lips."]:
-        assert review_snippet([bad], "dry lips balm") == ("", 0), bad
-    reasons = explain_list(_unit([1, 0, 0.1], [0, 0, 1]), history_vectors=history, history_titles=["Shampoo"])
-    assert [x.kind for x in reasons] == ["history", "none"]
+def test_pick_reads_the_sources_in_order_and_falls_back_to_a_generic_sentence():
+    named = Reason("history", "because you rated X", "X", 0.8)
+    assert pick(["dense", "popular"], {"dense": named}) is named
+    assert pick(["dense", "popular"], {"dense": None}).text == "popular with shoppers now"
+    assert pick(["covisit", "trending"], {"covisit": None}).kind == "trending"
+    assert pick(["new"], {}).text == "new in the catalog"
+    assert pick(["mf", "encoder"], {}).text == "picked for you"
+    assert pick([], {}).kind == "personal"
+    assert closest(_unit([1, 0])[0], None, 0.1) == (-1, 0.0)
 
 
 # ----------------------------------------------------------------------------- texts and list metrics

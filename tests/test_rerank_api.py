@@ -87,7 +87,7 @@ def test_recommendations_follow_the_fused_reranker_order(make_client, small_inde
     want = fused_scores(labels, scores, retrieval, counts, FusionWeights(), 10)[0]
     assert [r["item_id"] for r in on] == [small_index.table.records[lab]["item_id"] for lab in want]
     assert all(r["reason"] for r in on[:3])
-    assert {r["reason_kind"] for r in on} <= {"history", "review", "popular", "none"}
+    assert {r["reason_kind"] for r in on} <= {"history", "interest", "covisit", "popular", "trending", "personal"}
 
 
 def test_variant_without_rerank_keeps_the_retrieval_order(make_client, small_index):
@@ -124,7 +124,7 @@ def test_similar_and_search_rerank_when_asked(make_client, small_index):
     assert all(h["evidence"]["rerank_score"] is None for h in get(plain, "/search", q="shampoo for dry hair", k=5))
 
 
-def test_reasons_from_history_interest_and_review(tiny_index, embedder):
+def test_reasons_from_history_interest_and_source(tiny_index, embedder):
     dryer_vec = tiny_index.vectors_of(["dryer-travel"])
     ev = Evidence(history=["dryer-travel"])
     [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense"]])
@@ -135,11 +135,13 @@ def test_reasons_from_history_interest_and_review(tiny_index, embedder):
     ev = Evidence(interests=["coffee"], interest_vectors=embedder.encode(["coffee"]))
     [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["espresso"]]), ev, [["dense"]])
     assert why.kind == "interest" and why.text == "matches your interest in coffee"
-    ev = Evidence(query="frizzy curly hair")  # no vectors to compare: the dryer's review speaks
+    ev = Evidence(history=["tent"])  # a tent says nothing about a dryer: the dense hit is just "picked for you"
     [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense"]])
-    assert why.kind == "review" and "curly hair" in why.text
+    assert (why.kind, why.text) == ("personal", "picked for you")
+    [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["dryer"]]), ev, [["dense", "popular"]])
+    assert why.kind == "popular"  # the next source says it
     [why] = list_reasons(tiny_index, np.array([tiny_index.table.label_of["tent"]]), Evidence(), [["popular"]])
-    assert why.kind == "popular"  # no evidence fits: the source says it
+    assert why.kind == "popular" and why.text == "popular with shoppers now"
     assert dryer_vec.shape == (1, embedder.dim)
 
 

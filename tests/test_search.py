@@ -47,7 +47,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 @pytest.fixture(scope="module")
 def engine(embedder):
     catalog = Catalog(make_items(TINY_ITEMS + EXTRA_ITEMS), source="tiny+")
-    return SearchEngine.build(build_index(catalog, embedder, kind="flat", progress=False), embedder)
+    # No relevance cut-off: these tests check retrieval and fusion on 9 items (the cut-off: test_relevance.py).
+    return SearchEngine.build(build_index(catalog, embedder, kind="flat", progress=False), embedder,
+                              config=SearchConfig(min_relevance=0.0))
 
 
 # ---- tokens ----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The web page and its helper routes through HTTP: the page is self-contained, and also-bought,
-ratings, categories, shoppers, history, variants and report plots give known answers."""
+"""The web page and its helper routes through HTTP: the page is self-contained, and also-bought
+(from baskets), ratings, categories, shoppers, history, variants and report plots give known answers."""
 
 import json
 import re
@@ -73,20 +73,21 @@ def test_the_page_and_its_assets_are_served_with_no_external_urls(client):
     assert "/" not in client.get("/openapi.json").json()["paths"]  # the page is not an API route
 
 
-def test_also_bought_ranks_items_by_co_visitation_share(client):
-    post(client, "u1", ["dryer", "straightener"])
-    post(client, "u2", ["dryer", "straightener"])
-    post(client, "u3", ["dryer", "espresso"])
+def test_also_bought_ranks_items_by_their_share_of_the_items_baskets(client):
+    post(client, "u1", ["dryer", "straightener"], "purchase")
+    post(client, "u2", ["dryer", "straightener"], "add_to_cart")
+    post(client, "u3", ["dryer", "espresso"], "purchase")
+    post(client, "u4", ["dryer", "tent", "grinder"])  # clicks: looked at, not bought together
     r = client.get("/items/dryer/also-bought", params={"k": 5})
     assert r.status_code == 200
     rows = r.json()["results"]
-    # dryer -> straightener twice (weight 2 each), -> espresso once: shares 4/6 and 2/6.
+    # dryer in 3 baskets: with the straightener in 2, with the espresso in 1.
     assert [x["item_id"] for x in rows] == ["straightener", "espresso"]
     assert [x["score"] for x in rows] == pytest.approx([2 / 3, 1 / 3], abs=1e-5)
     assert rows[0]["title"] == "Ceramic hair straightener flat iron" and rows[0]["price"] == 39.0
     assert [x["item_id"] for x in client.get("/items/dryer/also-bought", params={"k": 1}).json()["results"]] == [
         "straightener"]
-    assert client.get("/items/tent/also-bought").json()["results"] == []  # nobody touched it
+    assert client.get("/items/tent/also-bought").json()["results"] == []  # only ever clicked
     assert client.get("/items/nope/also-bought").status_code == 404
     assert client.get("/items/dryer/also-bought", params={"k": 0}).status_code == 422
     assert client.get("/items/dryer/also-bought", params={"k": 10_000}).status_code == 422

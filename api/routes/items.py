@@ -39,10 +39,10 @@ def get_item(item_id: ItemId, c: ComponentsDep) -> ItemOut:
 @router.get("/items/{item_id:item}/similar", response_model=SimilarOut)
 def similar(item_id: ItemId, c: ComponentsDep, filters: FiltersDep, k: KDep) -> SimilarOut:
     try:
-        labels, scores = pipeline.similar(c.svc, c.config(), item_id, k, filters)
+        ranked = pipeline.similar(c.svc, c.config(), item_id, k, filters)
     except KeyError:  # unknown, or deleted while we looked
         raise HTTPException(404, detail=f"item {item_id!r} not found") from None
-    return SimilarOut(item_id=item_id, results=scored(c.svc.index, labels, scores))
+    return SimilarOut(item_id=item_id, results=scored(c.svc.index, ranked.labels, ranked.scores, ranked.rules))
 
 
 @router.put("/items/{item_id:item}", response_model=UpsertOut, dependencies=[require("admin")])

@@ -86,6 +86,9 @@ class SearchHit(ScoredItem):
     score: float = Field(description="fused relevance: 0.5 x min-max BM25 + 0.5 x min-max cosine over the "
                                      "candidates by default (higher is better); the reranker's score when one "
                                      "is wired")
+    relevance: float | None = Field(description="calibrated probability that this is the product the query "
+                                                "asks for (comparable across queries, unlike score); hits under "
+                                                "the min_relevance setting are left out; null: pinned by a rule")
     evidence: EvidenceOut
 
 
@@ -195,9 +198,10 @@ def search(c: ComponentsDep, filters: FiltersDep, k: KDep, q: QueryText, request
     variant = assign(user_id, c.settings.variants, c.settings.ab_salt) if user_id is not None else None
     res, personalised = pipeline.search(c.svc, c.config(variant), q, k, filters, user_id=user_id, expand=expand,
                                         llm=llm)
-    items = scored(c.svc.index, res.labels, res.scores)
-    hits = [SearchHit(**item.model_dump(), evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
-            for item, ev in zip(items, res.evidence)]
+    items = scored(c.svc.index, res.labels, res.scores, res.rules)
+    relevance = [None if r != r else round(float(r), 4) for r in res.relevance]  # NaN: a pinned item
+    hits = [SearchHit(**item.model_dump(), relevance=rel, evidence=EvidenceOut(retrievers=ev.retrievers, **vars(ev)))
+            for item, rel, ev in zip(items, relevance, res.evidence)]
     request_id = uuid.uuid4().hex
     store = c.svc.events
     if hits and store is not None:

@@ -78,7 +78,7 @@ def _respond(c: Components, recs: Recommendations, variant: Variant, user_id: st
              log: bool) -> RecommendationsOut:
     """Row 0 of ``recs`` as the answer; an impression is logged for A/B reports when ``log``."""
     labels, scores = recs.labels[0], recs.scores[0]
-    items = scored(c.svc.index, labels, scores)
+    items = scored(c.svc.index, labels, scores, recs.rules[0] if recs.rules else None)
     results = [RecommendedItem(**item.model_dump(), sources=src, reason=why.text, reason_kind=why.kind)
                for item, src, why in zip(items, recs.sources[0], recs.reasons[0])]
     request_id = uuid.uuid4().hex

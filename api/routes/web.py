@@ -1,7 +1,6 @@
 """The web storefront and merchandiser console: ``GET /`` serves a plain HTML/CSS/JS page (``api/web``,
 mounted under ``/static``; no build step, no CDN), plus the helper routes the page needs:
 
-- ``GET /items/{id}/also-bought``: "customers also bought", from the co-visitation counts;
 - ``GET /ratings?ids=``: average stars per item, from the rating events in the event log;
 - ``GET /categories``: the catalog's category tree with live item counts (onboarding, browsing);
 - ``GET /shoppers``: shoppers to pick in the console. User ids are stored only pseudonymised, so
@@ -13,7 +12,8 @@ mounted under ``/static``; no build step, no CDN), plus the helper routes the pa
 
 ``shoppers`` lists shoppers: it needs an admin key when the service requires keys. ``history``
 shows what one person did: it needs that shopper's token or a key with role ``backend``
-(``api.security``).
+(``api.security``). The widgets (also bought, bought together, trending, recently viewed) are in
+``api.routes.widgets``, the rule editor's routes in ``api.routes.rules``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field
 
 from retriever.eventstore import EventStore
 
-from ..deps import Components, ComponentsDep, ItemId, KDep, unprocessable
+from ..deps import Components, ComponentsDep, unprocessable
 from ..experiments import assign
-from ..models import ERRORS, ScoredItem
+from ..models import ERRORS
 from ..security import require, require_shopper
 from .users import UserId as UserPath
 
@@ -56,34 +56,6 @@ def install(app: FastAPI) -> None:
 @router.get("/", include_in_schema=False)
 def page() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
-
-
-# ---- customers also bought -----------------------------------------------------------------------
-class CoItem(ScoredItem):
-    score: float = Field(description="share of this item's co-visits that went to the result (0-1]")
-
-
-class AlsoBoughtOut(BaseModel):
-    item_id: str
-    results: list[CoItem]
-
-
-@router.get("/items/{item_id:item}/also-bought", response_model=AlsoBoughtOut)
-def also_bought(item_id: ItemId, c: ComponentsDep, k: KDep) -> AlsoBoughtOut:
-    """Items that shoppers touched right before or after this one (co-visitation counts of the
-    event log), most frequent first. Empty until someone has interacted with the item."""
-    if c.svc.index.table.get(item_id) is None:
-        raise HTTPException(404, detail=f"item {item_id!r} not found")
-    with c.svc.state.lock:
-        ids, scores = c.svc.state.covisit.neighbours([item_id], 4 * k)
-    out = []
-    for other, score in zip(ids, scores):
-        rec = c.svc.index.table.get(other)
-        if rec is not None and len(out) < k:
-            out.append(CoItem(item_id=other, title=rec["title"], brand=rec["brand"], categories=rec["categories"],
-                              price=None if rec["price"] != rec["price"] else float(rec["price"]),
-                              in_stock=rec["in_stock"], score=round(float(score), 6)))
-    return AlsoBoughtOut(item_id=item_id, results=out)
 
 
 # ---- ratings ---------------------------------------------------------------------------------------
@@ -268,6 +240,7 @@ class VariantOut(BaseModel):
     share: float
     candidates: dict[str, float]
     rerank: bool
+    merchandising: bool = Field(True, description="whether merchandising rules apply in this variant")
 
 
 class VariantsOut(BaseModel):

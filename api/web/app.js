@@ -5,8 +5,10 @@
  *   #/                   home: onboarding for a new visitor, the personal feed with a reason per item
  *   #/search?q=…         search results, "also searching" terms from the response's expansion
  *   #/c/<category>       a category, ordered for the current shopper
- *   #/item/<id>          product page: similar items, customers also bought, rating
+ *   #/item/<id>          product page: similar items, frequently bought together, customers also bought,
+ *                        recently viewed, rating
  *   #/console[/<user>]   console: shoppers, history, sources, A/B variants side by side, report plots
+ *   #/merch              merchandising: the rule editor, a preview of any placement, the audit trail
  * Every click on a product is sent to POST /events with the request_id of the list it came from.
  * A shopper's personal routes (their feed, history, onboarding, their events) carry that shopper's
  * token (X-Shopper-Token). A real shop's backend signs it at login and hands it to the page; under
@@ -321,10 +323,21 @@
           <div class="rating" data-rating="${esc(item.item_id)}"></div>
           <div class="meta"><span class="price">${money(item.price)}</span>${item.in_stock === false ? '<span class="oos">Out of stock</span>' : ""}</div>
           ${opts.reason ? `<p class="reason">${esc(opts.reason)}</p>` : ""}
+          ${"relevance" in item ? matchHtml(item, opts.best) : ""}
         </div>
       </a>${badges.join("")}
     </article>`;
   }
+  /** A search hit's calibrated relevance as the API gave it: P(this is the product the query asks for),
+   * comparable across queries; the bar is relative to the list's best hit. null: a rule pinned it. */
+  function matchHtml(item, best) {
+    const r = item.relevance;
+    if (r == null) return '<p class="match pinned" data-relevance="">Placed by a merchandising rule</p>';
+    const width = best > 0 ? Math.max(4, Math.round((100 * r) / best)) : 0;
+    return `<p class="match" data-relevance="${r}" title="Calibrated chance that this is the exact product the query describes">
+      <span class="bar" aria-hidden="true"><span style="width:${width}%"></span></span>${relevanceText(r)}</p>`;
+  }
+  const relevanceText = (r) => `${r < 0.001 ? "<0.1" : (100 * r).toFixed(1)}% relevance`;
   const grid = (items, opts = {}, id = "") =>
     `<div class="grid"${id ? ` id="${id}"` : ""}>${items.map((it, i) => card(it, typeof opts === "function" ? opts(it, i) : opts)).join("")}</div>`;
   const rail = (items, list, id) =>
@@ -338,44 +351,20 @@
     dense: "close to your interests (embedding search)",
     covisit: "shoppers with your recent items went on to it (co-visitation)",
     popular: "popular over recent weeks",
-    trending: "trending today",
+    trending: "trending now (popularity over about a day)",
+    mf: "shoppers like you (matrix factorisation)",
+    encoder: "what tends to follow your history (history encoder)",
     new: "a new arrival close to your interests",
     catalog: "from the catalog (no activity yet)",
+    pinned: "put here by a merchandising rule",
   };
 
-  /** The API's `reason` when it gives one; else a short text from `sources` and the shopper's history. */
-  function reasonFor(item, ctx) {
-    if (item.reason) return item.reason.charAt(0).toUpperCase() + item.reason.slice(1);  // a sentence on a card
-    const src = item.sources || [];
-    const cats = item.categories || [];
-    const recent = ctx.recent || [];
-    const others = recent.filter((e) => e.title && e.item_id !== item.item_id);
-    const shared = (e) => { let n = 0; while (n < cats.length && (e.categories || [])[n] === cats[n]) n++; return n; };
-    // The most recent history item deepest in the same branch of the category tree.
-    const sameTop = others.reduce((best, e) => (shared(e) > (best ? shared(best) : 0) ? e : best), null);
-    const latest = others[0];
-    const because = (e) => `Because you ${VERB[e.type] || "viewed"} ${short(e.title, 48)}`;
-    const own = recent.find((e) => e.item_id === item.item_id);
-    if (own) return `You ${VERB[own.type] || "viewed"} it recently`;
-    if (src.includes("new")) return "New arrival, close to your taste";
-    if (src.includes("covisit") && (sameTop || latest)) return because(sameTop || latest);
-    if (src.includes("dense")) {
-      if (sameTop) return because(sameTop);
-      const ob = ctx.onboarding;
-      if (ob) {
-        const words = (text) => new Set((text.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).map((w) => w.replace(/s$/, "")));
-        const mine = words(ob.interests || "");
-        const its = words(`${item.title} ${cats.slice(1).join(" ")}`);
-        const picked = (ob.categories || []).find((c) => cats.includes(c));
-        if (ob.interests && [...mine].some((w) => w.length > 2 && its.has(w))) return `Matches “${short(ob.interests, 40)}”`;
-        if (picked) return `You picked ${picked}`;
-        if (ob.interests) return `Close to “${short(ob.interests, 40)}”`;
-      }
-      return "Close to what you like";
-    }
-    if (src.includes("trending")) return "Trending today";
-    if (src.includes("popular")) return `Popular in ${cats[1] || cats[0] || "the shop"}`;
-    return "From our catalog";
+  /** The API's `reason`: the evidence that put the item there, or an honest generic sentence. Never
+   * derived here: a reason made up from whatever the shopper did last is how a dog harness came to be
+   * "because you viewed" running shoes. */
+  function reasonFor(item) {
+    const r = item.reason || "";
+    return r ? r.charAt(0).toUpperCase() + r.slice(1) : "";
   }
 
   /** What is known about the shopper: history from the log (console route) or this browser's own. */
@@ -396,10 +385,10 @@
     const user = state.user;
     show("home", `<div class="skeleton" style="min-height:200px"></div><section class="section">${skeleton()}</section>`);
     await state.pending;
-    const [ctx, feed] = await Promise.all([shopperContext(user), api(`/users/${enc(user)}/recommendations?k=12`)]);
+    const [ctx, feed, viewed] = await Promise.all([shopperContext(user), api(`/users/${enc(user)}/recommendations?k=12`),
+      recentlyViewed(user)]);
     const isNew = !ctx.recent.length && !ctx.onboarding;
     const top = isNew ? heroHtml() : welcomeHtml(user, ctx);
-    const recentItems = uniqueItems(ctx.recent).slice(0, 6);
     return {
       html: `${top}
         <section class="section" aria-labelledby="feed-title">
@@ -411,23 +400,103 @@
           </div>
           <div id="feed-slot"></div>
         </section>
-        ${recentItems.length ? `<section class="section" aria-labelledby="recent-title">
-          <div class="section-head"><div><p class="eyebrow">Your history</p><h2 id="recent-title">Recently viewed and bought</h2></div></div>
-          <div class="rail" id="recent">${recentItems.map((e) => recentCard(e)).join("")}</div></section>` : ""}`,
+        ${recentlyViewedHtml(viewed)}
+        ${trendingHtml()}`,
       after: () => {
         renderFeed(feed, ctx, user, isNew);
         wireOnboarding(user, ctx);
+        wireTrending();
+        const viewedRail = $("#recently-viewed");
+        if (viewedRail) fillRatings(viewedRail);
       },
     };
   };
 
-  function uniqueItems(events) {
-    const seen = new Set();
-    return events.filter((e) => e.title && !seen.has(e.item_id) && seen.add(e.item_id));
+  // ---- widgets: recently viewed, trending per category, frequently bought together ----------------
+  /** The shopper's latest views (GET /users/{id}/recently-viewed), without ``exclude``. */
+  async function recentlyViewed(user, exclude = "") {
+    try {
+      const data = await api(`/users/${enc(user)}/recently-viewed?k=9`);
+      return data.results.filter((r) => r.item_id !== exclude).slice(0, 8);
+    } catch { return []; }  // a server that guards it with keys: the widget is left out
   }
-  function recentCard(e) {
-    return card({ item_id: e.item_id, title: e.title, categories: e.categories, price: e.price, brand: VERB[e.type] ? `You ${VERB[e.type]} it` : "" },
-      { list: listId("history") });
+  function recentlyViewedHtml(items) {
+    if (!items.length) return "";
+    return `<section class="section" aria-labelledby="viewed-title">
+      <div class="section-head"><div><p class="eyebrow">Your history</p><h2 id="viewed-title">Recently viewed</h2></div></div>
+      ${rail(items, listId("recently-viewed"), "recently-viewed")}</section>`;
+  }
+
+  function trendingHtml() {
+    const tabs = state.categories.slice(0, 8).map((c, i) =>
+      `<button type="button" class="chip" data-trend="${esc(c.name)}" aria-pressed="${i === 0}">${esc(c.name)}</button>`).join("");
+    return `<section class="section" aria-labelledby="trending-title">
+      <div class="section-head"><div><p class="eyebrow">What shoppers turn to now</p><h2 id="trending-title">Trending by department</h2></div></div>
+      <div class="chips trend-tabs" role="group" aria-label="Department">${tabs}</div>
+      <div id="trending-slot" class="trending-slot"></div></section>`;
+  }
+  async function loadTrending(slot, category, k = 8, id = "trending") {
+    let data;
+    try { data = await api(`/trending?k=${k}${category ? `&category=${enc(category)}` : ""}`); } catch (e) {
+      slot.innerHTML = `<p class="hint error">${esc(e.message)}</p>`;
+      return;
+    }
+    slot.innerHTML = data.results.length ? rail(data.results, listId("trending"), id)
+      : empty("Nothing trending here yet", "Once shoppers look at this department, its trends show up here.");
+    slot.dataset.category = category || "";
+    fillRatings(slot);
+  }
+  function wireTrending() {
+    const slot = $("#trending-slot");
+    if (!slot) return;
+    const tabs = $$("[data-trend]");
+    tabs.forEach((b) => b.addEventListener("click", () => {
+      tabs.forEach((o) => o.setAttribute("aria-pressed", String(o === b)));
+      loadTrending(slot, b.dataset.trend);
+    }));
+    if (tabs.length) loadTrending(slot, tabs[0].dataset.trend);
+  }
+
+  /** "Frequently bought together": the item and its companions, each with a checkbox, one button. */
+  function bundleHtml(item, together) {
+    if (!together.results.length) return "";
+    const all = [item, ...together.results];
+    return `<section class="section" aria-labelledby="together-title">
+      <div class="section-head"><div><p class="eyebrow">Often in one order</p><h2 id="together-title">Frequently bought together</h2>
+        <p>Shoppers bought these in one order with this item, again and again.</p></div></div>
+      <form class="bundle" id="bought-together">
+        <ul class="bundle-items">${all.map((it, i) => `<li>
+          <label class="bundle-item"><input type="checkbox" checked data-item="${esc(it.item_id)}" data-price="${it.price ?? ""}">
+            <span class="thumb">${art(it)}</span>
+            <span class="b-text"><span class="t">${i === 0 ? "This item: " : ""}${esc(it.title)}</span>
+              <span class="price">${money(it.price)}</span>${i ? `<span class="kv"> · in ${it.baskets} orders with it</span>` : ""}</span>
+          </label></li>`).join('<li class="plus" aria-hidden="true">+</li>')}</ul>
+        <div class="bundle-buy"><p class="bundle-total" id="bundle-total"></p>
+          <button class="btn btn-primary" type="submit" id="bundle-add"></button></div>
+      </form></section>`;
+  }
+  function wireBundle(items) {
+    const form = $("#bought-together");
+    if (!form) return;
+    const boxes = $$("input[type=checkbox]", form);
+    const update = () => {
+      const on = boxes.filter((b) => b.checked);
+      const known = on.every((b) => b.dataset.price !== "");
+      const total = on.reduce((a, b) => a + Number(b.dataset.price || 0), 0);
+      $("#bundle-total").innerHTML = on.length ? `Total for ${on.length}: <b>${known ? money(total) : "price on request"}</b>` : "Pick at least one item";
+      const button = $("#bundle-add");
+      button.textContent = on.length === boxes.length ? `Add all ${on.length} to cart` : `Add ${on.length} to cart`;
+      button.disabled = !on.length;
+    };
+    boxes.forEach((b) => b.addEventListener("change", update));
+    update();
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const list = listId("bought-together");
+      const on = boxes.filter((b) => b.checked).map((b) => items.find((it) => it.item_id === b.dataset.item));
+      on.forEach((it) => track("add_to_cart", it, list));
+      toast(`Added ${on.length} item${on.length === 1 ? "" : "s"} to your cart`);
+    });
   }
 
   function heroHtml() {
@@ -537,7 +606,7 @@
       return;
     }
     slot.innerHTML = grid(feed.results, (it) => ({ list: feed.request_id, fresh: fresh.has(it.item_id),
-      reason: isNew ? "" : reasonFor(it, ctx) }), "feed");
+      reason: isNew ? "" : reasonFor(it) }), "feed");
     const noteEl = $("#feed-note");
     noteEl.className = fresh.size ? "feed-note" : "";
     noteEl.textContent = note || (fresh.size ? `${fresh.size} new pick${fresh.size === 1 ? "" : "s"} since you last looked: your clicks count`
@@ -570,14 +639,15 @@
           ${typo.length ? `<p class="expansion" id="spelling">Spelling corrected: ${typo.map((t) => `<span class="term" data-source="typo">${esc(t.term)}</span>`).join(" ")}</p>` : ""}
           ${extra.length ? `<p class="expansion" id="expansion"><span>Also searching:</span> ${extra.map((t) =>
             `<span class="term" data-source="${esc(t.source)}" title="${esc(t.source ? "from " + t.source : "")}">${esc(t.term)}</span>`).join(" ")}</p>` : ""}
-          <p class="kv">${data.results.length} result${data.results.length === 1 ? "" : "s"}${data.took_ms != null ? ` · ${Math.round(data.took_ms)} ms` : ""}${data.personalised ? " · personalised for you" : ""}</p>
+          <p class="kv">${data.results.length} result${data.results.length === 1 ? "" : "s"}${data.took_ms != null ? ` · ${Math.round(data.took_ms)} ms` : ""}${data.personalised ? " · personalised for you" : ""}
+            · <span id="relevance-note">relevance: the chance a hit is the product you describe; unlikely ones are left out</span></p>
         </div>
         ${tops.length > 1 || category ? `<nav class="chips facets" aria-label="Filter by department">
           <a class="chip" href="${facetHref("")}" aria-current="${!category}">All</a>
           ${(category && !tops.some(([c]) => c === category) ? [[category, 0]] : tops).map(([c, n]) =>
             `<a class="chip" href="${facetHref(c)}" ${c === category ? 'aria-current="true"' : ""}>${esc(c)}${n ? ` <span class="count">${n}</span>` : ""}</a>`).join("")}
         </nav>` : ""}
-        <section class="section">${data.results.length ? grid(data.results, { list }, "results")
+        <section class="section">${data.results.length ? grid(data.results, { list, best: Math.max(0, ...data.results.map((r) => r.relevance || 0)) }, "results")
           : empty("No matches", "Try fewer or different words, or browse a department above.")}</section>`,
       after: () => fillRatings(),
     };
@@ -618,8 +688,7 @@
     const sub = params.get("sub") || "";
     show("category", `<h1>${esc(name)}</h1><section class="section">${skeleton()}</section>`);
     await state.pending;
-    const [ctx, feed] = await Promise.all([shopperContext(state.user),
-      api(`/users/${enc(state.user)}/recommendations?k=24&category=${enc(sub || name)}`)]);
+    const feed = await api(`/users/${enc(state.user)}/recommendations?k=24&category=${enc(sub || name)}`);
     const node = state.categories.find((c) => c.name === name);
     const subs = node ? node.children : [];
     return {
@@ -630,9 +699,16 @@
           <a class="chip" href="#/c/${enc(name)}" ${!sub ? 'aria-current="true"' : ""}>All ${esc(name)}</a>
           ${subs.map((s) => `<a class="chip" href="#/c/${enc(name)}?sub=${enc(s.name)}" ${s.name === sub ? 'aria-current="true"' : ""}>${esc(s.name)} <span class="count">${s.count}</span></a>`).join("")}
         </nav>` : ""}
-        <section class="section">${feed.results.length ? grid(feed.results, (it) => ({ list: feed.request_id, reason: reasonFor(it, ctx) }), "category-grid")
-          : empty("Nothing here", "No items in this department right now.")}</section>`,
-      after: () => fillRatings(),
+        <section class="section">${feed.results.length ? grid(feed.results, (it) => ({ list: feed.request_id, reason: reasonFor(it) }), "category-grid")
+          : empty("Nothing here", "No items in this department right now.")}</section>
+        <section class="section" aria-labelledby="cat-trending-title">
+          <div class="section-head"><div><p class="eyebrow">What shoppers turn to now</p>
+            <h2 id="cat-trending-title">Trending in ${esc(sub || name)}</h2></div></div>
+          <div id="category-trending-slot"></div></section>`,
+      after: () => {
+        fillRatings();
+        loadTrending($("#category-trending-slot"), sub || name, 8, "category-trending");
+      },
     };
   };
 
@@ -648,9 +724,11 @@
     }
     if (state.arrivedByClick !== id) track("view", item, listId("direct"));
     state.arrivedByClick = null;
-    const [similar, also] = await Promise.all([
+    const [similar, also, together, viewed] = await Promise.all([
       api(`/items/${enc(id)}/similar?k=6`).catch(() => ({ results: [] })),
       api(`/items/${enc(id)}/also-bought?k=6`).catch(() => ({ results: [] })),
+      api(`/items/${enc(id)}/bought-together?k=2`).catch(() => ({ results: [] })),
+      recentlyViewed(state.user, id),
       loadRatings([id]),
     ]);
     const cats = item.categories || [];
@@ -685,14 +763,17 @@
           <div class="section-head"><div><p class="eyebrow">More like this</p><h2 id="similar-title">Similar items</h2></div></div>
           ${similar.results.length ? rail(similar.results, listId("similar"), "similar") : empty("No similar items", "Nothing close enough in the catalog.")}
         </section>
+        ${bundleHtml(item, together)}
         <section class="section" aria-labelledby="also-title">
           <div class="section-head"><div><p class="eyebrow">From shoppers' baskets</p><h2 id="also-title">Customers also bought</h2>
-            <p>Items shoppers picked right before or after this one.</p></div></div>
+            <p>What shoppers bought in the same order or session as this item.</p></div></div>
           ${also.results.length ? rail(also.results, listId("also-bought"), "also-bought")
             : `<div id="also-bought">${empty("No baskets with this item yet", "Once shoppers buy it alongside other things, they show up here.")}</div>`}
-        </section>`,
+        </section>
+        ${recentlyViewedHtml(viewed)}`,
       after: () => {
         fillRatings();
+        wireBundle([item, ...together.results]);
         $("#add-to-cart").addEventListener("click", () => { track("add_to_cart", item, listId("product")); toast("Added to your cart: your feed will follow"); });
         $("#buy-now").addEventListener("click", () => { track("purchase", item, listId("product")); toast("Thanks for your order!"); });
         $$(".rate-stars button").forEach((b) => b.addEventListener("click", async () => {
@@ -866,11 +947,10 @@
       $("#recs").innerHTML = `<p class="hint error">${esc(recs.error.message)}</p>`;
       return;
     }
-    const ctx = hist.error ? { recent: [], onboarding: null } : { recent: hist.events, onboarding: hist.onboarding };
     $("#recs").innerHTML = `<p class="hint">Variant <b>${esc(recs.variant)}</b> · request <code>${esc(recs.request_id.slice(0, 8))}</code></p>
       <ul class="list" id="recs-list">${recs.results.map((r, i) => rowItem(r, {
         list: recs.request_id,
-        sub: r.sources.map((s) => `<span class="src ${esc(s)}">${esc(s)}</span>`).join("") + ` <span>${esc(reasonFor(r, ctx))}</span>`,
+        sub: r.sources.map((s) => `<span class="src ${esc(s)}">${esc(s)}</span>`).join("") + ruleBadges(r) + ` <span>${esc(reasonFor(r))}</span>`,
         right: `#${i + 1}<br>${r.score.toFixed(3)}` })).join("")}</ul>`;
   }
 
@@ -934,6 +1014,195 @@
     return out.join("");
   }
 
+  // ---- merchandising: rules per placement, a preview, the audit trail -------------------------------
+  const ruleBadges = (item) => (item.rules || []).map((id) => `<span class="src rule" data-rule="${id}">rule #${id}</span>`).join("");
+  const PLACEMENT_TEXT = { home: "Home feed", similar: "Similar items", search: "Search", also_bought: "Also bought",
+    bought_together: "Bought together", trending: "Trending" };
+  const EDITOR = "semrec.editor";
+  const toInput = (ts) => (ts == null ? "" : new Date(ts * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16));
+  const fromInput = (v) => (v ? new Date(v).getTime() / 1000 : null);
+  const when = (ts) => new Date(ts * 1000).toLocaleString("en", { dateStyle: "medium", timeStyle: "short" });
+
+  function ruleSummary(r) {
+    const cond = [r.item_ids.length && (r.action === "pin" ? r.item_ids[0] : `items ${r.item_ids.join(", ")}`),
+      r.brand && `brand ${r.brand}`, r.category && `category ${r.category}`,
+      r.attribute && `${r.attribute.key} = ${r.attribute.value}`,
+      (r.min_price != null || r.max_price != null) && `price ${r.min_price ?? 0}–${r.max_price ?? "∞"}`].filter(Boolean);
+    const what = r.action === "pin" ? `pin ${cond[0]} at slot ${r.slot}` : `${r.action} ${cond.join(", ")}` +
+      (r.action === "boost" || r.action === "bury" ? ` (strength ${r.strength})` : "");
+    const window = r.start || r.end ? ` · ${r.start ? when(r.start) : "now"} → ${r.end ? when(r.end) : "open"}` : "";
+    return what + window;
+  }
+
+  views.merch = async () => {
+    show("merch", `<div class="console"><div class="panel skeleton"></div><div class="panel skeleton"></div></div>`);
+    let book;
+    try { book = await api("/rules"); } catch (e) { book = { error: e }; }
+    if (book.error) {
+      return { html: `<section class="panel"><h1>Merchandising rules</h1><p class="hint error" id="rules-error">${needsKey(book.error)
+        ? "Editing rules needs an admin key: save one in the <a href=\"#/console\">console</a> (API key)." : esc(book.error.message)}</p></section>` };
+    }
+    const check = (name, value, label, on) => `<label class="check"><input type="checkbox" name="${name}" value="${esc(value)}" ${on ? "checked" : ""}> ${esc(label)}</label>`;
+    return {
+      html: `<div class="console merch">
+        <section class="panel" aria-labelledby="rule-form-title">
+          <h1 id="rule-form-title">Merchandising rules</h1>
+          <p class="hint">Pin an item to a slot, boost, bury or block items by brand, category, attribute or price, per placement,
+            for a time window and some A/B variants. Rules apply after ranking; every list says which rules moved its items.</p>
+          <form id="rule-form" class="rule-form" novalidate>
+            <input type="hidden" name="id">
+            <label>Name<input name="name" maxlength="100" placeholder="e.g. Dryer week"></label>
+            <label>Action<select name="action">${["pin", "boost", "bury", "block"].map((a) => `<option value="${a}">${a}</option>`).join("")}</select></label>
+            <fieldset><legend>Placements</legend><div class="checks">${book.placements.map((p) => check("placements", p, PLACEMENT_TEXT[p] || p, p === "home")).join("")}</div></fieldset>
+            <label>Item ids <span class="hint">(a pin: the one item)</span><input name="item_ids" placeholder="D0297, D0005"></label>
+            <label data-for="pin">Slot<input name="slot" type="number" min="1" max="100" value="1"></label>
+            <div class="two"><label data-for="cond">Brand<input name="brand" maxlength="200"></label>
+              <label data-for="cond">Category<input name="category" maxlength="200" list="rule-categories"></label></div>
+            <datalist id="rule-categories">${state.categories.flatMap((c) => [c.name, ...c.children.map((x) => x.name)]).map((c) => `<option value="${esc(c)}">`).join("")}</datalist>
+            <div class="two"><label data-for="cond">Attribute<input name="attr_key" maxlength="200" placeholder="e.g. hair type"></label>
+              <label data-for="cond">equals<input name="attr_value" maxlength="1000" placeholder="e.g. curly"></label></div>
+            <div class="two"><label data-for="cond">Min price<input name="min_price" type="number" min="0" step="0.01"></label>
+              <label data-for="cond">Max price<input name="max_price" type="number" min="0" step="0.01"></label></div>
+            <label data-for="move">Strength <span class="hint">(1: above every other item)</span><input name="strength" type="number" min="0.05" max="1" step="0.05" value="0.5"></label>
+            <div class="two"><label>Starts<input name="start" type="datetime-local"></label><label>Ends<input name="end" type="datetime-local"></label></div>
+            <fieldset><legend>A/B variants <span class="hint">(none ticked: every variant)</span></legend><div class="checks">${book.variants.map((v) => check("variants", v, v, false)).join("")}</div></fieldset>
+            ${check("enabled", "1", "Enabled", true)}
+            <label>Your name <span class="hint">(for the audit trail)</span><input name="editor" maxlength="100" value="${esc(saved.get(EDITOR, ""))}"></label>
+            <div class="row"><button class="btn btn-primary" type="submit" id="rule-save">Add rule</button>
+              <button class="btn btn-ghost" type="button" id="rule-cancel" hidden>Cancel editing</button></div>
+            <p class="hint error" id="rule-error" role="alert"></p>
+          </form>
+        </section>
+        <div>
+          <section class="panel" aria-labelledby="rules-title"><h2 id="rules-title">Rules</h2><div id="rule-list"></div></section>
+          <section class="panel" aria-labelledby="preview-title"><h2 id="preview-title">Preview a placement</h2>
+            <form id="preview-form" class="compare-controls">
+              <label>Placement<select id="preview-kind"><option value="search">Search for</option><option value="similar">Similar to item</option>
+                <option value="home">Home feed of shopper</option><option value="also">Also bought with item</option><option value="trending">Trending in</option></select></label>
+              <label>Query, item, shopper or category<input id="preview-input" value="hair dryer"></label>
+              <button class="btn btn-small" type="submit">Show</button>
+            </form>
+            <ul class="list" id="preview-list"></ul></section>
+          <section class="panel" aria-labelledby="audit-title"><h2 id="audit-title">Audit trail</h2><ul class="list audit" id="audit-list"></ul></section>
+        </div></div>`,
+      after: () => wireMerch(book.rules),
+    };
+  };
+
+  function wireMerch(rules) {
+    const form = $("#rule-form");
+    const f = (n) => form.elements[n];
+    const showFields = () => {
+      const action = f("action").value;
+      $$("[data-for]", form).forEach((el) => {
+        el.hidden = (el.dataset.for === "pin" && action !== "pin") || (el.dataset.for === "move" && !["boost", "bury"].includes(action))
+          || (el.dataset.for === "cond" && action === "pin");
+      });
+    };
+    f("action").addEventListener("change", showFields);
+    showFields();
+    const reset = () => {
+      form.reset();
+      f("id").value = "";
+      f("editor").value = saved.get(EDITOR, "");
+      $("#rule-save").textContent = "Add rule";
+      $("#rule-cancel").hidden = true;
+      showFields();
+    };
+    $("#rule-cancel").addEventListener("click", reset);
+    const edit = (r) => {
+      reset();
+      f("id").value = r.id;
+      for (const k of ["name", "action", "slot", "brand", "category", "min_price", "max_price", "strength"]) f(k).value = r[k] ?? "";
+      f("item_ids").value = r.item_ids.join(", ");
+      f("attr_key").value = r.attribute ? r.attribute.key : "";
+      f("attr_value").value = r.attribute ? r.attribute.value : "";
+      f("start").value = toInput(r.start);
+      f("end").value = toInput(r.end);
+      $$("input[name=placements]", form).forEach((b) => { b.checked = r.placements.includes(b.value); });
+      $$("input[name=variants]", form).forEach((b) => { b.checked = r.variants.includes(b.value); });
+      f("enabled").checked = r.enabled;
+      $("#rule-save").textContent = `Save rule #${r.id}`;
+      $("#rule-cancel").hidden = false;
+      showFields();
+      form.scrollIntoView({ behavior: "smooth", block: "start" });
+    };
+    const renderRules = (list) => {
+      $("#rule-list").innerHTML = list.length ? `<ul class="list rules" id="rules">${list.map((r) => `<li class="rule-row" data-rule="${r.id}">
+          <span class="rule-id">#${r.id}</span>
+          <span class="rule-body"><span class="rule-head"><b>${esc(r.name || r.action)}</b>
+            <span class="etype ${r.live ? "purchase" : ""}">${r.live ? "live" : r.enabled ? "scheduled" : "off"}</span></span>
+            <span class="s">${esc(ruleSummary(r))}</span>
+            <span class="s">${r.placements.map((p) => `<span class="tag">${esc(PLACEMENT_TEXT[p] || p)}</span>`).join("")}
+              ${r.variants.length ? `<span class="tag">variants: ${esc(r.variants.join(", "))}</span>` : ""}</span></span>
+          <span class="rule-actions"><button class="btn btn-small" type="button" data-edit="${r.id}">Edit</button>
+            <button class="btn btn-small btn-ghost" type="button" data-delete="${r.id}">Delete</button></span></li>`).join("")}</ul>`
+        : empty("No rules yet", "Lists are exactly what the ranking chose. Add a rule on the left.");
+      $$("[data-edit]").forEach((b) => b.addEventListener("click", () => edit(list.find((r) => r.id === Number(b.dataset.edit)))));
+      $$("[data-delete]").forEach((b) => b.addEventListener("click", async () => {
+        await api(`/rules/${b.dataset.delete}?editor=${enc(saved.get(EDITOR, ""))}`, { method: "DELETE" });
+        toast(`Rule #${b.dataset.delete} deleted`);
+        refresh();
+      }));
+    };
+    const refresh = async () => {
+      const [book, audit] = await Promise.all([api("/rules"), api("/rules/audit?limit=30")]);
+      if (!form.isConnected) return;  // the merchandiser went to another page meanwhile
+      rules = book.rules;
+      renderRules(rules);
+      $("#audit-list").innerHTML = audit.entries.length ? audit.entries.map((e) => `<li class="audit-row"><span class="etype ${e.action === "delete" ? "" : "purchase"}">${e.action}</span>
+          <span><b>#${e.rule_id}</b> ${esc((e.after || e.before) ? ruleSummary(e.after || e.before) : "")}</span>
+          <span class="s">${esc(e.actor)} · ${when(e.ts)}</span></li>`).join("") : `<li class="hint">No changes yet.</li>`;
+      preview();
+    };
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const num = (n) => (f(n).value === "" ? null : Number(f(n).value));
+      const text = (n) => f(n).value.trim() || null;
+      const body = {
+        name: f("name").value.trim(), action: f("action").value,
+        placements: $$("input[name=placements]:checked", form).map((b) => b.value),
+        item_ids: f("item_ids").value.split(",").map((x) => x.trim()).filter(Boolean),
+        slot: num("slot") || 1, brand: text("brand"), category: text("category"),
+        attribute: text("attr_key") && text("attr_value") ? { key: text("attr_key"), value: text("attr_value") } : null,
+        min_price: num("min_price"), max_price: num("max_price"), strength: num("strength") || 0.5,
+        start: fromInput(f("start").value), end: fromInput(f("end").value),
+        variants: $$("input[name=variants]:checked", form).map((b) => b.value), enabled: f("enabled").checked,
+        editor: f("editor").value.trim(),
+      };
+      if (body.action !== "pin") body.slot = 1;
+      saved.set(EDITOR, body.editor);
+      const id = f("id").value;
+      try {
+        const rule = await api(id ? `/rules/${id}` : "/rules", { method: id ? "PUT" : "POST", body });
+        $("#rule-error").textContent = "";
+        toast(id ? `Rule #${rule.id} saved` : `Rule #${rule.id} added: it applies now`);
+        reset();
+        refresh();
+      } catch (e) {
+        $("#rule-error").textContent = needsKey(e) ? "Editing rules needs an admin key (Console → API key)." : e.message;
+      }
+    });
+    const preview = async () => {
+      const kind = $("#preview-kind").value, value = $("#preview-input").value.trim();
+      const url = { search: `/search?q=${enc(value)}&k=8`, similar: `/items/${enc(value)}/similar?k=8`, home: `/users/${enc(value)}/recommendations?k=8`,
+        also: `/items/${enc(value)}/also-bought?k=8`, trending: `/trending?k=8${value ? `&category=${enc(value)}` : ""}` }[kind];
+      const slot = $("#preview-list");
+      if (!value && kind !== "trending") { slot.innerHTML = ""; return; }
+      try {
+        const data = await api(url);
+        if (!slot.isConnected) return;
+        slot.innerHTML = data.results.map((r, i) => rowItem(r, { list: listId("preview"),
+          sub: ruleBadges(r) + `<span>${esc(r.brand || "")}</span>`
+            + (kind === "search" ? ` <span class="kv">${r.relevance == null ? "pinned" : relevanceText(r.relevance)}</span>` : ""),
+          right: `#${i + 1}` })).join("") || `<li class="hint">No results.</li>`;
+      } catch (e) { slot.innerHTML = `<li class="hint error">${esc(e.message)}</li>`; }
+    };
+    $("#preview-form").addEventListener("submit", (ev) => { ev.preventDefault(); preview(); });
+    renderRules(rules);
+    refresh();
+  }
+
   // ---- router ----------------------------------------------------------------------------------
   function show(name, html) {
     main.dataset.view = name;
@@ -947,7 +1216,7 @@
     const [path, qs] = raw.split("?");
     const parts = path.split("/").filter(Boolean).map((p) => { try { return decodeURIComponent(p); } catch { return p; } });
     const params = new URLSearchParams(qs || "");
-    const name = { search: "search", c: "category", item: "item", console: "console" }[parts[0]] || (parts.length ? "missing" : "home");
+    const name = { search: "search", c: "category", item: "item", console: "console", merch: "merch" }[parts[0]] || (parts.length ? "missing" : "home");
     closeSuggest();
     if (name !== "search") input.value = "";
     markNav(name, parts);
@@ -956,7 +1225,7 @@
       view = name === "missing" ? { html: empty("Page not found", `<a href="#/">Back to the shop</a>`) }
         : name === "home" ? await views.home() : name === "search" ? await views.search(params)
           : name === "category" ? await views.category(parts, params) : name === "item" ? await views.item(parts)
-            : await views.console(parts);
+            : name === "merch" ? await views.merch() : await views.console(parts);
     } catch (e) {
       view = { html: empty("Something went wrong", esc(e.message)) };
     }
@@ -984,7 +1253,7 @@
 
   function markNav(name, parts) {
     $$(".mainnav a").forEach((a) => {
-      const current = (a.dataset.nav === "console") === (name === "console");
+      const current = a.dataset.nav === ({ console: "console", merch: "merch" }[name] || "shop");
       a.setAttribute("aria-current", current ? "page" : "false");
     });
     $$("#catbar a").forEach((a) => a.setAttribute("aria-current", name === "category" && a.dataset.cat === parts[1] ? "page" : "false"));

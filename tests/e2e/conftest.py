@@ -1,7 +1,7 @@
 """Browser tests: Debian's Chromium, headless, driven by Playwright against the app on loopback.
 
 The app serves an index of the bundled demo catalog (built once per session) with the demo reviews
-loaded as shopper events, two A/B variants and a small evaluation report. Screenshots go to
+and orders loaded as shopper events, two A/B variants and a small evaluation report. Screenshots go to
 ``$SEMREC_ARTIFACTS/e2e-screenshots`` (default ``out/e2e-screenshots``, not committed).
 
 Never ``playwright install``: the browser is the system's ``/usr/bin/chromium``
@@ -83,7 +83,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     """The app on a free loopback port, serving the demo catalog and its shoppers; yields its URL."""
     import uvicorn
 
-    from api.cli import REPO_DATA
+    from api.cli_common import REPO_DATA
     from api.experiments import Variant
     from api.security import ApiKey, digest
     from api.settings import Settings
@@ -91,6 +91,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     from indexer.clean import clean_catalog
     from indexer.loaders import load_catalog
     from retriever.eventstore import open_event_store
+    from retriever.orders import import_orders
     from retriever.personal import import_reviews
 
     root = tmp_path_factory.mktemp("e2e")
@@ -105,6 +106,7 @@ def server(chromium_path, embedder, tmp_path_factory) -> str:
     index.save(settings.index_dir)
     seed = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     import_reviews(seed, catalog.reviews, "demo")
+    import_orders(seed, REPO_DATA / "demo" / "orders.jsonl", "demo")
     seed.close()
     _report(settings.report_dir)
     store, state = open_events_for(settings)

@@ -1,0 +1,73 @@
+"""Calibrated search relevance: P(a hit is the product the query asks for) from three features of
+the hit (cosine to the query, IDF-weighted term coverage, gap to the catalog's best cosine), and the
+cut-off that leaves the unlikely hits out (``SearchConfig.min_relevance``). Fitted and measured by
+``python -m evaluation.search_calibration``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.results import empty
+from indexer.store import ItemIndex
+
+from .lexical import LexicalIndex, bm25_idf
+
+
+def relevance_features(index: ItemIndex, lexical: LexicalIndex, tokens: list[str], fixes: dict[str, list[str]],
+                       labels: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
+    """float32 ``(len(labels), 3)`` per label (-1 padding: 0): its cosine to ``query_vec``; the
+    IDF-weighted share of the query's ``tokens`` its BM25 text holds (a token counts when it or one
+    of its typo ``fixes`` is there); how far its cosine is below the catalog's best for the query."""
+    out = np.zeros((len(labels), 3), dtype=np.float32)
+    live = np.flatnonzero(labels >= 0)
+    if not len(live):
+        return out
+    _, best = index.search(query_vec[None, :], 1)  # the closest item of the whole catalog
+    with index.lock:
+        out[live, 0] = index.vectors.view[labels[live]] @ query_vec
+    out[live, 2] = np.maximum(float(best[0, 0]), out[live, 0].max()) - out[live, 0]
+    n_docs = max(lexical.n_docs, 1)
+    idf = np.array([max([lexical.doc_freq(t), *(lexical.doc_freq(f) for f in fixes.get(t, []))])
+                    for t in tokens], dtype=np.float64)
+    idf = bm25_idf(idf, n_docs) if len(tokens) else idf
+    if idf.sum() > 0:
+        for j in live:
+            doc = set(lexical.tokens_of(int(labels[j])))
+            held = [t in doc or any(f in doc for f in fixes.get(t, [])) for t in tokens]
+            out[j, 1] = float(idf[held].sum() / idf.sum())
+    return out
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """P(a hit is what the query asked for) = sigmoid(cosine * ``cosine`` + coverage * ``coverage``
+    + gap * ``gap`` + ``bias``), over :func:`relevance_features`. Unlike the fused
+    score (min-max over one query's candidates: its best hit is 1.0 however poor) it is comparable
+    across queries. Fitted by ``python -m evaluation.search_calibration`` (its data and figures)."""
+
+    cosine: float = 3.06
+    coverage: float = 0.3
+    gap: float = -7.728
+    bias: float = -4.827
+
+
+RELEVANCE = Relevance()
+
+
+def relevance(features: np.ndarray, cal: Relevance = RELEVANCE) -> np.ndarray:
+    """float32 ``(n,)`` calibrated relevance of feature rows ``(n, 3)`` (cosine, coverage, gap)."""
+    z = features[:, 0] * cal.cosine + features[:, 1] * cal.coverage + features[:, 2] * cal.gap + cal.bias
+    return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
+
+def cut(min_relevance: float, labels: np.ndarray, scores: np.ndarray, rel: np.ndarray, *aligned):
+    """Drop the hits with ``rel`` under ``min_relevance`` from ``labels`` / ``scores`` (k,), padding
+    the end again; ``aligned`` arrays (or None) are cut alike and come back as long as what is kept."""
+    keep = (labels >= 0) & (rel >= min_relevance)
+    n = int(keep.sum())
+    out_l, out_s = (a[0] for a in empty(1, len(labels)))
+    out_r = np.full(len(labels), np.nan, dtype=np.float32)
+    out_l[:n], out_s[:n], out_r[:n] = labels[keep], scores[keep], rel[keep]
+    return (out_l, out_s, out_r, *(None if a is None else np.asarray(a)[keep[: len(a)]] for a in aligned))

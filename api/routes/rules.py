@@ -157,7 +157,7 @@ def create_rule(body: RuleIn, c: ComponentsDep, request: Request) -> RuleOut:
     return RuleOut.of(rule, time.time())
 
 
-@router.put("/rules/{rule_id}", response_model=RuleOut)
+@router.put("/rules/{rule_id:int}", response_model=RuleOut)
 def replace_rule(rule_id: RuleId, body: RuleIn, c: ComponentsDep, request: Request) -> RuleOut:
     rule = _store(c).update(rule_id, _rule(body, c), _actor(request, body.editor))
     if rule is None:
@@ -166,7 +166,7 @@ def replace_rule(rule_id: RuleId, body: RuleIn, c: ComponentsDep, request: Reque
     return RuleOut.of(rule, time.time())
 
 
-@router.delete("/rules/{rule_id}", status_code=204)
+@router.delete("/rules/{rule_id:int}", status_code=204)
 def delete_rule(rule_id: RuleId, c: ComponentsDep, request: Request,
                 editor: Annotated[str, Query(max_length=100, description="who is deleting it")] = "") -> Response:
     if not _store(c).delete(rule_id, _actor(request, editor)):

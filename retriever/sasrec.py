@@ -1,6 +1,7 @@
 """SASRec as a harness baseline: ``retriever.sequence.SequenceNet`` with ID item embeddings and
-full-softmax cross-entropy, behind the ``Recommender`` interface. The history encoder of the served
-pipeline is the same network with text-projected item embeddings (``retriever.encoder``).
+cross-entropy (sampled softmax over 1,024 negatives by default; ``negatives=0``: full softmax),
+behind the ``Recommender`` interface. The history encoder of the served pipeline is the same
+network with text-projected item embeddings (``retriever.encoder``).
 
 Defaults: the paper's setting for sparse Amazon data (max_len 50, 2 blocks, 1 head, dropout 0.5,
 lr 1e-3, batch 128), hidden 64, at most 200 epochs with early stopping on the caller's validation
@@ -24,7 +25,7 @@ Array = np.ndarray
 
 
 class SASRec(Recommender):
-    """SASRec (Kang & McAuley 2018) trained with full-softmax CE. ``history``: the training curve."""
+    """SASRec (Kang & McAuley 2018) trained with softmax cross-entropy. ``history``: the training curve."""
 
     name = "sasrec"
 

@@ -1,5 +1,5 @@
 """A self-attentive sequence model over a shopper's history (SASRec, Kang & McAuley, ICDM 2018),
-trained with full-softmax cross-entropy, in plain torch. One module serves two systems:
+trained with softmax cross-entropy (full, or sampled over ``negatives``), in plain torch. One module serves two systems:
 
 * the **SASRec baseline**: item embeddings are ID embeddings (``item_input="id"``);
 * semrec's **history encoder**: an item's embedding is a projection of its text vector, plus an ID

@@ -64,16 +64,21 @@ class RuleStore(ABC):
         """Moves on every write (0: never written)."""
 
     @abstractmethod
+    def _write(self, action: str, rule_id: int | None, rule: Rule | None, actor: str) -> int:
+        """Apply ``action`` (create / update / delete) and its audit entry in one transaction;
+        returns the rule's id (0 when ``rule_id`` names no rule)."""
+
     def create(self, rule: Rule, actor: str) -> Rule:
         """Store a new rule; returns it with its id."""
+        return rule_from_json(self._write("create", None, rule, actor), rule_json(rule))
 
-    @abstractmethod
     def update(self, rule_id: int, rule: Rule, actor: str) -> Rule | None:
         """Replace rule ``rule_id``; None when there is no such rule."""
+        return rule_from_json(rule_id, rule_json(rule)) if self._write("update", rule_id, rule, actor) else None
 
-    @abstractmethod
     def delete(self, rule_id: int, actor: str) -> bool:
         """Remove rule ``rule_id``; False when there is no such rule."""
+        return self._write("delete", rule_id, None, actor) > 0
 
     @abstractmethod
     def audit(self, limit: int = 100, rule_id: int | None = None) -> list[AuditEntry]:
@@ -147,15 +152,6 @@ class SQLiteRuleStore(RuleStore):
                 raise
         return int(rule_id)
 
-    def create(self, rule: Rule, actor: str) -> Rule:
-        return rule_from_json(self._write("create", None, rule, actor), rule_json(rule))
-
-    def update(self, rule_id: int, rule: Rule, actor: str) -> Rule | None:
-        return rule_from_json(rule_id, rule_json(rule)) if self._write("update", rule_id, rule, actor) else None
-
-    def delete(self, rule_id: int, actor: str) -> bool:
-        return self._write("delete", rule_id, None, actor) > 0
-
     def audit(self, limit: int = 100, rule_id: int | None = None) -> list[AuditEntry]:
         where, args = ("WHERE rule_id = ?", (rule_id, limit)) if rule_id is not None else ("", (limit,))
         with self._lock:
@@ -215,15 +211,6 @@ class PostgresRuleStore(RuleStore):
             conn.execute("INSERT INTO merch_audit (ts, actor, action, rule_id, before, after) "
                          "VALUES (%s, %s, %s, %s, %s, %s)", (now, actor, action, rule_id, before, after))
         return int(rule_id)
-
-    def create(self, rule: Rule, actor: str) -> Rule:
-        return rule_from_json(self._write("create", None, rule, actor), rule_json(rule))
-
-    def update(self, rule_id: int, rule: Rule, actor: str) -> Rule | None:
-        return rule_from_json(rule_id, rule_json(rule)) if self._write("update", rule_id, rule, actor) else None
-
-    def delete(self, rule_id: int, actor: str) -> bool:
-        return self._write("delete", rule_id, None, actor) > 0
 
     def audit(self, limit: int = 100, rule_id: int | None = None) -> list[AuditEntry]:
         where, args = ("WHERE rule_id = %s", (rule_id, limit)) if rule_id is not None else ("", (limit,))

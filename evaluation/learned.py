@@ -167,7 +167,10 @@ def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) ->
     starts = np.concatenate([[0], np.cumsum(groups)])
     rows_of = [np.arange(starts[g], starts[g + 1]) for g in range(len(groups))]
     tr = np.concatenate([rows_of[g] for g in np.flatnonzero(~held)])
-    va = [rows_of[g] for g in np.flatnonzero(held)]
+    va_rows = np.concatenate([rows_of[g] for g in np.flatnonzero(held)])
+    va_bounds = np.cumsum([0, *groups[held]])
+    va = [np.arange(a, b) for a, b in zip(va_bounds[:-1], va_bounds[1:])]  # positions within va_rows
+    x_va, y_va = x[va_rows], y[va_rows]
     params = {"objective": "lambdarank", "num_leaves": cfg.num_leaves, "learning_rate": cfg.learning_rate,
               "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
               "lambda_l2": cfg.lambda_l2, "seed": cfg.seed, "num_threads": 2, "verbose": -1, "deterministic": True,
@@ -176,10 +179,9 @@ def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) ->
                              cfg.rounds)
     curve = {}
     for rounds in range(cfg.check_every, cfg.rounds + 1, cfg.check_every):
-        pred = booster.predict(x, num_iteration=rounds)
-        curve[rounds] = held_out_ndcg(pred, y, va)
+        curve[rounds] = held_out_ndcg(booster.predict(x_va, num_iteration=rounds), y_va, va)
     best = max(curve, key=curve.get)
-    fused = held_out_ndcg(x[:, NAMES.index("fused")], y, va)
+    fused = held_out_ndcg(x_va[:, NAMES.index("fused")], y_va, va)
     if cfg.require_gain and curve[best] <= fused:  # the service then ranks by the fusion, which held out better
         return None, {**info, "skipped": f"held-out NDCG@10 {curve[best]:.4f} <= the fusion's {fused:.4f}",
                       "holdout_ndcg10": {str(k): round(v, 5) for k, v in curve.items()}}

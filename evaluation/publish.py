@@ -30,12 +30,12 @@ def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: Learn
     started = time.perf_counter()
     sequences, item_ids, user_ids = sequences_from_reviews(catalog.reviews)
     split = leave_one_out(sequences, item_ids, user_ids, seed=seed, protocol="standard")
-    work = Path(workdir or tempfile.mkdtemp(prefix="semrec-train-"))
-    replay = Replay.build(split, catalog.items, item_vectors, embedder, work, progress=progress)
-    try:
-        record = fit_learned(replay, item_vectors, cfg, progress=progress)
-    finally:
-        replay.close()
+    with tempfile.TemporaryDirectory(prefix="semrec-train-") as tmp:  # the replayed event log goes here
+        replay = Replay.build(split, catalog.items, item_vectors, embedder, Path(workdir or tmp), progress=progress)
+        try:
+            record = fit_learned(replay, item_vectors, cfg, progress=progress)
+        finally:
+            replay.close()
     svc = replay.svc
     card = {"command": command, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "data": {"source": catalog.source, "items": int(split.n_items), "users": int(len(user_ids)),

@@ -34,14 +34,9 @@ def train_ranker_cmd(
         if index_dir is None or not db.is_file():
             raise typer.BadParameter("--db needs an existing event log and --index its item index", param_hint="--db")
         from indexer.store import ItemIndex
-        from retriever.eventstore import open_event_store
-        from retriever.personal import reviews_from_events
 
         items = ItemIndex.load(index_dir).table.live_frame().drop(columns="label")
-        # the log already holds only keyed user ids; they are read back as they are
-        store = open_event_store(db, pseudonym_key=_pseudonym_key(None))
-        catalog = Catalog(items, reviews_from_events(store), source=f"event log {db}")
-        store.close()
+        catalog = Catalog(items, _reviews_of_log(db), source=f"event log {db}")
     else:
         from evaluation.harness import dataset_folder
         from indexer.loaders import load_dataset
@@ -66,14 +61,12 @@ def train_cmd(
 ) -> None:
     """Fit the served pipeline's learned parts (MF factors, the history encoder, the learned ranking)
     on the interactions of the index's items and publish them as the next version."""
-    from evaluation.publish import train_for_index
-    from indexer.store import ItemIndex
+    from evaluation.publish import TooFewShoppers, train_for_index
     from ranker.services import open_index
 
     if (dataset is None) == (db is None):
         raise typer.BadParameter("give either --db (the event log) or --dataset with --data-dir", param_hint="--db")
     index, embedder = open_index(index_dir)
-    assert isinstance(index, ItemIndex)
     if db is not None:
         reviews, source = _reviews_of_log(db), f"event log {db}"
     else:
@@ -86,13 +79,14 @@ def train_cmd(
     try:
         path = train_for_index(index, reviews, out or index_dir / "models", embedder, source=source,
                                command="semrec train", seed=seed)
-    except ValueError as e:
+    except TooFewShoppers as e:
         raise UserError(str(e)) from None
     typer.echo(f"models written to {path}; `semrec serve --index {index_dir}` loads the newest")
 
 
 def _reviews_of_log(db: Path):
-    """The event log's interactions as a reviews frame (user ids stay the log's keyed ids)."""
+    """The event log's interactions as a reviews frame (the log holds only keyed user ids; they are
+    read back as they are)."""
     from retriever.eventstore import open_event_store
     from retriever.personal import reviews_from_events
 

@@ -16,6 +16,11 @@ from .protocol import leave_one_out, sequences_from_reviews
 from .served import Replay
 
 Array = np.ndarray
+MIN_SHOPPERS = 20
+
+
+class TooFewShoppers(ValueError):
+    """The interactions hold too few shoppers on the index's items to fit the learned parts."""
 
 
 def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: LearnedConfig = LearnedConfig(),
@@ -56,9 +61,9 @@ def train_for_index(index, reviews, out, embedder, *, cfg: LearnedConfig = Learn
 
     known = index.table.label_of
     reviews = reviews[reviews["item_id"].astype(str).isin(known)]
-    if reviews["user_id"].nunique() < 20:
-        raise ValueError(f"reviews: {reviews['user_id'].nunique()} shoppers with interactions on items of the "
-                         "index; the learned parts need at least 20")
+    if reviews["user_id"].nunique() < MIN_SHOPPERS:
+        raise TooFewShoppers(f"reviews: {reviews['user_id'].nunique()} shoppers with interactions on items of "
+                             f"the index; the learned parts need at least {MIN_SHOPPERS}")
     item_ids = sorted(reviews["item_id"].astype(str).unique())
     items = index.table.live_frame().drop(columns="label")
     items = items[items["item_id"].isin(item_ids)]

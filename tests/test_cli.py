@@ -100,6 +100,25 @@ def test_serve_names_a_port_in_use_and_a_model_mismatch(tmp_path, tiny_index):
     one_line_error(r, "'minilm'", "--model")
 
 
+def test_train_mistakes_are_one_line_and_write_no_models(tmp_path, tiny_index):
+    tiny_index.save(tmp_path / "ix")
+    ix, missing = str(tmp_path / "ix"), str(tmp_path / "no-index")
+    empty_log = tmp_path / "events.db"
+    from retriever.eventstore import open_event_store
+
+    open_event_store(empty_log, pseudonym_key="k" * 16).close()
+    cases = [
+        (["train", "--index", ix], ["--db", "--dataset"]),
+        (["train", "--index", missing, "--db", str(empty_log)], [missing, "semrec index"]),
+        (["train", "--index", ix, "--db", str(tmp_path / "nope.db")], ["no event log", "nope.db"]),
+        (["train", "--index", ix, "--dataset", "beauty"], ["--data-dir"]),
+        (["train", "--index", ix, "--db", str(empty_log)], ["0 shoppers", "at least 20"]),
+    ]
+    for args, expected in cases:
+        one_line_error(runner.invoke(app, args, env={"SEMREC_PSEUDONYM_KEY": "k" * 16}), *expected)
+    assert not (tmp_path / "ix" / "models").exists()
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch):
     import indexer.store
 

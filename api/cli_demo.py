@@ -48,7 +48,7 @@ def demo(
     _check_port("127.0.0.1", port)
     catalog, report = clean_catalog(load_catalog(REPO_DATA / "demo"))
     fingerprint = catalog_fingerprint(catalog, "minilm", EmbedConfig())
-    models = settings.index_dir / "models"
+    models, idx = settings.index_dir / "models", None
     if _unchanged_index(settings.index_dir, fingerprint):
         typer.echo(f"index: {settings.index_dir} is up to date with data/demo (catalog fingerprint "
                    f"{fingerprint[:12]}); delete it to re-index")
@@ -61,7 +61,10 @@ def demo(
                    f"{idx.build_info['seconds']} s -> {settings.index_dir}")
         shutil.rmtree(models, ignore_errors=True)  # fitted on the old index's items
     if not any(models.glob("v[0-9]*")):
-        _train_models(settings.index_dir, catalog.reviews, models)
+        from ranker.services import open_index
+
+        idx, embedder = (idx, embedder) if idx is not None else open_index(settings.index_dir)
+        _train_models(idx, embedder, catalog.reviews, models)
     store = open_event_store(settings.db_path, pseudonym_key=settings.pseudonym_key)
     read, stored = import_reviews(store, catalog.reviews, "demo")
     bought, new = import_orders(store, REPO_DATA / "demo" / "orders.jsonl", "demo")
@@ -98,14 +101,12 @@ def demo(
             thread.join()
 
 
-def _train_models(index_dir: Path, reviews, models: Path) -> None:
+def _train_models(index, embedder, reviews, models: Path) -> None:
     """The learned parts fitted on the demo's own shoppers (``semrec train``), so the demo serves the
     whole pipeline: MF, the history encoder and the learned ranking."""
     from evaluation.publish import train_for_index
-    from ranker.services import open_index
 
     started = time.perf_counter()
-    index, embedder = open_index(index_dir)
     path = train_for_index(index, reviews, models, embedder, source="data/demo", command="semrec demo",
                            progress=False)
     typer.echo(f"models: MF, history encoder and learned ranking fitted on the demo shoppers in "

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .base import (
     ERASURE_RETENTION_S,
-    IMPRESSION_FLUSH_S,
     Changes,
     Erasure,
     Event,
@@ -123,9 +122,8 @@ class SQLiteEventStore(EventStore):
                 self._truncate_wal()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._pending: list[tuple] = []
-        self._pending_lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._readers_lock = threading.Lock()
+        self._impressions = ImpressionBuffer(self._write_impressions)
         self._searches = ImpressionBuffer(self._write_searches)
 
     def _read(self) -> sqlite3.Connection:
@@ -135,7 +133,7 @@ class SQLiteEventStore(EventStore):
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA query_only=1")
             self._local.db = db
-            with self._pending_lock:
+            with self._readers_lock:
                 self._readers.append(db)
         return db
 
@@ -230,30 +228,20 @@ class SQLiteEventStore(EventStore):
 
     def log_impression(self, request_id: str, user_id: str, variant: str, item_ids: list[str]) -> None:
         """Buffer an impression; it is written within ``IMPRESSION_FLUSH_S`` (see the class docstring)."""
-        row = (request_id, self.user_key(user_id), variant, json.dumps(item_ids), time.time())
-        with self._pending_lock:
-            self._pending.append(row)
-            if self._timer is None:
-                self._timer = threading.Timer(IMPRESSION_FLUSH_S, self.flush_impressions)
-                self._timer.daemon = True
-                self._timer.start()
+        self._impressions.add((request_id, self.user_key(user_id), variant, json.dumps(item_ids), time.time()))
 
     def flush_impressions(self) -> int:
         """Write buffered impressions in one transaction. Returns how many were written."""
-        with self._pending_lock:
-            rows, self._pending = self._pending, []
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if rows:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                # a user erased meanwhile by another process: their buffered impressions are dropped
-                self._db.executemany("INSERT OR IGNORE INTO impressions SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                                     "(SELECT 1 FROM erasures WHERE user_key = ? AND erased_at >= ?)",
-                                     [(*r, r[1], r[4]) for r in rows])
-                self._db.execute("COMMIT")
-        return len(rows)
+        return self._impressions.flush()
+
+    def _write_impressions(self, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            # a user erased meanwhile by another process: their buffered impressions are dropped
+            self._db.executemany("INSERT OR IGNORE INTO impressions SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM erasures WHERE user_key = ? AND erased_at >= ?)",
+                                 [(*r, r[1], r[4]) for r in rows])
+            self._db.execute("COMMIT")
 
     def variant_outcomes(self) -> list[tuple[str, str, int, int, int]]:
         """Per impression: (variant, request_id, clicked, added to cart, purchased) as 0/1."""
@@ -351,7 +339,7 @@ class SQLiteEventStore(EventStore):
         self.flush_searches()
         with self._lock:
             self._db.close()
-        with self._pending_lock:
+        with self._readers_lock:
             for db in self._readers:
                 db.close()
             self._readers.clear()

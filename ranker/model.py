@@ -179,21 +179,6 @@ class Reranker:
             return self.split.score(context, list(item_texts))
         return score_pairs(self.net, self.encoder, [context] * len(item_texts), list(item_texts), self.batch_size)
 
-    def score_many(self, contexts: Sequence[str], item_texts: Sequence[str]) -> np.ndarray:
-        """Scores of pairs ``(contexts[i], item_texts[i])`` -> float32 ``(n,)`` (offline evaluation).
-
-        The split architecture encodes each distinct context once for all of its items.
-        """
-        if self.split is None:
-            return score_pairs(self.net, self.encoder, list(contexts), list(item_texts), self.batch_size)
-        out = np.zeros(len(item_texts), dtype=np.float32)
-        groups: dict[str, list[int]] = {}
-        for i, c in enumerate(contexts):
-            groups.setdefault(c, []).append(i)
-        for c, rows in groups.items():
-            out[rows] = self.split.score(c, [item_texts[i] for i in rows])
-        return out
-
     def attach(self, index) -> None:
         """Serve candidates of ``index`` (an :class:`indexer.store.ItemIndex`) by label (:meth:`score_items`).
 

@@ -62,11 +62,11 @@ def train_cmd(
     """Fit the served pipeline's learned parts (MF factors, the history encoder, the learned ranking)
     on the interactions of the index's items and publish them as the next version."""
     from evaluation.publish import TooFewShoppers, train_for_index
-    from ranker.services import open_index
+    from indexer.store import ItemIndex
 
     if (dataset is None) == (db is None):
         raise typer.BadParameter("give either --db (the event log) or --dataset with --data-dir", param_hint="--db")
-    index, embedder = open_index(index_dir)
+    index = ItemIndex.load(index_dir)  # the embedder loads only once the data is known to suffice
     if db is not None:
         reviews, source = _reviews_of_log(db), f"event log {db}"
     else:
@@ -77,8 +77,8 @@ def train_cmd(
             raise typer.BadParameter("--dataset needs --data-dir", param_hint="--data-dir")
         reviews, source = load_dataset(dataset, dataset_folder(dataset, data_dir)).reviews, dataset
     try:
-        path = train_for_index(index, reviews, out or index_dir / "models", embedder, source=source,
-                               command="semrec train", seed=seed)
+        path = train_for_index(index, reviews, out or index_dir / "models", source=source, command="semrec train",
+                               seed=seed)
     except TooFewShoppers as e:
         raise UserError(str(e)) from None
     typer.echo(f"models written to {path}; `semrec serve --index {index_dir}` loads the newest")

@@ -52,11 +52,13 @@ def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: Learn
     return save_models(Models(svc.mf, svc.encoder, svc.ranking), out, card)
 
 
-def train_for_index(index, reviews, out, embedder, *, cfg: LearnedConfig = LearnedConfig(), command: str = "",
+def train_for_index(index, reviews, out, embedder=None, *, cfg: LearnedConfig = LearnedConfig(), command: str = "",
                     source: str = "", seed: int = 0, progress: bool = True) -> Path:
     """:func:`train_and_publish` for a built index (``indexer.store.ItemIndex``): the interactions
     are the ``reviews`` (schema frame) of items the index holds, the items and their vectors the
-    index's own, so the models see exactly what the service searches. Returns the version dir."""
+    index's own, so the models see exactly what the service searches. ``embedder`` None: the
+    index's own model, loaded once the data is known to suffice. Returns the version dir."""
+    from indexer.embed import load_embedder
     from indexer.schema import Catalog
 
     known = index.table.label_of
@@ -67,5 +69,6 @@ def train_for_index(index, reviews, out, embedder, *, cfg: LearnedConfig = Learn
     item_ids = sorted(reviews["item_id"].astype(str).unique())
     items = index.table.live_frame().drop(columns="label")
     items = items[items["item_id"].isin(item_ids)]
-    return train_and_publish(Catalog(items, reviews, source), index.vectors_of(item_ids), out, embedder, cfg=cfg,
-                             command=command, seed=seed, progress=progress)
+    return train_and_publish(Catalog(items, reviews, source), index.vectors_of(item_ids), out,
+                             embedder or load_embedder(index.model), cfg=cfg, command=command, seed=seed,
+                             progress=progress)

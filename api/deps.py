@@ -78,13 +78,13 @@ def load_components(settings: Settings) -> Components:
 
 
 def attach_models(settings: Settings, svc: Services) -> Models | None:
-    """The learned parts (MF, history encoder, learned ranking; ``semrec train``) of the newest
+    """The learned parts (MF, EASE, history encoder, learned ranking; ``semrec train``) of the newest
     version under ``settings.models_dir`` (default ``<index_dir>/models``, skipped when absent)."""
     root = settings.models_dir or settings.index_dir / "models"
     if settings.models_dir is None and not root.exists():
         return None
     models = load_models(root)  # ModelsLoadError at start-up when unusable
-    svc.mf, svc.ranking = models.mf, models.ranking
+    svc.mf, svc.ease, svc.ranking = models.mf, models.ease, models.ranking
     svc.encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
     return models
 

@@ -35,6 +35,7 @@ from indexer.embed import Embedder
 from indexer.schema import Catalog
 from ranker.pipeline import PipelineConfig
 from retriever.collaborative import Recommender
+from retriever.ease import EASEConfig
 from retriever.mf import MFConfig
 from retriever.sasrec import SASRec
 from retriever.sequence import SequenceConfig
@@ -57,6 +58,7 @@ SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
     "semrec-no-learned": replace(_SERVED, learned_ranking=False),
     "semrec-no-mf": replace(_SERVED, candidates=replace(_SERVED.candidates, mf=0.0)),
     "semrec-no-encoder": replace(_SERVED, candidates=replace(_SERVED.candidates, encoder=0.0)),
+    "semrec-no-ease": replace(_SERVED, candidates=replace(_SERVED.candidates, ease=0.0)),
     "semrec-no-rerank": replace(_SERVED, use_reranker=False),
     "semrec-no-mmr": replace(_SERVED, rerank=replace(_SERVED.rerank, mmr_lambda=1.0)),
     "semrec-no-explore": replace(_SERVED, candidates=replace(_SERVED.candidates, explore_slots=0)),
@@ -65,6 +67,7 @@ QUICK_USERS = 2000
 # Quick runs (CI): small learned parts, minutes not hours; the full run uses LearnedConfig().
 QUICK_LEARNED = LearnedConfig(
     mf=MFConfig(factors=32, iterations=8),
+    ease=EASEConfig(max_items=3000), ease_lams=(50.0,),  # a 3k-item inverse: seconds, not a minute
     encoder=SequenceConfig(item_input="text+id", hidden=32, max_epochs=6, eval_every=3, patience=1, lr=3e-3,
                            eval_users=500),
     ranking=RankingConfig(users=None, rounds=150))

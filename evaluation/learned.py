@@ -13,6 +13,7 @@ a held-out fifth of the validation groups.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -20,7 +21,8 @@ import torch
 
 from ranker.features import NAMES
 from ranker.ltr import RankingModel
-from ranker.pipeline import PipelineConfig, candidates_for, user_vectors
+from ranker.pipeline import PipelineConfig, candidates_for, user_queries
+from retriever.ease import EASEConfig, EASEModel, fit_ease_rows
 from retriever.encoder import HistoryEncoder
 from retriever.mf import MFConfig, MFModel, fit_factors
 from retriever.personal import user_profile
@@ -56,9 +58,11 @@ class RankingConfig:
 @dataclass(frozen=True)
 class LearnedConfig:
     mf: MFConfig = field(default_factory=MFConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
+    ease_lams: tuple[float, ...] = (25.0, 50.0, 200.0, 800.0)  # picked on validation NDCG@10
     encoder: SequenceConfig = field(default_factory=lambda: SequenceConfig(item_input="text+id", hidden=64))
     ranking: RankingConfig = field(default_factory=RankingConfig)
-    parts: tuple[str, ...] = ("mf", "encoder", "ranking")
+    parts: tuple[str, ...] = ("mf", "ease", "encoder", "ranking")
 
 
 def fit_learned(replay: Replay, item_vectors: Array, cfg: LearnedConfig = LearnedConfig(),
@@ -72,6 +76,10 @@ def fit_learned(replay: Replay, item_vectors: Array, cfg: LearnedConfig = Learne
         svc.mf = MFModel(item_ids, fit_factors(split.fit, None, split.n_items, cfg.mf), cfg.mf)
         record["mf"] = {"config": asdict(cfg.mf), "seconds": round(time.perf_counter() - t, 1),
                         "fit_sequences": len(split.fit)}
+    if "ease" in cfg.parts:
+        t = time.perf_counter()
+        svc.ease, info = fit_ease(split, cfg.ease, cfg.ease_lams, cfg.encoder.eval_users, cfg.encoder.seed)
+        record["ease"] = {**info, "seconds": round(time.perf_counter() - t, 1)}
     if "encoder" in cfg.parts:
         t = time.perf_counter()
         net, curve = fit_encoder(split, item_vectors, cfg.encoder, progress)
@@ -83,6 +91,42 @@ def fit_learned(replay: Replay, item_vectors: Array, cfg: LearnedConfig = Learne
         svc.ranking, info = fit_ranking(replay, pipeline, cfg.ranking)
         record["ranking"] = {"config": asdict(cfg.ranking), "seconds": round(time.perf_counter() - t, 1), **info}
     return record
+
+
+def fit_ease(split, cfg: EASEConfig, lams: Sequence[float], eval_users: int | None = 4000,
+             seed: int = 0) -> tuple[EASEModel, dict]:
+    """EASE on the fit sequences for each of ``lams``, the one with the best validation NDCG@10
+    (history excluded, over at most ``eval_users`` shoppers) kept. Returns (model, record)."""
+    rows = np.arange(len(split.users))
+    if eval_users is not None and eval_users < len(rows):
+        rows = np.sort(np.random.default_rng([seed, 59]).choice(rows, eval_users, replace=False))
+    item_ids = [str(i) for i in split.item_ids]
+    best, trials = None, {}
+    for lam in lams:
+        c = replace(cfg, lam=float(lam))
+        items, weights = fit_ease_rows(split.fit, split.n_items, c)
+        model = EASEModel([item_ids[i] for i in items], weights, c)
+        trials[str(lam)] = round(ease_ndcg(model, items, split, rows), 5)
+        if best is None or trials[str(lam)] > trials[str(best.cfg.lam)]:
+            best = model
+    model = best
+    model.info = {"valid_ndcg@10": trials, "items": len(model.rows), "nnz": int(model.weights.nnz)}
+    return model, {"config": asdict(model.cfg), **model.info}
+
+
+def ease_ndcg(model: EASEModel, items: Array, split, rows: Array) -> float:
+    """Validation NDCG@10 of ``model`` (rows = the split's item indexes ``items``) alone, history excluded."""
+    item_ids = [str(i) for i in split.item_ids]
+
+    def score(batch):
+        out = np.full((len(batch), split.n_items), -np.inf, dtype=np.float32)
+        for j, v in enumerate(model.user_scores([[item_ids[i] for i in h] for h in batch])):
+            if v is not None:
+                out[j, items] = v
+        return out
+
+    excluded, _ = rank_targets(score, [split.valid_history[r] for r in rows], split.valid_target[rows], 10)
+    return float(ndcg_at_k(excluded.ranks, 10))
 
 
 def encoder_ndcg(net: SequenceNet, split, rows: Array) -> float:
@@ -128,10 +172,10 @@ def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig)
         batch = rows[start:start + 64]
         profiles = [user_profile(svc.events, svc.index, svc.embedder, str(split.user_ids[split.users[r]]),
                                  untrained.profile) for r in batch]
-        mf_u, enc_u = user_vectors(svc, untrained, profiles)
+        queries = user_queries(svc, untrained, profiles)
         for i, (r, profile) in enumerate(zip(batch, profiles)):
             with svc.index.lock, svc.state.lock:
-                cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, mf_u[i], enc_u[i],
+                cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, queries[i],
                                          depth=10**9, features=True)
             hit = cand.labels == split.valid_target[r]
             if not hit.any() or x is None:

@@ -49,7 +49,7 @@ def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: Learn
                      "split": "leave-one-out: fit = all but each shopper's last two interactions; the ranking "
                               "learns from the second-last"},
             "parts": record, "seconds": round(time.perf_counter() - started, 1)}
-    return save_models(Models(svc.mf, svc.encoder, svc.ranking), out, card)
+    return save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), out, card)
 
 
 def train_for_index(index, reviews, out, embedder=None, *, cfg: LearnedConfig = LearnedConfig(), command: str = "",

@@ -28,6 +28,7 @@ NAMES = {
     "semrec-no-learned": "semrec without the learned ranking (weighted RRF of the sources)",
     "semrec-no-mf": "semrec without MF",
     "semrec-no-encoder": "semrec without the history encoder",
+    "semrec-no-ease": "semrec without EASE",
     "semrec-no-rerank": "semrec without the reranking stage",
     "semrec-no-mmr": "semrec without MMR",
     "semrec-no-explore": "semrec without the exploration slot",

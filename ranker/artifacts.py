@@ -3,6 +3,7 @@
 
     runs/models/v0003/
         mf/            item factors + item ids (retriever.mf.MFModel)
+        ease/          pruned EASE item-item weights + item ids (retriever.ease.EASEModel)
         encoder/       the history encoder (retriever.encoder.HistoryEncoder)
         ranking/       the learned ranking (ranker.ltr.RankingModel)
         model_card.json, MODEL_CARD.md   data, sizes, settings, validation figures, seconds
@@ -19,6 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retriever.ease import EASEModel
 from retriever.encoder import HistoryEncoder
 from retriever.mf import MFModel
 
@@ -36,6 +38,7 @@ class Models:
     mf: MFModel | None = None
     encoder: HistoryEncoder | None = None
     ranking: RankingModel | None = None
+    ease: EASEModel | None = None
     card: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -60,6 +63,7 @@ def load_models(root: str | os.PathLike) -> Models:
         return Models(mf=MFModel.load(path / "mf") if (path / "mf").is_dir() else None,
                       encoder=HistoryEncoder.load(path / "encoder") if (path / "encoder").is_dir() else None,
                       ranking=RankingModel.load(path / "ranking") if (path / "ranking").is_dir() else None,
+                      ease=EASEModel.load(path / "ease") if (path / "ease").is_dir() else None,
                       card=card, path=path)
     except (OSError, ValueError, KeyError) as e:
         raise ModelsLoadError(f"models at {path}: {e}") from e
@@ -78,7 +82,8 @@ def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, part in (("mf", models.mf), ("encoder", models.encoder), ("ranking", models.ranking)):
+    for name, part in (("mf", models.mf), ("encoder", models.encoder), ("ease", models.ease),
+                       ("ranking", models.ranking)):
         if part is not None:
             part.save(tmp / name)
     card = {"version": final.name, **card}
@@ -91,7 +96,7 @@ def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
 def card_markdown(card: dict) -> str:
     lines = [f"# semrec models {card.get('version', '')}", "", f"Command: `{card.get('command', '')}`", "",
              f"Data: {card.get('data', {})}", ""]
-    for part in ("mf", "encoder", "ranking"):
+    for part in ("mf", "encoder", "ease", "ranking"):
         if part in card.get("parts", {}):
             lines += [f"## {part}", "", "```", json.dumps(card["parts"][part], indent=1, default=str)[:4000], "```", ""]
     return "\n".join(lines)

@@ -4,7 +4,8 @@ For one shopper and their candidates (the union of the sources' runs), one row p
 
     rank_<s>, score_<s>   its 1-based rank and score in each source's run (NaN: not proposed)
     cos_interest          max cosine of the item to the shopper's interest vectors
-    mf, encoder           the MF and history-encoder dot products (NaN: model absent / item unknown)
+    mf, encoder, ease     the MF and history-encoder dot products and the EASE score (NaN: model
+                          absent / item unknown)
     log_count, popular, trending   log(1 + interactions); decayed popularity (weeks / a day), best = 1
     fresh, age_days       no interactions yet and created recently; days since created (NaN unknown)
     share_top, share_leaf, share_brand   share of the shopper's history in its top-level
@@ -28,8 +29,9 @@ from retriever.profiles import Profile
 from retriever.state import InteractionState
 
 Array = np.ndarray
-SOURCES = ("dense", "covisit", "popular", "trending", "mf", "encoder")
-NAMES = (*(f"{p}_{s}" for s in SOURCES for p in ("rank", "score")), "cos_interest", "mf", "encoder",
+SOURCES = ("dense", "covisit", "popular", "trending", "mf", "encoder", "ease")
+LEARNED = ("mf", "encoder", "ease")  # the learned sources' scores of every candidate
+NAMES = (*(f"{p}_{s}" for s in SOURCES for p in ("rank", "score")), "cos_interest", *LEARNED,
          "log_count", "popular", "trending", "fresh", "age_days", "share_top", "share_leaf", "share_brand",
          "price_gap", "history", "interests", "fused")
 
@@ -41,13 +43,12 @@ def _shares(values: list[str], history: list[str]) -> Array:
 
 
 def candidate_features(index: ItemIndex, state: InteractionState, profile: Profile, labels: Array, fused: Array,
-                       runs: dict[str, tuple[Array, Array]], fresh: Array | None, *, mf: Array | None,
-                       encoder: Array | None, popular_days: float, trending_days: float,
-                       now: float | None = None) -> Array:
+                       runs: dict[str, tuple[Array, Array]], fresh: Array | None, *, learned: dict[str, Array],
+                       popular_days: float, trending_days: float, now: float | None = None) -> Array:
     """float32 ``(len(labels), len(NAMES))``: the rows above for ``labels`` (m,) int64 (no padding).
 
     fused: (m,) the fusion score of each label; runs: source -> (labels, scores) best first;
-    fresh: bool mask over all labels (or None); mf / encoder: (m,) dot products or None.
+    fresh: bool mask over all labels (or None); learned: source in ``LEARNED`` -> (m,) scores (absent: NaN).
     """
     now = time.time() if now is None else now
     m = len(labels)
@@ -63,10 +64,8 @@ def candidate_features(index: ItemIndex, state: InteractionState, profile: Profi
     vecs = index.vectors.view[labels]
     if not profile.is_empty:
         out[:, col["cos_interest"]] = (vecs @ profile.interests.T).max(axis=1)
-    if mf is not None:
-        out[:, col["mf"]] = mf
-    if encoder is not None:
-        out[:, col["encoder"]] = encoder
+    for name, values in learned.items():
+        out[:, col[name]] = values
     records = [index.table.records[lab] for lab in labels.tolist()]
     ids = [r["item_id"] for r in records]
     out[:, col["log_count"]] = np.log1p(state.counts(ids))

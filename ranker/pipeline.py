@@ -12,7 +12,8 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 1. profile: the shopper's latest events and onboarding answers -> interest vectors (``retriever.personal``);
 2. candidates: dense per interest, co-visitation, popular, trending (``retriever.candidates``), and
    with learned parts loaded (``ranker.artifacts``, ``semrec train``) MF with a per-request fold-in
-   of the latest events (``retriever.mf``) and the text-aware history encoder (``retriever.encoder``);
+   of the latest events (``retriever.mf``), EASE item-item weights summed over the history
+   (``retriever.ease``) and the text-aware history encoder (``retriever.encoder``);
    each restricted to live items passing the filters (in stock, by default), without what the
    shopper already bought;
 3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
@@ -184,9 +185,9 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
     changes no ranking: the harness does not read reasons)."""
     labels, scores = empty(len(profiles), k)
     sources, why, stages = [], [], []
-    mf_u, enc_u = user_vectors(svc, cfg, profiles)
+    queries = user_queries(svc, cfg, profiles)
     for i, (profile, exclude) in enumerate(zip(profiles, excludes)):
-        row = _rank_one(svc, cfg, profile, k, filters, exclude, now, mf_u[i], enc_u[i])
+        row = _rank_one(svc, cfg, profile, k, filters, exclude, now, queries[i])
         labels[i], scores[i] = row.labels, row.scores
         sources.append(row.sources)
         why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources, svc.state) if reasons else [])
@@ -194,20 +195,40 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
     return Recommendations(labels, scores, sources, why, stages)
 
 
-def user_vectors(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile]) -> tuple[list, list]:
-    """Per profile, its MF fold-in and history-encoder query vector (None where the model is absent
-    or switched off), computed for the whole batch at once."""
-    c, none = cfg.candidates, [None] * len(profiles)
-    mf_u = enc_u = none
+def user_queries(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile]) -> list[dict[str, np.ndarray]]:
+    """Per profile, the query of each learned source that is loaded and on, computed for the whole
+    batch at once: ``mf`` its fold-in (f,), ``encoder`` its history state (d,), ``ease`` its item
+    scores over the model's rows (r,); a source without an answer for the profile is left out."""
+    c, out = cfg.candidates, [{} for _ in profiles]
+
+    def put(name: str, values) -> None:
+        for q, v in zip(out, values):
+            if v is not None:
+                q[name] = v
+
     if svc.mf is not None and c.mf > 0:
-        mf_u = list(svc.mf.user_vectors([p.history for p in profiles],
-                                        [[p.actions.get(i, "view") for i in p.history] for p in profiles]))
+        put("mf", svc.mf.user_vectors([p.history for p in profiles],
+                                      [[p.actions.get(i, "view") for i in p.history] for p in profiles]))
     if svc.encoder is not None and c.encoder > 0:
         with svc.index.lock:
             hist = [[svc.index.table.label_of[i] for i in p.history if i in svc.index.table.label_of]
                     for p in profiles]
-        enc_u = list(svc.encoder.user_vectors(hist))
-    return mf_u, enc_u
+        put("encoder", svc.encoder.user_vectors(hist))
+    if svc.ease is not None and c.ease > 0:
+        put("ease", svc.ease.user_scores([p.history for p in profiles]))
+    return out
+
+
+def _learned_run(svc: Services, name: str, query: np.ndarray, n: int, allowed: np.ndarray):
+    if name == "encoder":  # the encoder keeps its own FAISS table in label order
+        return svc.encoder.candidates(query, n, allowed)
+    return getattr(svc, name).candidates(svc.index, query, n, allowed)
+
+
+def _learned_scores(svc: Services, name: str, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if name == "encoder":
+        return svc.encoder.scores_of(query, labels)
+    return getattr(svc, name).scores_of(svc.index, query, labels)
 
 
 @dataclass
@@ -224,17 +245,15 @@ class _Candidates:
 
 
 def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters: Filters | None,
-                   exclude: frozenset[str], now: float | None, mf_u, enc_u, depth: int,
+                   exclude: frozenset[str], now: float | None, queries: dict[str, np.ndarray], depth: int,
                    features: bool = False) -> tuple[_Candidates, np.ndarray | None]:
     """Every source's run, fused (and ranked by the learned model when one is loaded and on), with
     the candidates' feature rows when ``features`` (training reads them). Callers hold the locks."""
     index, state, c = svc.index, svc.state, cfg.candidates
     allowed = allowed_mask(index, filters, exclude)
     runs = gather(index, state, profile, c, allowed)
-    if mf_u is not None:
-        runs["mf"] = svc.mf.candidates(index, mf_u, c.per_source, allowed)
-    if enc_u is not None:
-        runs["encoder"] = svc.encoder.candidates(enc_u, c.per_source, allowed)
+    for name, query in queries.items():
+        runs[name] = _learned_run(svc, name, query, c.per_source, allowed)
     weights = c.weights()
     labels, scores = (a[0] for a in empty(1, 0))
     if runs:
@@ -251,8 +270,7 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
     rows = None
     if learned or features:
         rows = candidate_features(index, state, profile, labels, scores, runs, fresh,
-                                  mf=None if mf_u is None else svc.mf.scores_of(index, mf_u, labels),
-                                  encoder=None if enc_u is None else svc.encoder.scores_of(enc_u, labels),
+                                  learned={name: _learned_scores(svc, name, q, labels) for name, q in queries.items()},
                                   popular_days=c.popular_days, trending_days=c.trending_days, now=now)
     if learned:
         labels, scores = top_labels(labels, svc.ranking.score(rows), len(labels))
@@ -261,13 +279,13 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
 
 
 def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filters: Filters | None,
-              exclude: frozenset[str], now: float | None, mf_u=None, enc_u=None) -> _Row:
+              exclude: frozenset[str], now: float | None, queries: dict[str, np.ndarray]) -> _Row:
     index, state, c = svc.index, svc.state, cfg.candidates
     cold = profile.is_empty and not profile.history  # a history decayed to zero weight still counts
     staged = cfg.use_reranker and not cold
     depth = max(k, cfg.rerank.top_n) if staged else k
     with index.lock, state.lock:
-        cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, mf_u, enc_u, max(depth, c.per_source))
+        cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, queries, max(depth, c.per_source))
         labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
         members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
         if cold:

@@ -16,6 +16,7 @@ import faiss
 
 from indexer.embed import Embedder, load_embedder
 from indexer.store import ItemIndex
+from retriever.ease import EASEModel
 from retriever.encoder import HistoryEncoder
 from retriever.eventstore import EventStore, open_event_store
 from retriever.mf import MFModel
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     """``embedder`` may be None where nothing is embedded (similar items alone). The learned parts
-    (``mf``, ``encoder``, ``ranking``, ``reranker``) are optional: without them the pipeline runs
+    (``mf``, ``encoder``, ``ease``, ``ranking``, ``reranker``) are optional: without them the pipeline runs
     on the untrained sources and their fusion. ``rules``: the merchandising rules in force (None:
     none; ``ranker.rules``)."""
 
@@ -47,6 +48,7 @@ class Services:
     mf: MFModel | None = None
     encoder: HistoryEncoder | None = None
     ranking: RankingModel | None = None
+    ease: EASEModel | None = None
     rules: RuleBook | None = None
 
     def __post_init__(self) -> None:

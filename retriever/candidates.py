@@ -26,7 +26,7 @@ from .profiles import Profile, allocate
 from .state import InteractionState
 
 Run = tuple[np.ndarray, np.ndarray]
-SOURCES = ("dense", "covisit", "popular", "trending", "mf", "encoder")  # mf/encoder: when their models are loaded
+SOURCES = ("dense", "covisit", "popular", "trending", "mf", "encoder", "ease")  # the last three: when loaded
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class CandidateConfig:
     trending: float = 0.15
     mf: float = 1.0              # matrix factorisation (``retriever.mf``), when a model is loaded
     encoder: float = 1.0         # the history encoder (``retriever.encoder``), when a model is loaded
+    ease: float = 1.0            # EASE item-item weights (``retriever.ease``), when a model is loaded
     rrf_k: float = 20.0          # rank damping: 1 / (rrf_k + rank)
     per_source: int = 100        # candidates each source proposes
     explore_slots: int = 1       # slots reserved for items with no interactions yet

@@ -5,7 +5,7 @@ shopper's items, each with confidence ``1 + alpha * r`` where ``r`` is the stron
 (``TYPE_WEIGHTS`` / 6: a purchase 1, a view 1/6). A shopper is folded in per request from their
 latest events by the exact ALS user solve against the fixed item factors
 (:func:`least_squares_fold_in`), so a new event changes the MF candidates at once; the factors
-themselves are refitted in the background (``ranker.services.MFRefitter``), never by a request.
+themselves are refitted by ``semrec train`` (a new model version, loaded at start-up), never by a request.
 
 An item the factors do not know (added since the last fit) is not an MF candidate: the text
 sources answer for it.
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.results import top_labels
 from indexer.store import ItemIndex
 
+from .itemrows import ItemRows, scores_at, top_rows
 from .profiles import TYPE_WEIGHTS
 
 Array = np.ndarray
@@ -32,8 +32,9 @@ STRONGEST = max(TYPE_WEIGHTS.values())
 
 @dataclass(frozen=True)
 class MFConfig:
-    factors: int = 128
-    regularization: float = 0.05
+    # the ALS baseline's best on Beauty validation (evaluation.tuning's grid: factors 64-512, reg 0.01-10)
+    factors: int = 256
+    regularization: float = 1.0
     alpha: float = 10.0
     iterations: int = 15
     seed: int = 0
@@ -103,15 +104,20 @@ class MFModel:
     """Item factors by item id (state). ``item_ids`` (n,) str; ``factors`` (n, f) float32."""
 
     def __init__(self, item_ids: Sequence[str], factors: Array, cfg: MFConfig = MFConfig(), info: dict | None = None):
-        self.item_ids = [str(i) for i in item_ids]
+        self.rows = ItemRows(item_ids)
         self.factors = np.ascontiguousarray(factors, dtype=np.float32)
-        if self.factors.shape[0] != len(self.item_ids):
-            raise ValueError(f"{len(self.item_ids)} item ids for {self.factors.shape[0]} factor rows")
+        if self.factors.shape[0] != len(self.rows):
+            raise ValueError(f"{len(self.rows)} item ids for {self.factors.shape[0]} factor rows")
         self.cfg, self.info = cfg, dict(info or {})
-        self.row_of = {item: r for r, item in enumerate(self.item_ids)}
         self.gram = self.factors.astype(np.float64).T @ self.factors.astype(np.float64)
-        # ((generation, n_labels), label of each row, row of each label)
-        self._labels: tuple[tuple[int, int], Array, Array] | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.rows.item_ids
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        return self.rows.row_of
 
     def user_vectors(self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]) -> Array:
         """(n, f) float32: each history (item ids, oldest first, with their event types) folded in."""
@@ -124,44 +130,15 @@ class MFModel:
         return least_squares_fold_in(self.factors, rows, self.cfg.alpha, self.cfg.regularization, self.gram,
                                      strengths)
 
-    def row_labels(self, index: ItemIndex) -> Array:
-        """(n_rows,) int64 index label of each factor row; -1 for items no longer in the index.
-        Cached until the index changes (an upsert gives an item a new label; compaction renumbers all)."""
-        return self._mapping(index)[0]
-
-    def _mapping(self, index: ItemIndex) -> tuple[Array, Array]:
-        version = (index.generation, index.table.n_labels)
-        if self._labels is None or self._labels[0] != version:
-            lab = np.array([index.table.label_of.get(i, -1) for i in self.item_ids], dtype=np.int64)
-            row = np.full(index.table.n_labels, -1, dtype=np.int64)
-            row[lab[lab >= 0]] = np.flatnonzero(lab >= 0)
-            self._labels = (version, lab, row)
-        return self._labels[1], self._labels[2]
-
     def candidates(self, index: ItemIndex, user: Array, n: int, allowed: Array) -> tuple[Array, Array]:
         """The ``n`` best allowed items by ``factors @ user`` -> (labels, scores), best first."""
-        labels = self.row_labels(index)
-        ok = labels >= 0
-        ok[ok] = allowed[labels[ok]]
-        if not np.any(user) or not ok.any():
+        if not np.any(user):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = np.where(ok, self.factors @ user, -np.inf).astype(np.float32)
-        top = np.argpartition(-scores, min(n, len(scores) - 1))[:n] if n < len(scores) else np.arange(len(scores))
-        out_l, out_s = top_labels(labels[top], scores[top], n)
-        live = out_l >= 0
-        return out_l[live], out_s[live]
+        return top_rows(self.rows, index, self.factors @ user, n, allowed)
 
     def scores_of(self, index: ItemIndex, user: Array, labels: Array) -> Array:
         """float32 (m,) ``factor . user`` of each label; NaN for items the factors do not know."""
-        row_of_label = self._mapping(index)[1]
-        labels = np.asarray(labels, dtype=np.int64)
-        rows = np.full(len(labels), -1, dtype=np.int64)
-        valid = (labels >= 0) & (labels < len(row_of_label))
-        rows[valid] = row_of_label[labels[valid]]
-        out = np.full(len(labels), np.nan, dtype=np.float32)
-        known = rows >= 0
-        out[known] = self.factors[rows[known]] @ user
-        return out
+        return scores_at(self.rows, index, lambda r: self.factors[r] @ user, labels)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

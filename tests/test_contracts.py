@@ -11,8 +11,9 @@ import pytest
 from indexer.table import Filters
 from retriever import candidates
 from retriever.collaborative import ALS, BPR, Markov, Popularity, VectorRecommender
-from retriever.ease import EASE
+from retriever.ease import EASE, EASEConfig, EASEModel, fit_ease_rows
 from retriever.eventstore import StoredEvent
+from retriever.mf import MFConfig, MFModel, fit_factors
 from retriever.profiles import build_profile
 from retriever.sasrec import SASRec
 from retriever.state import InteractionState
@@ -82,34 +83,44 @@ class TestRecommenderContract:
 # ----------------------------------------------------------------------------- candidate sources
 @pytest.fixture(scope="module")
 def world(tiny_index):
-    """The tiny catalog with a few shoppers' events counted, and a shopper who viewed the dryer."""
+    """The tiny catalog with a few shoppers' events counted, and a shopper who viewed the dryer;
+    the learned sources (MF, EASE) fitted on those shoppers."""
     now = time.time()
     state = InteractionState()
-    events = [StoredEvent(u, i, "view", None, now - 60 + n) for n, (u, i) in enumerate(
-        [("a", "dryer"), ("a", "dryer-travel"), ("a", "straightener"), ("b", "dryer"), ("b", "straightener"),
-         ("c", "espresso"), ("c", "grinder"), ("d", "lipstick-red"), ("d", "lipstick-nude")])]
-    state.apply(events)
+    pairs = [("a", "dryer"), ("a", "dryer-travel"), ("a", "straightener"), ("b", "dryer"), ("b", "straightener"),
+             ("c", "espresso"), ("c", "grinder"), ("d", "lipstick-red"), ("d", "lipstick-nude")]
+    state.apply([StoredEvent(u, i, "view", None, now - 60 + n) for n, (u, i) in enumerate(pairs)])
     vec = tiny_index.vectors_of(["dryer"])
     profile = build_profile(vec, np.ones(1, np.float32), history=["dryer"])
-    return tiny_index, state, profile
+    ids = sorted({i for _, i in pairs})
+    seqs = [np.array([ids.index(i) for v, i in pairs if v == u]) for u in "abcd"]
+    rows, weights = fit_ease_rows(seqs, len(ids), EASEConfig(lam=1.0))
+    models = {"mf": MFModel(ids, fit_factors(seqs, None, len(ids), MFConfig(factors=4, iterations=5)),
+                            MFConfig(factors=4)),
+              "ease": EASEModel([ids[r] for r in rows], weights)}
+    return tiny_index, state, profile, models
 
 
 SOURCES = {
-    "dense": lambda idx, st, p, n, allowed: candidates.dense(idx, p, n, allowed),
-    "covisit": lambda idx, st, p, n, allowed: candidates.covisit(idx, st, p.history, n, allowed),
-    "popular": lambda idx, st, p, n, allowed: candidates.popular(idx, st, 30.0, n, allowed),
-    "trending": lambda idx, st, p, n, allowed: candidates.popular(idx, st, 1.0, n, allowed),
-    "new": lambda idx, st, p, n, allowed: candidates.explore(idx, p, allowed, set(), candidates.CandidateConfig(
+    "dense": lambda idx, st, p, m, n, allowed: candidates.dense(idx, p, n, allowed),
+    "covisit": lambda idx, st, p, m, n, allowed: candidates.covisit(idx, st, p.history, n, allowed),
+    "popular": lambda idx, st, p, m, n, allowed: candidates.popular(idx, st, 30.0, n, allowed),
+    "trending": lambda idx, st, p, m, n, allowed: candidates.popular(idx, st, 1.0, n, allowed),
+    "new": lambda idx, st, p, m, n, allowed: candidates.explore(idx, p, allowed, set(), candidates.CandidateConfig(
         explore_slots=n, explore_min_cosine=-1.0)),
+    "mf": lambda idx, st, p, m, n, allowed: m["mf"].candidates(
+        idx, m["mf"].user_vectors([p.history], [["view"]])[0], n, allowed),
+    "ease": lambda idx, st, p, m, n, allowed: m["ease"].candidates(idx, m["ease"].user_scores([p.history])[0], n,
+                                                                   allowed),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 class TestCandidateSourceContract:
     def run(self, world, name, n, filters=None):
-        index, state, profile = world
+        index, state, profile, models = world
         allowed = candidates.allowed_mask(index, filters, frozenset({"dryer"}))
-        return allowed, SOURCES[name](index, state, profile, n, allowed)
+        return allowed, SOURCES[name](index, state, profile, models, n, allowed)
 
     def test_a_ranked_run_of_allowed_labels(self, world, name):
         allowed, (labels, scores) = self.run(world, name, 5)

@@ -16,10 +16,11 @@ from evaluation.protocol import leave_one_out, sequences_from_reviews
 from evaluation.served import Replay
 from ranker.artifacts import Models, ModelsLoadError, save_models
 from ranker.pipeline import PipelineConfig, recommend_users
+from retriever.ease import EASEConfig, EASEModel, fit_ease_rows
 from retriever.mf import MFConfig, MFModel, least_squares_fold_in
 from retriever.sequence import SequenceConfig
 
-SMALL = LearnedConfig(mf=MFConfig(factors=16, iterations=5),
+SMALL = LearnedConfig(mf=MFConfig(factors=16, iterations=5), ease_lams=(10.0, 500.0),
                       encoder=SequenceConfig(item_input="text+id", hidden=32, max_epochs=4, eval_every=2, patience=1,
                                              lr=3e-3, negatives=128, eval_users=None),
                       ranking=RankingConfig(users=None, rounds=60, min_data_in_leaf=5, require_gain=False))
@@ -50,8 +51,10 @@ def test_fold_in_with_strengths_is_the_weighted_als_solve():
 
 def test_every_part_was_fitted_on_the_fit_data(learned):
     _, record, _ = learned
-    assert set(record) == {"mf", "encoder", "ranking"}
+    assert set(record) == {"mf", "ease", "encoder", "ranking"}
     assert record["encoder"]["best_epoch"] >= 1 and record["ranking"]["groups"] >= 20
+    trials = record["ease"]["valid_ndcg@10"]  # the lambda kept is the one validation preferred
+    assert set(trials) == {"10.0", "500.0"} and trials[str(record["ease"]["config"]["lam"])] == max(trials.values())
 
 
 def test_learned_parts_change_the_list_and_the_stages_say_so(learned):
@@ -59,12 +62,14 @@ def test_learned_parts_change_the_list_and_the_stages_say_so(learned):
     users = [str(replay.split.user_ids[u]) for u in replay.split.users[:20]]
     on = recommend_users(replay.svc, PipelineConfig(), users, 10)
     off = recommend_users(replay.svc, replace(PipelineConfig(), learned_ranking=False,
-                                              candidates=replace(PipelineConfig().candidates, mf=0, encoder=0)),
+                                              candidates=replace(PipelineConfig().candidates, mf=0, encoder=0,
+                                                                 ease=0)),
                           users, 10)
     assert all(s[0] == "learned" for s in on.stages) and all(s[0] == "fusion" for s in off.stages)
     assert not np.array_equal(on.labels, off.labels)
     assert any("encoder" in src for row in on.sources for src in row)
     assert any("mf" in src for row in on.sources for src in row)
+    assert any("ease" in src for row in on.sources for src in row)
 
 
 def test_an_item_upserted_now_is_retrievable_by_the_encoder_from_its_text(learned):
@@ -89,19 +94,19 @@ def test_an_item_upserted_now_is_retrievable_by_the_encoder_from_its_text(learne
 def test_artifacts_load_back_to_the_same_lists(learned, tmp_path):
     replay, record, _ = learned
     svc = replay.svc
-    path = save_models(Models(svc.mf, svc.encoder, svc.ranking), tmp_path / "models", {"parts": record})
+    path = save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), tmp_path / "models", {"parts": record})
     assert path.name == "v0001" and (path / "MODEL_CARD.md").is_file()
     users = [str(replay.split.user_ids[u]) for u in replay.split.users[:15]]
     before = recommend_users(svc, PipelineConfig(), users, 10).labels
-    old = (svc.mf, svc.encoder, svc.ranking)
-    svc.mf = svc.encoder = svc.ranking = None
+    old = (svc.mf, svc.encoder, svc.ranking, svc.ease)
+    svc.mf = svc.encoder = svc.ranking = svc.ease = None
     # what the server does at start-up: the newest version under SEMREC_MODELS_DIR
     loaded = attach_models(Settings(index_dir=tmp_path / "index", models_dir=tmp_path / "models"), svc)
-    assert loaded.path == path and svc.encoder is not None and svc.ranking is not None
+    assert loaded.path == path and None not in (svc.mf, svc.encoder, svc.ranking, svc.ease)
     try:
         np.testing.assert_array_equal(recommend_users(svc, PipelineConfig(), users, 10).labels, before)
     finally:
-        svc.mf, svc.encoder, svc.ranking = old
+        svc.mf, svc.encoder, svc.ranking, svc.ease = old
 
 
 def test_mf_save_load_roundtrip(tmp_path):
@@ -127,3 +132,35 @@ def test_a_ranking_no_better_than_the_fusion_is_not_served(learned):
     never_splits = replace(SMALL.ranking, rounds=50, min_data_in_leaf=10**9, require_gain=True)
     model, info = fit_ranking(replay, PipelineConfig(), never_splits)
     assert model is None and "skipped" in info  # no split possible: a constant, the fusion's order at best
+
+
+def test_ease_rows_are_the_closed_form_pruned_to_the_strongest_neighbours():
+    rng = np.random.default_rng(1)
+    seqs = [rng.choice(12, size=int(rng.integers(2, 6)), replace=False) for _ in range(80)]
+    x = np.zeros((80, 12))
+    for u, s in enumerate(seqs):
+        x[u, s] = 1.0
+    p = np.linalg.inv(x.T @ x + 5.0 * np.eye(12))
+    b = np.eye(12) - p / np.diag(p)[None, :]
+    items, pruned = fit_ease_rows(seqs, 12, EASEConfig(lam=5.0, neighbours=3))
+    assert items.tolist() == list(range(12))
+    dense = pruned.toarray()
+    for r in range(12):
+        kept = np.flatnonzero(dense[r])
+        want = np.argsort(-np.where(np.arange(12) == r, -np.inf, b[r]))[:3]
+        want = want[b[r, want] > 0]
+        assert sorted(kept.tolist()) == sorted(want.tolist())
+        np.testing.assert_allclose(dense[r, kept], b[r, kept], rtol=1e-4)
+
+
+def test_ease_scores_follow_the_latest_event_and_skip_unknown_items(tmp_path):
+    seqs = [np.array([0, 1]), np.array([0, 1]), np.array([2, 3]), np.array([2, 3]), np.array([1, 2])]
+    items, weights = fit_ease_rows(seqs, 5, EASEConfig(lam=0.5))  # item 4: nobody touched it
+    assert items.tolist() == [0, 1, 2, 3]
+    model = EASEModel(["a", "b", "c", "d"], weights, EASEConfig(lam=0.5))
+    before, after, none = model.user_scores([["a"], ["a", "c"], ["zzz"]])
+    assert none is None  # nothing the model knows: no EASE query
+    assert np.argmax(before) == 1 and after[3] > before[3]  # a new event changes the scores at once
+    model.save(tmp_path / "ease")
+    back = EASEModel.load(tmp_path / "ease")
+    np.testing.assert_array_equal(back.user_scores([["a", "c"]])[0], after)

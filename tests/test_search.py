@@ -90,6 +90,20 @@ def test_bm25_follows_upserts_and_deletes():
     assert lex.delta_size == 1 and lex.rebuilds == 0
 
 
+def test_holds_reads_each_document_as_tokenised_main_and_delta():
+    index = bare_index(TINY_ITEMS)
+    lex = LexicalIndex(index, background_rebuild=False)
+    index.add(make_items([{"item_id": "kettle", "title": "Gooseneck pour-over kettle", "brand": "Bean & Co"}]),
+              np.ones((1, 4), np.float32) / 2)
+    index.add(make_items([dict(TINY_ITEMS[0], title="Quiet travel fan")]), np.ones((1, 4), np.float32) / 2)
+    labels = np.flatnonzero(index.table.alive.view)
+    terms = ["dryer", "kettle", "gooseneck", "quiet", "espresso", "fan", "nothing-like-it"]
+    want = np.array([[t in set(lex.tokens_of(int(lab))) for t in terms] for lab in labels])
+    assert want.any(axis=0)[:6].all()  # every term but the last is somewhere
+    np.testing.assert_array_equal(lex.holds(labels, terms), want)
+    assert not lex.holds(np.array([index.table.n_labels + 5]), ["dryer"]).any()  # no such label
+
+
 def test_delta_scores_like_the_main_index():
     index = bare_index(TINY_ITEMS)
     lex = LexicalIndex(index, background_rebuild=False)

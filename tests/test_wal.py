@@ -169,7 +169,7 @@ def test_history_encoder_and_mf_follow_a_relabel(tmp_path):
     user = encoder.user_vectors([index.table.labels(["i1", "i2"])])[0]
     probe = ["i3", "i7", "hot"]
     before = encoder.scores_of(user, index.table.labels(probe))
-    mf_before = mf.row_labels(index).copy()
+    mf_before = mf.rows.mapping(index)[0].copy()
     assert index.compact_labels() and index.table.n_labels == len(index) == 21
     labels = index.table.labels(probe)
     assert np.allclose(encoder.scores_of(user, labels), before)  # each item keeps its embedding
@@ -179,7 +179,7 @@ def test_history_encoder_and_mf_follow_a_relabel(tmp_path):
     for j in range(51 - index.table.n_labels):  # back to the label count the MF cache was keyed on
         upsert(index, f"new{j}")
     assert index.table.n_labels == 51
-    rows = mf.row_labels(index)
+    rows = mf.rows.mapping(index)[0]
     assert (rows != mf_before).any()  # the cache followed the new labels
     assert all(rows[r] == index.table.label_of[i] for r, i in enumerate(ids))
 

@@ -130,6 +130,7 @@ class _Main:
 
     def __init__(self, labels: np.ndarray, docs: list[list[str]], cut: int, k1: float = K1, b: float = B):
         self.labels = labels  # int64 (n_docs,): item label of each bm25s document
+        self._pos: np.ndarray | None = None  # label -> document position, built on first use
         self.stale = np.zeros(len(labels), dtype=bool)  # documents whose text changed since (now in the delta)
         self.cut = cut        # labels below this were considered; newer ones stay in the delta
         self.k1, self.b = k1, b
@@ -162,6 +163,24 @@ class _Main:
     def doc_freq(self, term: str) -> int:
         col = self.vocab.get(term)
         return 0 if col is None else int(self.df[col])
+
+    def positions(self, labels: np.ndarray) -> np.ndarray:
+        """int64 document position of each label; -1 for labels this index does not hold."""
+        if self._pos is None:
+            live = self.labels >= 0
+            self._pos = np.full(int(self.labels[live].max(initial=-1)) + 1, -1, dtype=np.int64)
+            self._pos[self.labels[live]] = np.flatnonzero(live)
+        labels = np.asarray(labels, dtype=np.int64)
+        inside = (labels >= 0) & (labels < len(self._pos))
+        return np.where(inside, self._pos[np.where(inside, labels, 0)] if len(self._pos) else -1, -1)
+
+    def docs_with(self, term: str) -> np.ndarray:
+        """int (df,) positions of the documents holding ``term``, ascending."""
+        col = self.vocab.get(term)
+        if col is None or self.bm25 is None:
+            return np.zeros(0, dtype=np.int64)
+        s = self.bm25.scores
+        return s["indices"][s["indptr"][col]:s["indptr"][col + 1]]
 
 
 class LexicalIndex:
@@ -281,6 +300,7 @@ class LexicalIndex:
         main = self._main
         main.cut = int((mapping[: main.cut] >= 0).sum())  # order is kept: labels below the cut stay below
         main.labels = np.where(main.labels >= 0, mapping[np.maximum(main.labels, 0)], -1)
+        main._pos = None
         remap = {old: int(mapping[old]) for old in self._delta_len if mapping[old] >= 0}
         self._delta_len = {remap[old]: n for old, n in self._delta_len.items() if old in remap}
         self._delta_terms = {remap[old]: t for old, t in self._delta_terms.items() if old in remap}
@@ -309,6 +329,24 @@ class LexicalIndex:
     @property
     def delta_size(self) -> int:
         return len(self._delta_len)
+
+    def holds(self, labels: np.ndarray, terms: Sequence[str]) -> np.ndarray:
+        """bool ``(len(labels), len(terms))``: whether each item's BM25 document holds each term,
+        read from the postings (re-tokenising a hit's text per query cost ~100 ms per search on
+        Subscription Boxes, whose documents carry every review). An item in the delta (upserted
+        or refreshed since the build) answers from its delta document."""
+        labels = np.asarray(labels, dtype=np.int64)
+        out = np.zeros((len(labels), len(terms)), dtype=bool)
+        with self.index.lock:
+            main = self._main
+            pos = main.positions(labels)
+            for j, term in enumerate(terms):
+                out[:, j] = (pos >= 0) & np.isin(pos, main.docs_with(term))
+            for i, label in enumerate(labels.tolist()):
+                delta = self._delta_terms.get(label)
+                if delta is not None:
+                    out[i] = [t in delta for t in terms]
+        return out
 
     def doc_freq(self, term: str) -> int:
         """Documents holding ``term`` (main index at build time + live delta)."""

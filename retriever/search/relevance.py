@@ -33,10 +33,12 @@ def relevance_features(index: ItemIndex, lexical: LexicalIndex, tokens: list[str
                     for t in tokens], dtype=np.float64)
     idf = bm25_idf(idf, n_docs) if len(tokens) else idf
     if idf.sum() > 0:
-        for j in live:
-            doc = set(lexical.tokens_of(int(labels[j])))
-            held = [t in doc or any(f in doc for f in fixes.get(t, [])) for t in tokens]
-            out[j, 1] = float(idf[held].sum() / idf.sum())
+        terms = list(dict.fromkeys([*tokens, *(f for t in tokens for f in fixes.get(t, []))]))
+        has = lexical.holds(labels[live], terms)
+        col = {t: j for j, t in enumerate(terms)}
+        held = np.stack([has[:, col[t]] | np.any(has[:, [col[f] for f in fixes.get(t, [])]], axis=1)
+                         for t in tokens], axis=1)  # (live, tokens): the token or one of its fixes
+        out[live, 1] = (held @ idf / idf.sum()).astype(np.float32)
     return out
 
 

@@ -39,6 +39,7 @@ def follow(c: Components, every: float, stop: threading.Event) -> None:
             if c.svc.events is not None:
                 c.svc.state.catch_up(c.svc.events)
             c.refresh_rules()
+            c.refresh_models()  # a version `semrec train` published meanwhile (loaded here, off the request path)
             done = c.svc.index.maybe_compact(log_bytes=int(s.compact_log_mb * 2**20), retired=s.compact_retired)
             if done:
                 log.info("compacted the index", extra={"fields": {"what": done, "items": len(c.svc.index)}})

@@ -103,13 +103,13 @@ def demo(
 
 def _train_models(index, embedder, reviews, models: Path) -> None:
     """The learned parts fitted on the demo's own shoppers (``semrec train``), so the demo serves the
-    whole pipeline: MF, the history encoder and the learned ranking."""
+    whole pipeline: MF, EASE, the history encoder and the learned ranking."""
     from evaluation.publish import train_for_index
 
     started = time.perf_counter()
     path = train_for_index(index, reviews, models, embedder, source="data/demo", command="semrec demo",
                            progress=False)
-    typer.echo(f"models: MF, history encoder and learned ranking fitted on the demo shoppers in "
+    typer.echo(f"models: MF, EASE, history encoder and learned ranking fitted on the demo shoppers in "
                f"{time.perf_counter() - started:.0f} s -> {path}")
 
 

@@ -3,6 +3,7 @@ harness, benchmarks and the load test (thin layers over ``evaluation`` and ``ben
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -57,16 +58,37 @@ def train_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="its folder, or the shared data root")] = None,
     out: Annotated[Path | None, typer.Option(help="root of the model versions; default <index>/models, where "
                                                   "`semrec serve` loads the newest")] = None,
+    every: Annotated[float, typer.Option(help="with --db: refit every this many minutes (0: once); a running "
+                                             "`semrec serve` swaps each new version in")] = 0.0,
+    keep: Annotated[int, typer.Option(min=1, help="with --every: model versions kept (older ones removed)")] = 3,
     seed: int = 0,
 ) -> None:
-    """Fit the served pipeline's learned parts (MF factors, the history encoder, the learned ranking)
-    on the interactions of the index's items and publish them as the next version."""
-    from evaluation.publish import TooFewShoppers, train_for_index
+    """Fit the served pipeline's learned parts (MF factors, EASE, the history encoder, the learned
+    ranking) on the interactions of the index's items and publish them as the next version."""
     from indexer.store import ItemIndex
 
     if (dataset is None) == (db is None):
         raise typer.BadParameter("give either --db (the event log) or --dataset with --data-dir", param_hint="--db")
-    index = ItemIndex.load(index_dir)  # the embedder loads only once the data is known to suffice
+    if every < 0 or (every and db is None):
+        raise typer.BadParameter("--every needs --db (a dataset does not change) and minutes >= 0",
+                                 param_hint="--every")
+    if every:
+        from ranker.artifacts import prune_versions
+
+        while True:  # the catalog and the log as they are now, each round
+            try:
+                _train_once(ItemIndex.load(index_dir), index_dir, db, None, None, out, seed)
+                prune_versions(out or index_dir / "models", keep)
+            except UserError as e:  # a young shop: too few shoppers yet; try again next round
+                typer.echo(f"not trained this round: {e}", err=True)
+            time.sleep(every * 60)
+    _train_once(ItemIndex.load(index_dir), index_dir, db, dataset, data_dir, out, seed)
+
+
+def _train_once(index, index_dir: Path, db: Path | None, dataset: str | None, data_dir: Path | None,
+                out: Path | None, seed: int) -> None:
+    from evaluation.publish import TooFewShoppers, train_for_index
+
     if db is not None:
         reviews, source = _reviews_of_log(db), f"event log {db}"
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import pathlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from indexer.store import ItemIndex
 from indexer.table import Filters
-from ranker.artifacts import Models, load_models
+from ranker.artifacts import Models, ModelsLoadError, load_models, newest_version
 from ranker.model import Reranker
 from ranker.pipeline import PipelineConfig
 from ranker.rules import RuleBook
@@ -23,6 +25,8 @@ from .experiments import Variant
 from .models import ItemOut, ScoredItem
 from .settings import Settings
 
+log = logging.getLogger("semrec.models")
+
 
 @dataclass
 class Components:
@@ -32,9 +36,32 @@ class Components:
     settings: Settings
     svc: Services
     rule_store: RuleStore | None = None
+    skipped_models: pathlib.Path | None = None  # a newer version that failed to load
 
     def config(self, variant: Variant | None = None) -> PipelineConfig:
         return self.settings.pipeline_config(variant)
+
+    def refresh_models(self) -> bool:
+        """Load a version ``semrec train`` published since (run from cron, or ``semrec train --every``)
+        and swap it in; requests keep being served by the old one meanwhile. True if swapped."""
+        root = models_root(self.settings)
+        if root is None:
+            return False
+        try:
+            path = newest_version(root)
+        except ModelsLoadError:  # the versions were removed: keep serving the loaded one
+            return False
+        if path in (self.svc.models_path, self.skipped_models):
+            return False
+        try:
+            models = load_models(path)
+        except ModelsLoadError as e:  # keep the version in service; said once, not every tick
+            log.error("models not loaded: %s", e)
+            self.skipped_models = path
+            return False
+        install_models(self.svc, models)
+        log.info("loaded models", extra={"fields": {"version": str(path)}})
+        return True
 
     def open_rules(self) -> bool:
         """Open the rule store beside the event log, when there is a log and no store yet. True if opened."""
@@ -77,16 +104,33 @@ def load_components(settings: Settings) -> Components:
     return c
 
 
+def models_root(settings: Settings) -> pathlib.Path | None:
+    """Where the learned parts are published: ``settings.models_dir``, else ``<index_dir>/models``
+    when it exists (None: served without)."""
+    root = settings.models_dir or settings.index_dir / "models"
+    return root if settings.models_dir is not None or root.exists() else None
+
+
 def attach_models(settings: Settings, svc: Services) -> Models | None:
     """The learned parts (MF, EASE, history encoder, learned ranking; ``semrec train``) of the newest
-    version under ``settings.models_dir`` (default ``<index_dir>/models``, skipped when absent)."""
-    root = settings.models_dir or settings.index_dir / "models"
-    if settings.models_dir is None and not root.exists():
+    version under :func:`models_root`, put into ``svc``; None when there is no root."""
+    root = models_root(settings)
+    if root is None:
         return None
     models = load_models(root)  # ModelsLoadError at start-up when unusable
-    svc.mf, svc.ease, svc.ranking = models.mf, models.ease, models.ranking
-    svc.encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
+    install_models(svc, models)
     return models
+
+
+def install_models(svc: Services, models: Models) -> None:
+    """Swap ``models`` into ``svc`` (the encoder embeds the catalog first, so a request sees the old
+    version or the new one, each complete); the replaced encoder stops following the index."""
+    encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
+    old = svc.encoder
+    svc.mf, svc.ease, svc.encoder, svc.ranking = models.mf, models.ease, encoder, models.ranking
+    svc.models_path = models.path
+    if old is not None:
+        old.detach()
 
 
 def open_catalog(settings: Settings, index: ItemIndex) -> None:

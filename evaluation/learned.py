@@ -21,7 +21,8 @@ import torch
 
 from ranker.features import NAMES
 from ranker.ltr import RankingModel
-from ranker.pipeline import PipelineConfig, candidates_for, user_queries
+from ranker.pipeline import PipelineConfig, candidates_for
+from ranker.sources import user_queries
 from retriever.ease import EASEConfig, EASEModel, fit_ease_rows
 from retriever.encoder import HistoryEncoder
 from retriever.mf import MFConfig, MFModel, fit_factors
@@ -172,7 +173,7 @@ def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig)
         batch = rows[start:start + 64]
         profiles = [user_profile(svc.events, svc.index, svc.embedder, str(split.user_ids[split.users[r]]),
                                  untrained.profile) for r in batch]
-        queries = user_queries(svc, untrained, profiles)
+        queries = user_queries(svc, untrained.candidates, profiles)
         for i, (r, profile) in enumerate(zip(batch, profiles)):
             with svc.index.lock, svc.state.lock:
                 cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, queries[i],

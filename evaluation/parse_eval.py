@@ -26,8 +26,8 @@ import numpy as np
 
 from indexer.loaders import load_catalog
 from indexer.store import ItemIndex
-from retriever.search.lexical import tokenize
 from retriever.search.parse import ParsedQuery, QueryParser, title_violates
+from retriever.search.tokens import tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = Path(__file__).resolve().parent / "data" / "parse_queries.jsonl"

@@ -31,7 +31,8 @@ import torch
 from indexer.embed import load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
 from ranker import pipeline
-from ranker.model import EncoderConfig, PairEncoder, Reranker, build_network, save_network, write_manifest
+from ranker.model import Reranker, write_manifest
+from ranker.network import EncoderConfig, PairEncoder, build_network, save_network
 from ranker.pairs import Groups
 from ranker.services import Services
 from ranker.train import TrainConfig, fit
@@ -40,7 +41,7 @@ from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
 
-from .search_eval import DEFAULT_CACHE, Corpus, query_pool, sample_cases
+from .search_eval import DEFAULT_CACHE, Corpus, query_pool, test_and_dev
 from .training import machine, next_version, validate
 
 CONFIG = TrainConfig(encoder=EncoderConfig(context_tokens=24, item_tokens=32), num_layers=2, lr=5e-5, head_lr=1e-3,
@@ -116,15 +117,17 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--minutes", type=float, default=CONFIG.max_minutes)
     p.add_argument("--layers", type=int, default=CONFIG.num_layers)
     p.add_argument("--test-queries", type=int, default=1000, help="search_eval's test sample, kept out")
+    p.add_argument("--dev-queries", type=int, default=300, help="search_eval's dev sample, kept out")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     a = p.parse_args(argv)
     root = Path(a.data_dir) if a.data_dir else shared_data_dir()
     folder = root if (root / "SOURCE.md").exists() else root / DATASETS[a.dataset]
     catalog = load_dataset(a.dataset, folder)
     corpus = Corpus(catalog, load_embedder("minilm"), Path(a.cache_dir) / a.dataset)
-    test = {c.review_id for c in sample_cases(catalog.reviews, a.test_queries, 0)}
+    test, dev = test_and_dev(catalog.reviews, a.test_queries, a.dev_queries, 0)
+    held = {c.review_id for c in test + dev}  # search_eval's samples: never training pairs
     pool = query_pool(catalog.reviews)
-    pool = pool[~pool["review_id"].isin(test)].sample(frac=1.0, random_state=7)
+    pool = pool[~pool["review_id"].isin(held)].sample(frac=1.0, random_state=7)
     pairs = list(zip(pool["title"].str.strip(), pool["item_id"]))[: a.pairs]
     out = train(corpus, pairs, Path(a.out), replace(CONFIG, max_minutes=a.minutes, num_layers=a.layers))
     print(out, json.dumps(json.loads((out / "model_card.json").read_text()), indent=1))

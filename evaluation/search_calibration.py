@@ -42,7 +42,7 @@ from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.relevance import Relevance, relevance
 
-from .search_eval import DEFAULT_CACHE, Case, Corpus, sample_cases
+from .search_eval import DEFAULT_CACHE, Case, Corpus, test_and_dev
 
 
 def collect(corpus: Corpus, cases: list[Case], depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         catalog = load_dataset(name, root / DATASETS[name])
         corpus = Corpus(catalog, embedder, Path(args.cache_dir) / name)
-        test = sample_cases(catalog.reviews, args.queries, args.seed)
-        dev = sample_cases(catalog.reviews, args.queries, args.seed + 1, frozenset(c.review_id for c in test))
+        test, dev = test_and_dev(catalog.reviews, args.queries, args.queries, args.seed)
         samples[name] = {"dev": (collect(corpus, dev, args.depth), len(dev)),
                          "test": (collect(corpus, test, args.depth), len(test))}
         print(f"{name}: {len(dev)} dev + {len(test)} test queries, {time.perf_counter() - started:.0f} s", flush=True)

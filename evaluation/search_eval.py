@@ -12,7 +12,8 @@ no metadata: other reviews only). Auto-generated summaries ("Five Stars") and ti
 characters are not queries. Queries are drawn deterministically (``--seed``) round-robin over
 items, so each item gives at most ceil(n / items) queries and popular items do not dominate; the
 j-th query of every item is in fold j, and each fold is one index with its queries held out.
-A disjoint dev sample (``--sweep``) is where settings are compared; the test sample reports.
+A disjoint dev sample from the same draw (``--sweep``) is where settings are compared; the test
+sample reports.
 Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
 The search log ``/expand``'s co-clicks read is simulated: every queryable review headline outside
 the test sample is a past search whose shopper clicked the reviewed item.
@@ -67,7 +68,7 @@ SYSTEMS: dict[str, tuple[dict, dict]] = {
     # BM25 with the /expand answer's terms as weighted should-clauses: what a shop's own engine gets
     "bm25 + /expand": (_BM25, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "dense": ({"retrievers": ("dense",), "review_weight": 0.0}, {"expand": False}),
-    "hybrid without review match": ({"review_weight": 0.0}, {"expand": False}),
+    "hybrid + review match": ({"review_weight": 0.5}, {"expand": False}),
     "hybrid": ({}, {"expand": False}),  # the served default
     "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
     "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
@@ -96,9 +97,9 @@ SWEEP: dict[str, dict] = {
     "weighted .5:.5 complete (default)": {},
     "weighted .7:.3 complete": {"lexical_weight": 0.7, "dense_weight": 0.3},
     "default, no typo": {"typo": False},
-    "default, no review match": {"review_weight": 0.0},
-    "default, review match .3": {"review_weight": 0.3},
-    "default, review match .5 over the top 100": {"rerank_depth": 100},
+    "default + review match .3": {"review_weight": 0.3},
+    "default + review match .5": {"review_weight": 0.5},
+    "default + review match .5 over the top 100": {"review_weight": 0.5, "rerank_depth": 100},
     "default + catalog w.1": {"feedback_terms": 0, "catalog_weight": 0.1, "_expand": True},
     "default + catalog w.3": {"feedback_terms": 0, "catalog_weight": 0.3, "_expand": True},
     "default + feedback w.1": {"catalog_terms": 0, "feedback_weight": 0.1, "_expand": True},
@@ -131,6 +132,16 @@ def sample_cases(reviews: pd.DataFrame, n: int, seed: int, exclude: frozenset[st
     pool = pool.assign(_item=pool["item_id"].map(item_order)).sort_values(["_round", "_item"], kind="stable")
     return [Case(r, i, q.strip(), int(f)) for r, i, q, f in
             zip(pool["review_id"][:n], pool["item_id"][:n], pool["title"][:n], pool["_round"][:n])]
+
+
+def test_and_dev(reviews: pd.DataFrame, n_test: int, n_dev: int, seed: int) -> tuple[list[Case], list[Case]]:
+    """A test and a dev sample from one draw of ``n_test + n_dev`` cases, split at random: the two
+    come from the same distribution. (Drawing dev after test, from the reviews test left, gave dev
+    the better-reviewed items: hybrid / BM25 MRR@10 was 1.31x on that dev and 1.04x / 1.09x on test.)"""
+    cases = sample_cases(reviews, n_test + n_dev, seed)
+    is_dev = np.zeros(len(cases), dtype=bool)
+    is_dev[np.random.default_rng([seed, 61]).permutation(len(cases))[:n_dev]] = True
+    return [c for c, d in zip(cases, is_dev) if not d], [c for c, d in zip(cases, is_dev) if d]
 
 
 class Corpus:
@@ -297,12 +308,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     corpus = Corpus(catalog, embedder, Path(args.cache_dir) / args.dataset)
     print(f"{args.dataset}: {len(catalog.items)} items, {len(catalog.reviews)} reviews; embeddings "
           f"{time.perf_counter() - started:.0f}s", flush=True)
-    test = sample_cases(catalog.reviews, args.queries, args.seed)
+    test, dev = test_and_dev(catalog.reviews, args.queries, args.dev_queries, args.seed)
     report: dict = {"dataset": args.dataset, "queries": len(test), "folds": len({c.fold for c in test})}
     base = SearchConfig()
     out = []
     if args.sweep:
-        dev = sample_cases(catalog.reviews, args.dev_queries, args.seed + 1, frozenset(c.review_id for c in test))
         sweep = {name: ({k: v for k, v in ch.items() if k != "_expand"}, {"expand": ch.get("_expand", False)})
                  for name, ch in SWEEP.items()}
         ranks = run_cases(corpus, dev, sweep, base)

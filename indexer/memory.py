@@ -71,6 +71,11 @@ class MemoryIndex:
         """
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[str, np.ndarray], None]) -> None:
+        """Stop calling ``listener`` (a replaced model's tables); unknown listeners are ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _notify(self, op: str, labels: np.ndarray) -> None:
         for listener in self._listeners:
             listener(op, labels)

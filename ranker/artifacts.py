@@ -75,6 +75,17 @@ def next_version(root: Path) -> Path:
     return root / f"v{max(numbers, default=0) + 1:04d}"
 
 
+def prune_versions(root: str | os.PathLike, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` versions under ``root`` (a server holds its version in
+    memory, so removing its files does not disturb it). Returns the removed directories."""
+    p = Path(root)
+    versions = sorted(d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
+    gone = versions[:-keep] if keep > 0 else versions
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
 def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
     """Publish ``models`` as the next version under ``root`` (atomically). Returns its directory."""
     root = Path(root)

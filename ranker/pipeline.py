@@ -61,6 +61,7 @@ from .reasons import Evidence, context_text, evidence_of, list_reasons
 from .rerank import RerankConfig, rerank_list
 from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
+from .sources import learned_run, learned_scores, user_queries
 
 FEATURED = Reason("featured", "featured by the shop", "", 0.0)  # a pinned item the ranking did not choose
 
@@ -185,7 +186,7 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
     changes no ranking: the harness does not read reasons)."""
     labels, scores = empty(len(profiles), k)
     sources, why, stages = [], [], []
-    queries = user_queries(svc, cfg, profiles)
+    queries = user_queries(svc, cfg.candidates, profiles)
     for i, (profile, exclude) in enumerate(zip(profiles, excludes)):
         row = _rank_one(svc, cfg, profile, k, filters, exclude, now, queries[i])
         labels[i], scores[i] = row.labels, row.scores
@@ -193,42 +194,6 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
         why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources, svc.state) if reasons else [])
         stages.append(row.stages)
     return Recommendations(labels, scores, sources, why, stages)
-
-
-def user_queries(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile]) -> list[dict[str, np.ndarray]]:
-    """Per profile, the query of each learned source that is loaded and on, computed for the whole
-    batch at once: ``mf`` its fold-in (f,), ``encoder`` its history state (d,), ``ease`` its item
-    scores over the model's rows (r,); a source without an answer for the profile is left out."""
-    c, out = cfg.candidates, [{} for _ in profiles]
-
-    def put(name: str, values) -> None:
-        for q, v in zip(out, values):
-            if v is not None:
-                q[name] = v
-
-    if svc.mf is not None and c.mf > 0:
-        put("mf", svc.mf.user_vectors([p.history for p in profiles],
-                                      [[p.actions.get(i, "view") for i in p.history] for p in profiles]))
-    if svc.encoder is not None and c.encoder > 0:
-        with svc.index.lock:
-            hist = [[svc.index.table.label_of[i] for i in p.history if i in svc.index.table.label_of]
-                    for p in profiles]
-        put("encoder", svc.encoder.user_vectors(hist))
-    if svc.ease is not None and c.ease > 0:
-        put("ease", svc.ease.user_scores([p.history for p in profiles]))
-    return out
-
-
-def _learned_run(svc: Services, name: str, query: np.ndarray, n: int, allowed: np.ndarray):
-    if name == "encoder":  # the encoder keeps its own FAISS table in label order
-        return svc.encoder.candidates(query, n, allowed)
-    return getattr(svc, name).candidates(svc.index, query, n, allowed)
-
-
-def _learned_scores(svc: Services, name: str, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    if name == "encoder":
-        return svc.encoder.scores_of(query, labels)
-    return getattr(svc, name).scores_of(svc.index, query, labels)
 
 
 @dataclass
@@ -253,7 +218,7 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
     allowed = allowed_mask(index, filters, exclude)
     runs = gather(index, state, profile, c, allowed)
     for name, query in queries.items():
-        runs[name] = _learned_run(svc, name, query, c.per_source, allowed)
+        runs[name] = learned_run(svc, name, query, c.per_source, allowed)
     weights = c.weights()
     labels, scores = (a[0] for a in empty(1, 0))
     if runs:
@@ -270,7 +235,7 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
     rows = None
     if learned or features:
         rows = candidate_features(index, state, profile, labels, scores, runs, fresh,
-                                  learned={name: _learned_scores(svc, name, q, labels) for name, q in queries.items()},
+                                  learned={name: learned_scores(svc, name, q, labels) for name, q in queries.items()},
                                   popular_days=c.popular_days, trending_days=c.trending_days, now=now)
     if learned:
         labels, scores = top_labels(labels, svc.ranking.score(rows), len(labels))

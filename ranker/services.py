@@ -50,6 +50,7 @@ class Services:
     ranking: RankingModel | None = None
     ease: EASEModel | None = None
     rules: RuleBook | None = None
+    models_path: Path | None = None  # the model version the learned parts came from
 
     def __post_init__(self) -> None:
         if self.state is None:

@@ -57,6 +57,12 @@ class HistoryEncoder:
             index.subscribe(self._on_update)
         return self
 
+    def detach(self) -> None:
+        """Stop following the index (a newer model version replaced this one)."""
+        if self.index is not None:
+            with self.index.lock:
+                self.index.unsubscribe(self._on_update)
+
     def _on_update(self, op: str, labels: np.ndarray) -> None:
         if op == "upsert":  # new labels are always the next ones: the tables stay aligned
             self._add(labels)

@@ -11,8 +11,9 @@ import pytest
 from indexer.build import build_index
 from indexer.schema import Catalog, make_items
 from retriever.search.expansion import CatalogVocabulary, catalog_expansion, feedback_terms
-from retriever.search.lexical import LexicalIndex, tokenize
+from retriever.search.lexical import LexicalIndex
 from retriever.search.llm import LLMExpander, normalise_query, parse_terms
+from retriever.search.tokens import tokenize
 
 from .conftest import TINY_ITEMS
 

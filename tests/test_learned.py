@@ -164,3 +164,30 @@ def test_ease_scores_follow_the_latest_event_and_skip_unknown_items(tmp_path):
     model.save(tmp_path / "ease")
     back = EASEModel.load(tmp_path / "ease")
     np.testing.assert_array_equal(back.user_scores([["a", "c"]])[0], after)
+
+
+def test_a_running_service_swaps_in_a_newly_published_version_and_skips_a_broken_one(learned, tmp_path):
+    from api.deps import Components
+
+    replay, record, _ = learned
+    svc = replay.svc
+    old = (svc.mf, svc.encoder, svc.ranking, svc.ease, svc.models_path)
+    users = [str(replay.split.user_ids[u]) for u in replay.split.users[:10]]
+    before = recommend_users(svc, PipelineConfig(), users, 10).labels
+    root = tmp_path / "models"
+    c = Components(Settings(index_dir=tmp_path / "index", models_dir=root), svc)
+    listeners = len(svc.index._listeners)
+    try:
+        first = save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), root, {"parts": record})
+        assert c.refresh_models() and svc.models_path == first and not c.refresh_models()  # once per version
+        np.testing.assert_array_equal(recommend_users(svc, PipelineConfig(), users, 10).labels, before)
+        broken = save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), root, {"parts": record})
+        (broken / "ranking" / "ranking.json").write_text("{")
+        assert not c.refresh_models() and svc.models_path == first and c.skipped_models == broken
+        third = save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), root, {"parts": record})
+        assert c.refresh_models() and svc.models_path == third
+        assert len(svc.index._listeners) == listeners  # one encoder follows the index: the replaced ones stopped
+    finally:
+        svc.encoder.detach()
+        svc.mf, svc.encoder, svc.ranking, svc.ease, svc.models_path = old
+        svc.index.subscribe(svc.encoder._on_update)  # the fixture's encoder follows the index again

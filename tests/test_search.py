@@ -13,8 +13,9 @@ from indexer.store import ItemIndex
 from indexer.table import Filters
 from retriever.fusion import minmax, rrf, weighted_fusion
 from retriever.search.engine import SearchConfig, SearchEngine
-from retriever.search.lexical import LexicalIndex, tokenize
+from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
+from retriever.search.tokens import tokenize
 from retriever.search.typo import TypoIndex, respell, sound_key
 
 from .conftest import TINY_ITEMS, shared_data

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from indexer.store import ItemIndex
 from retriever.aspects import Aspect, item_aspects
 
-from .lexical import tokenize
 from .llm import DEFAULT_CACHE, TextGenerator, parse_terms
+from .tokens import tokenize
 
 log = logging.getLogger(__name__)
 FILE = "enrichment.json"

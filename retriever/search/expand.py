@@ -29,9 +29,9 @@ import numpy as np
 
 from .engine import SearchEngine
 from .expansion import Expansion, catalog_expansion, embed_cached, feedback_terms
-from .lexical import tokenize
 from .llm import normalise_query
 from .parse import ParsedQuery, QueryParser
+from .tokens import tokenize
 from .typo import respell
 
 

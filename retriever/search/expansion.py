@@ -29,7 +29,8 @@ import numpy as np
 from indexer.embed import Embedder
 from indexer.store import ItemIndex
 
-from .lexical import LexicalIndex, tokenize
+from .lexical import LexicalIndex
+from .tokens import tokenize
 
 log = logging.getLogger(__name__)
 

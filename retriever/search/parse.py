@@ -40,7 +40,7 @@ import numpy as np
 from indexer.store import ItemIndex
 from indexer.table import Filters
 
-from .lexical import fold
+from .tokens import fold
 
 _NUM = r"(\d+(?:[.,]\d+)?)"
 _CUR = r"(?:\$|usd\s*|€|£|eur\s*)"

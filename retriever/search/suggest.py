@@ -46,7 +46,7 @@ import numpy as np
 
 from indexer.store import ItemIndex
 
-from .lexical import fold
+from .tokens import fold
 
 PRIORS = {"query": 3.0, "brand": 2.0, "category": 1.5, "title": 1.0}
 MID_PENALTY = 0.5

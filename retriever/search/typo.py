@@ -12,7 +12,7 @@ Two cheap steps, both over precomputed dictionaries:
 
 Only Latin words of 4+ letters are corrected, and the first letter must agree: short words and
 first-letter changes are where corrections go wrong. Ties go to the more frequent catalog word.
-Apostrophes and accents never matter: :func:`retriever.search.lexical.tokenize` already maps "l'oreal",
+Apostrophes and accents never matter: :func:`retriever.search.tokens.tokenize` already maps "l'oreal",
 "L'Oréal" and "loreal" to the same token.
 """
 

@@ -36,13 +36,14 @@ from ranker.network import EncoderConfig, PairEncoder, build_network, save_netwo
 from ranker.pairs import Groups
 from ranker.services import Services
 from ranker.train import TrainConfig, fit
+from ranker.versions import next_version
 from retriever.search import SearchBox
 from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
 
 from .search_eval import DEFAULT_CACHE, Corpus, query_pool, test_and_dev
-from .training import machine, next_version, validate
+from .training import machine, validate
 
 CONFIG = TrainConfig(encoder=EncoderConfig(context_tokens=24, item_tokens=32), num_layers=2, lr=5e-5, head_lr=1e-3,
                      batch_groups=8, eval_every=40, patience=4, max_minutes=10.0, threads=2)

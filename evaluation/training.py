@@ -33,6 +33,7 @@ from ranker.model import write_manifest
 from ranker.network import PairEncoder, build_network, quantize_int8, save_network
 from ranker.pairs import Groups, PairConfig, candidate_groups, texts_by_index, training_groups
 from ranker.train import TrainConfig, fit, list_loss, list_ranks, score_groups
+from ranker.versions import next_version
 from retriever.collaborative import Markov, exclude_items, text_scores
 
 from .metrics import ndcg_at_k, recall_at_k
@@ -100,13 +101,6 @@ def validate(net, encoder: PairEncoder, groups: Groups, texts: list[str], device
     s = score_groups(net, encoder, groups, texts, device=device)
     net.train(was)
     return list_metrics(s, groups.positive)
-
-
-def next_version(root: Path) -> Path:
-    """``root/vNNNN`` with the next free number."""
-    root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(d.name[1:]) for d in root.iterdir() if d.name.startswith("v") and d.name[1:].isdigit()]
-    return root / f"v{max(numbers, default=0) + 1:04d}"
 
 
 def staging(out_dir: str | os.PathLike) -> tuple[Path, Path]:

@@ -25,6 +25,7 @@ from retriever.encoder import HistoryEncoder
 from retriever.mf import MFModel
 
 from .ltr import RankingModel
+from .versions import next_version, version_dirs
 
 CARD = "model_card.json"
 
@@ -50,7 +51,7 @@ def newest_version(root: str | os.PathLike) -> Path:
         return p
     if not p.is_dir():
         raise ModelsLoadError(f"models at {p}: no such directory; train them with `semrec train`")
-    versions = sorted(d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
+    versions = version_dirs(p)
     if not versions:
         raise ModelsLoadError(f"models at {p}: no {CARD} and no vNNNN versions inside; run `semrec train`")
     return versions[-1]
@@ -69,17 +70,10 @@ def load_models(root: str | os.PathLike) -> Models:
         raise ModelsLoadError(f"models at {path}: {e}") from e
 
 
-def next_version(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(d.name[1:]) for d in root.iterdir() if d.name.startswith("v") and d.name[1:].isdigit()]
-    return root / f"v{max(numbers, default=0) + 1:04d}"
-
-
 def prune_versions(root: str | os.PathLike, keep: int) -> list[Path]:
     """Remove all but the newest ``keep`` versions under ``root`` (a server holds its version in
     memory, so removing its files does not disturb it). Returns the removed directories."""
-    p = Path(root)
-    versions = sorted(d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
+    versions = version_dirs(root)
     gone = versions[:-keep] if keep > 0 else versions
     for d in gone:
         shutil.rmtree(d, ignore_errors=True)

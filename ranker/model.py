@@ -48,6 +48,7 @@ import torch
 from .network import HEAD_FILE, EncoderConfig, PairEncoder, load_network, quantize_int8, score_pairs
 from .split import QUERIES, SplitScorer, from_cross_encoder
 from .states import ItemStates
+from .versions import version_dirs
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: cross-encoders written before the split architecture
@@ -73,7 +74,7 @@ def resolve_version(path: str | os.PathLike) -> Path:
         raise RerankerLoadError(p, "not a directory")
     if (p / RANKER_FILE).exists():
         return p
-    versions = sorted(d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit())
+    versions = version_dirs(p)
     if not versions:
         raise RerankerLoadError(p, f"no {RANKER_FILE} and no vNNNN version directories inside")
     return versions[-1]

@@ -23,7 +23,7 @@ from ranker.features import NAMES
 from ranker.ltr import RankingModel
 from ranker.pipeline import PipelineConfig, candidates_for
 from ranker.sources import user_queries
-from retriever.ease import EASEConfig, EASEModel, fit_ease_rows
+from retriever.ease import EASEConfig, EASEModel, covered_gram, ease_rows
 from retriever.encoder import HistoryEncoder
 from retriever.mf import MFConfig, MFModel, fit_factors
 from retriever.personal import user_profile
@@ -102,15 +102,14 @@ def fit_ease(split, cfg: EASEConfig, lams: Sequence[float], eval_users: int | No
     if eval_users is not None and eval_users < len(rows):
         rows = np.sort(np.random.default_rng([seed, 59]).choice(rows, eval_users, replace=False))
     item_ids = [str(i) for i in split.item_ids]
-    best, trials = None, {}
+    items, gram = covered_gram(split.fit, split.n_items, cfg.max_items)  # once: only the inverse depends on lam
+    model, best, trials = None, -np.inf, {}
     for lam in lams:
         c = replace(cfg, lam=float(lam))
-        items, weights = fit_ease_rows(split.fit, split.n_items, c)
-        model = EASEModel([item_ids[i] for i in items], weights, c)
-        trials[str(lam)] = round(ease_ndcg(model, items, split, rows), 5)
-        if best is None or trials[str(lam)] > trials[str(best.cfg.lam)]:
-            best = model
-    model = best
+        candidate = EASEModel([item_ids[i] for i in items], ease_rows(gram, c.lam, c.neighbours), c)
+        trials[str(lam)] = round(ease_ndcg(candidate, items, split, rows), 5)
+        if trials[str(lam)] > best:
+            model, best = candidate, trials[str(lam)]
     model.info = {"valid_ndcg@10": trials, "items": len(model.rows), "nnz": int(model.weights.nnz)}
     return model, {"config": asdict(model.cfg), **model.info}
 

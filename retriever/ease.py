@@ -80,18 +80,29 @@ def fit_ease_rows(sequences: Sequence[Array], n_items: int,
                   cfg: EASEConfig = EASEConfig()) -> tuple[Array, sp.csr_matrix]:
     """(items (r,) int64 covered, B (r, r) float32 CSR pruned to ``cfg.neighbours`` per row) from
     per-user item indexes in ``[0, n_items)``."""
+    items, gram = covered_gram(sequences, n_items, cfg.max_items)
+    return items, ease_rows(gram, cfg.lam, cfg.neighbours)
+
+
+def covered_gram(sequences: Sequence[Array], n_items: int, max_items: int) -> tuple[Array, Array]:
+    """(items (r,) int64: the at most ``max_items`` most interacted, ascending; X'X over them (r, r) float64)."""
     x = _user_items(sequences, n_items)
     counts = np.asarray(x.sum(axis=0)).ravel()
     items = np.flatnonzero(counts > 0)
-    if len(items) > cfg.max_items:
-        items = np.sort(items[np.argsort(-counts[items], kind="stable")[:cfg.max_items]])
+    if len(items) > max_items:
+        items = np.sort(items[np.argsort(-counts[items], kind="stable")[:max_items]])
     x = x[:, items]
-    gram = (x.T @ x).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += cfg.lam
-    p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    return items, (x.T @ x).toarray().astype(np.float64)
+
+
+def ease_rows(gram: Array, lam: float, neighbours: int) -> sp.csr_matrix:
+    """B for ``lam`` from X'X ``gram`` (r, r), pruned to ``neighbours`` per row; ``gram`` is kept."""
+    a = gram.copy()
+    a[np.diag_indices_from(a)] += lam
+    p = scipy.linalg.inv(a, overwrite_a=True, check_finite=False)
     p /= -np.diag(p)[None, :]
     np.fill_diagonal(p, 0.0)
-    return items, prune_rows(p, cfg.neighbours)
+    return prune_rows(p, neighbours)
 
 
 def prune_rows(b: Array, keep: int) -> sp.csr_matrix:

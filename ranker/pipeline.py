@@ -61,7 +61,7 @@ from .reasons import Evidence, context_text, evidence_of, list_reasons
 from .rerank import RerankConfig, rerank_list
 from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
-from .sources import learned_run, learned_scores, user_queries
+from .sources import user_queries
 
 FEATURED = Reason("featured", "featured by the shop", "", 0.0)  # a pinned item the ranking did not choose
 
@@ -218,7 +218,7 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
     allowed = allowed_mask(index, filters, exclude)
     runs = gather(index, state, profile, c, allowed)
     for name, query in queries.items():
-        runs[name] = learned_run(svc, name, query, c.per_source, allowed)
+        runs[name] = getattr(svc, name).candidates(index, query, c.per_source, allowed)  # svc.mf / encoder / ease
     weights = c.weights()
     labels, scores = (a[0] for a in empty(1, 0))
     if runs:
@@ -235,7 +235,8 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
     rows = None
     if learned or features:
         rows = candidate_features(index, state, profile, labels, scores, runs, fresh,
-                                  learned={name: learned_scores(svc, name, q, labels) for name, q in queries.items()},
+                                  learned={name: getattr(svc, name).scores_of(index, q, labels)
+                                           for name, q in queries.items()},
                                   popular_days=c.popular_days, trending_days=c.trending_days, now=now)
     if learned:
         labels, scores = top_labels(labels, svc.ranking.score(rows), len(labels))

@@ -1,6 +1,7 @@
 """The learned candidate sources of a personal list (MF, the history encoder, EASE; ``semrec
-train``): each one's query for a batch of profiles, its run over the allowed items, and its score of
-given candidates (the learned ranking's features). Callers of the runs and scores hold the locks."""
+train``): each one's query for a batch of profiles. Each model then answers the same two calls,
+``candidates(index, query, n, allowed)`` (its run) and ``scores_of(index, query, labels)`` (its
+score of given candidates, a feature of the learned ranking); callers of those hold the locks."""
 
 from __future__ import annotations
 
@@ -37,14 +38,3 @@ def user_queries(svc: Services, c: CandidateConfig, profiles: Sequence[Profile])
         put("ease", svc.ease.user_scores([p.history for p in profiles]))
     return out
 
-
-def learned_run(svc: Services, name: str, query: np.ndarray, n: int, allowed: np.ndarray):
-    if name == "encoder":  # the encoder keeps its own FAISS table in label order
-        return svc.encoder.candidates(query, n, allowed)
-    return getattr(svc, name).candidates(svc.index, query, n, allowed)
-
-
-def learned_scores(svc: Services, name: str, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    if name == "encoder":
-        return svc.encoder.scores_of(query, labels)
-    return getattr(svc, name).scores_of(svc.index, query, labels)

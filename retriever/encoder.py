@@ -113,8 +113,9 @@ class HistoryEncoder:
         out[[len(h) == 0 for h in histories]] = 0.0
         return out
 
-    def candidates(self, user: Array, n: int, allowed: Array) -> tuple[Array, Array]:
-        """The ``n`` best allowed labels by ``embedding . user`` -> (labels, scores), best first."""
+    def candidates(self, index: ItemIndex, user: Array, n: int, allowed: Array) -> tuple[Array, Array]:
+        """The ``n`` best allowed labels by ``embedding . user`` -> (labels, scores), best first.
+        ``index``: the one attached (the source interface MF and EASE share; the table follows it)."""
         if not np.any(user):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         with self.lock:
@@ -123,8 +124,8 @@ class HistoryEncoder:
         live = labels[0] >= 0
         return labels[0][live], scores[0][live]
 
-    def scores_of(self, user: Array, labels: Array) -> Array:
-        """float32 (m,) ``embedding . user`` of each label (0 at padding)."""
+    def scores_of(self, index: ItemIndex, user: Array, labels: Array) -> Array:
+        """float32 (m,) ``embedding . user`` of each label of the attached ``index`` (0 at padding)."""
         labels = np.asarray(labels, dtype=np.int64)
         with self.lock:
             emb = self.table.view[np.maximum(labels, 0)]

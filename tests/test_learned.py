@@ -85,7 +85,7 @@ def test_an_item_upserted_now_is_retrievable_by_the_encoder_from_its_text(learne
     label = svc.index.table.label_of["brand-new-twin"]
     u = svc.encoder.user_vectors([list(user)])[0]
     allowed = np.ones(svc.index.table.n_labels, dtype=bool)
-    labels, _ = svc.encoder.candidates(u, 50, allowed)
+    labels, _ = svc.encoder.candidates(svc.index, u, 50, allowed)
     assert label in labels.tolist()  # no interaction, no ID embedding: its text alone put it there
     assert "brand-new-twin" not in svc.mf.row_of  # MF does not know it: only the text sources can answer
     svc.index.delete("brand-new-twin")

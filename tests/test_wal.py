@@ -168,13 +168,13 @@ def test_history_encoder_and_mf_follow_a_relabel(tmp_path):
     upsert(index, "i3")  # a trained item with a new label
     user = encoder.user_vectors([index.table.labels(["i1", "i2"])])[0]
     probe = ["i3", "i7", "hot"]
-    before = encoder.scores_of(user, index.table.labels(probe))
+    before = encoder.scores_of(index, user, index.table.labels(probe))
     mf_before = mf.rows.mapping(index)[0].copy()
     assert index.compact_labels() and index.table.n_labels == len(index) == 21
     labels = index.table.labels(probe)
-    assert np.allclose(encoder.scores_of(user, labels), before)  # each item keeps its embedding
+    assert np.allclose(encoder.scores_of(index, user, labels), before)  # each item keeps its embedding
     assert encoder.search_index.ntotal == 21
-    found, _ = encoder.candidates(user, 21, index.table.alive.view)
+    found, _ = encoder.candidates(index, user, 21, index.table.alive.view)
     assert sorted(found.tolist()) == list(range(21))
     for j in range(51 - index.table.n_labels):  # back to the label count the MF cache was keyed on
         upsert(index, f"new{j}")

@@ -5,7 +5,8 @@ shopper's items, each with confidence ``1 + alpha * r`` where ``r`` is the stron
 (``TYPE_WEIGHTS`` / 6: a purchase 1, a view 1/6). A shopper is folded in per request from their
 latest events by the exact ALS user solve against the fixed item factors
 (:func:`least_squares_fold_in`), so a new event changes the MF candidates at once; the factors
-themselves are refitted by ``semrec train`` (a new model version, loaded at start-up), never by a request.
+themselves are refitted by ``semrec train`` (a new model version, which a running server swaps in
+from its follower thread), never by a request.
 
 An item the factors do not know (added since the last fit) is not an MF candidate: the text
 sources answer for it.

@@ -103,8 +103,10 @@ class _Main:
             self._pos = np.full(int(self.labels[live].max(initial=-1)) + 1, -1, dtype=np.int64)
             self._pos[self.labels[live]] = np.flatnonzero(live)
         labels = np.asarray(labels, dtype=np.int64)
+        out = np.full(len(labels), -1, dtype=np.int64)
         inside = (labels >= 0) & (labels < len(self._pos))
-        return np.where(inside, self._pos[np.where(inside, labels, 0)] if len(self._pos) else -1, -1)
+        out[inside] = self._pos[labels[inside]]
+        return out
 
     def docs_with(self, term: str) -> np.ndarray:
         """int (df,) positions of the documents holding ``term``, ascending."""

@@ -7,10 +7,10 @@ over the binary user-item matrix X of the fit sequences, twice: ``EASE``, the ha
 (dense B; its grid reuses one eigendecomposition of X'X = Q L Q', P = Q diag(1 / (L + lambda)) Q'),
 and ``EASEModel``, a candidate source of the served pipeline: B pruned to each item's strongest
 ``neighbours`` (a sparse matrix of a few MB instead of n^2 floats), fitted by ``semrec train`` on
-the event log over at most ``max_items`` of the most interacted items (the inverse is O(n^3): about
-20 s for Beauty's 12k items on 2 cores). A shopper's scores are the sum of their history items'
-rows, so a new event changes them at once; an item added since the fit is not an EASE candidate
-(the text sources answer for it).
+the event log over at most ``max_items`` of the most interacted items (the inverse is O(n^3): four
+lambdas took 179 s for Beauty's 12k items on the shared 2-core box, under load). A shopper's
+scores are the sum of their history items' rows, so a new event changes them at once; an item added
+since the fit is not an EASE candidate (the text sources answer for it).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ def by_contribution(label: int, members: dict[str, dict[int, int]], c: Candidate
 
 def explore_slots(index: ItemIndex, profile: Profile, labels: np.ndarray, scores: np.ndarray,
                   fresh: np.ndarray | None, c: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The new items that take the last places: fresh items the sources already rank (they keep
-    their slot through reranking), then the exploration source's best."""
+    """The exploration slots' candidates, best first: fresh items the sources already rank, then
+    the exploration source's best (:func:`out_explored` places them)."""
     if fresh is None or not c.explore_slots:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     top = [(int(lab), float(s)) for lab, s in zip(labels, scores) if lab >= 0 and fresh[lab]]
@@ -36,6 +36,24 @@ def explore_slots(index: ItemIndex, profile: Profile, labels: np.ndarray, scores
             c, explore_slots=c.explore_slots - len(kept)))
         kept += list(zip(more_l.tolist(), more_s.tolist()))
     return np.array([lab for lab, _ in kept], dtype=np.int64), np.array([s for _, s in kept], dtype=np.float32)
+
+
+def out_explored(labels: np.ndarray, scores: np.ndarray, kept: tuple[np.ndarray, np.ndarray],
+                 fresh: np.ndarray | None, slots: int, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ranked list (``labels``/``scores`` (m,), best first) cut to ``k`` with at least ``slots``
+    new items: a new item the ranking already placed in the first ``k`` keeps its place, and the
+    best of ``kept`` (``explore_slots``) the list lacks take the last places. Returns (labels,
+    scores, how many places exploration took). (Moving every new item
+    to the end, as an earlier version did, put a cold item the learned ranking ranked first at
+    place 10: cold-item NDCG@10 0.0029 with one slot, 0.0169 with none, quick Beauty cold split.)"""
+    labels, scores = labels[:k], scores[:k]
+    shown = int(fresh[labels].sum()) if fresh is not None and len(labels) else 0
+    extra = [j for j, lab in enumerate(kept[0].tolist()) if lab not in set(labels.tolist())][:max(slots - shown, 0)]
+    if not extra:
+        return labels, scores, 0
+    head = min(len(labels), k - len(extra))
+    return (np.concatenate([labels[:head], kept[0][extra]]),
+            np.concatenate([scores[:head], kept[1][extra]]).astype(np.float32), len(extra))
 
 
 def cold_list(index: ItemIndex, labels: np.ndarray, scores: np.ndarray, members: dict,

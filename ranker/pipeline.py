@@ -22,8 +22,9 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
    by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
    MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
-5. exploration: up to ``explore_slots`` new items (no interactions yet) close to an interest take
-   the last places of the list;
+5. exploration: when the list shows fewer than ``explore_slots`` new items (no interactions yet),
+   the best new items close to an interest take its last places; a new item the ranking placed
+   higher keeps its place;
 6. reasons (``ranker.reasons``);
 7. merchandising rules of the placement (``ranker.rules``): pins, boosts, buries, blocks. Every
    pipeline function ends with this step.
@@ -54,7 +55,7 @@ from retriever.search.expand import ExpandResult
 from retriever.search.expansion import Expansion
 from retriever.similar import similar_items
 
-from .assembly import by_contribution, cold_list, explore_slots
+from .assembly import by_contribution, cold_list, explore_slots, out_explored
 from .explain import Reason
 from .features import candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
@@ -258,20 +259,17 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
             return _Row(*cold_list(svc.index, labels, scores, members, cand.allowed, k), ("cold",))
         kept = explore_slots(svc.index, profile, labels, scores, fresh, c)
         counts = state.counts([index.table.records[lab]["item_id"] for lab in labels]).astype(np.float64)
-    head = ~np.isin(labels, kept[0])
-    n_head = k - len(kept[0])
     steps: tuple[str, ...] = ("learned",) if cand.learned else ("fusion",)
     if staged:
         context = context_text(svc.reranker, index, evidence_of(profile)) if svc.reranker is not None else ""
-        out_l, out_s = rerank_list(index, labels[head], scores[head], n_head, reranker=svc.reranker,
-                                   context=context, counts=counts[head], cfg=cfg.rerank)
+        out_l, out_s = rerank_list(index, labels, scores, k, reranker=svc.reranker,
+                                   context=context, counts=counts, cfg=cfg.rerank)
         steps += (("rerank",) if svc.reranker is not None else ()) + (("mmr",) if cfg.rerank.mmr_lambda < 1 else ())
     else:
-        out_l, out_s = labels[head][:n_head], scores[head][:n_head]
+        out_l, out_s = labels[:k], scores[:k]
     live = out_l >= 0
-    final_l = np.concatenate([out_l[live], kept[0]])
-    final_s = np.concatenate([out_s[live], kept[1]])
-    if len(kept[0]):
+    final_l, final_s, explored = out_explored(out_l[live], out_s[live], kept, fresh, c.explore_slots, k)
+    if explored:
         steps += ("explore",)
     labels_k, scores_k = (a[0] for a in empty(1, k))
     labels_k[: len(final_l)], scores_k[: len(final_l)] = final_l[:k], final_s[:k]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from indexer.results import top_labels
+from ranker.assembly import out_explored
 from ranker.explain import HISTORY_MIN_COSINE, Reason, closest, dense_reason, pick
 from ranker.mmr import mmr
 from ranker.rerank import FusionWeights, fused_scores
@@ -140,3 +141,22 @@ def test_list_ranks_and_loss():
     s = np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 0.0]])
     assert list_ranks(s, np.array([2, 1])).tolist() == [1, 1]  # ties: earlier column first
     assert list_loss(np.zeros((1, 4)), np.array([0])) == pytest.approx(np.log(4))
+
+
+def test_exploration_takes_the_last_place_only_when_the_list_has_no_new_item():
+    fresh = np.zeros(10, dtype=bool)
+    fresh[[3, 7]] = True
+    kept = (np.array([7, 3]), np.array([0.5, 0.4], dtype=np.float32))
+    labels, scores = np.array([3, 0, 1, 2, 4]), np.arange(5, 0, -1).astype(np.float32)
+    # a new item the ranking placed first keeps first place; nothing is appended
+    out, _, n = out_explored(labels, scores, kept, fresh, 1, 4)
+    assert out.tolist() == [3, 0, 1, 2] and n == 0
+    # two slots: the one new item shown counts, the best new item missing takes the last place
+    out, s, n = out_explored(labels, scores, kept, fresh, 2, 4)
+    assert out.tolist() == [3, 0, 1, 7] and n == 1 and s[-1] == np.float32(0.5)
+    # no new item in the ranking: the best kept one replaces the last place
+    out, _, n = out_explored(np.array([0, 1, 2, 4, 5]), scores, kept, fresh, 1, 4)
+    assert out.tolist() == [0, 1, 2, 7] and n == 1
+    # a short list is extended, not cut
+    out, _, n = out_explored(np.array([0]), scores[:1], kept, fresh, 1, 4)
+    assert out.tolist() == [0, 7] and n == 1

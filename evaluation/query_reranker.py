@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--minutes", type=float, default=CONFIG.max_minutes)
     p.add_argument("--layers", type=int, default=CONFIG.num_layers)
     p.add_argument("--test-queries", type=int, default=1000, help="search_eval's test sample, kept out")
-    p.add_argument("--dev-queries", type=int, default=300, help="search_eval's dev sample, kept out")
+    p.add_argument("--dev-queries", type=int, default=500, help="search_eval's dev sample, kept out")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     a = p.parse_args(argv)
     root = Path(a.data_dir) if a.data_dir else shared_data_dir()

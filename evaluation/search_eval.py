@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", choices=["subscription-boxes", "instruments"])
     p.add_argument("--data-dir", help="shared data root (holding the dataset folders) or one dataset's folder")
     p.add_argument("--queries", type=int, default=1000, help="test queries (default 1000)")
-    p.add_argument("--dev-queries", type=int, default=300, help="dev queries for --sweep (default 300)")
+    p.add_argument("--dev-queries", type=int, default=500, help="dev queries for --sweep and for tuning (default 500)")
     p.add_argument("--sweep", action="store_true", help="compare fusion / expansion settings on a dev sample")
     p.add_argument("--sweep-only", action="store_true", help="stop after the sweep")
     p.add_argument("--llm-only", action="store_true", help="only the LLM subsample (with --llm-queries)")

@@ -48,7 +48,8 @@ def out_explored(labels: np.ndarray, scores: np.ndarray, kept: tuple[np.ndarray,
     place 10: cold-item NDCG@10 0.0029 with one slot, 0.0169 with none, quick Beauty cold split.)"""
     labels, scores = labels[:k], scores[:k]
     shown = int(fresh[labels].sum()) if fresh is not None and len(labels) else 0
-    extra = [j for j, lab in enumerate(kept[0].tolist()) if lab not in set(labels.tolist())][:max(slots - shown, 0)]
+    listed = set(labels.tolist())
+    extra = [j for j, lab in enumerate(kept[0].tolist()) if lab not in listed][:max(slots - shown, 0)]
     if not extra:
         return labels, scores, 0
     head = min(len(labels), k - len(extra))

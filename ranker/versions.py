@@ -7,16 +7,21 @@ import os
 from pathlib import Path
 
 
+def _number(name: str) -> int | None:
+    """N of a ``vNNNN`` name, else None."""
+    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else None
+
+
 def version_dirs(root: str | os.PathLike) -> list[Path]:
     """The ``vNNNN`` directories under ``root``, oldest (lowest number) first."""
-    p = Path(root)
-    found = [d for d in p.iterdir() if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[1:]))
+    found = [d for d in Path(root).iterdir() if d.is_dir() and _number(d.name) is not None]
+    return sorted(found, key=lambda d: _number(d.name))
 
 
 def next_version(root: str | os.PathLike) -> Path:
-    """``root/vNNNN`` with the next free number (``root`` created if missing)."""
+    """``root/vNNNN`` with the next free number (``root`` created if missing). Any entry with a
+    ``vNNNN`` name counts, directory or not, so the new name is never taken."""
     p = Path(root)
     p.mkdir(parents=True, exist_ok=True)
-    numbers = [int(d.name[1:]) for d in p.iterdir() if d.name.startswith("v") and d.name[1:].isdigit()]
+    numbers = [n for n in (_number(d.name) for d in p.iterdir()) if n is not None]
     return p / f"v{max(numbers, default=0) + 1:04d}"

@@ -21,7 +21,7 @@ import torch
 
 from ranker.features import NAMES
 from ranker.ltr import RankingModel
-from ranker.pipeline import PipelineConfig, candidates_for
+from ranker.pipeline import PipelineConfig, candidates_for, rerank_feature
 from ranker.sources import user_queries
 from retriever.ease import EASEConfig, EASEModel, covered_gram, ease_rows
 from retriever.encoder import HistoryEncoder
@@ -176,7 +176,9 @@ def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig)
         for i, (r, profile) in enumerate(zip(batch, profiles)):
             with svc.index.lock, svc.state.lock:
                 cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, queries[i],
-                                         depth=10**9, features=True)
+                                         features=True)
+            if x is not None:
+                rerank_feature(svc, untrained, profile, cand, x)
             hit = cand.labels == split.valid_target[r]
             if not hit.any() or x is None:
                 continue

@@ -13,6 +13,8 @@ For one shopper and their candidates (the union of the sources' runs), one row p
     price_gap             |log(price) - mean log price of the history| (NaN unknown)
     history, interests    the shopper's history length and number of interest vectors
     fused                 the weighted reciprocal-rank fusion of the sources (the untrained ranking)
+    reranker              the reranker's logit for (the shopper's context, the item's text), for the
+                          fusion's first ``RerankConfig.top_n`` candidates (NaN: not scored / no reranker)
 
 Plain functions over arrays; callers hold ``index.lock`` and ``state.lock``.
 """
@@ -33,7 +35,7 @@ SOURCES = ("dense", "covisit", "popular", "trending", "mf", "encoder", "ease")
 LEARNED = ("mf", "encoder", "ease")  # the learned sources' scores of every candidate
 NAMES = (*(f"{p}_{s}" for s in SOURCES for p in ("rank", "score")), "cos_interest", *LEARNED,
          "log_count", "popular", "trending", "fresh", "age_days", "share_top", "share_leaf", "share_brand",
-         "price_gap", "history", "interests", "fused")
+         "price_gap", "history", "interests", "fused", "reranker")
 
 
 def _shares(values: list[str], history: list[str]) -> Array:
@@ -44,7 +46,8 @@ def _shares(values: list[str], history: list[str]) -> Array:
 
 def candidate_features(index: ItemIndex, state: InteractionState, profile: Profile, labels: Array, fused: Array,
                        runs: dict[str, tuple[Array, Array]], fresh: Array | None, *, learned: dict[str, Array],
-                       popular_days: float, trending_days: float, now: float | None = None) -> Array:
+                       popular_days: float, trending_days: float, now: float | None = None,
+                       reranker: Array | None = None) -> Array:
     """float32 ``(len(labels), len(NAMES))``: the rows above for ``labels`` (m,) int64 (no padding).
 
     fused: (m,) the fusion score of each label; runs: source -> (labels, scores) best first;
@@ -54,13 +57,18 @@ def candidate_features(index: ItemIndex, state: InteractionState, profile: Profi
     m = len(labels)
     out = np.full((m, len(NAMES)), np.nan, dtype=np.float32)
     col = {name: j for j, name in enumerate(NAMES)}
-    pos = {int(lab): j for j, lab in enumerate(labels.tolist())}
+    # row of each label, by label (an array lookup: a dict per candidate cost 1 ms a shopper)
+    pos = np.full(max(index.table.n_labels, int(labels.max(initial=-1)) + 1), -1, dtype=np.int64)
+    pos[labels] = np.arange(m)
     for source in SOURCES:
         run_l, run_s = runs.get(source, (np.zeros(0, np.int64), np.zeros(0, np.float32)))
-        for rank, (lab, s) in enumerate(zip(run_l.tolist(), run_s.tolist()), start=1):
-            j = pos.get(int(lab))
-            if j is not None:
-                out[j, col[f"rank_{source}"]], out[j, col[f"score_{source}"]] = rank, s
+        run_l = np.asarray(run_l, dtype=np.int64)
+        ok = (run_l >= 0) & (run_l < len(pos))
+        j = np.where(ok, pos[np.where(ok, run_l, 0)], -1)
+        hit = np.flatnonzero(j >= 0)
+        hit = hit[np.unique(j[hit], return_index=True)[1]]  # a label twice in a run: its first (best) place
+        out[j[hit], col[f"rank_{source}"]] = hit + 1
+        out[j[hit], col[f"score_{source}"]] = np.asarray(run_s)[hit]
     vecs = index.vectors.view[labels]
     if not profile.is_empty:
         out[:, col["cos_interest"]] = (vecs @ profile.interests.T).max(axis=1)
@@ -92,4 +100,6 @@ def candidate_features(index: ItemIndex, state: InteractionState, profile: Profi
     out[:, col["history"]] = len(profile.history)
     out[:, col["interests"]] = len(profile.interests)
     out[:, col["fused"]] = fused
+    if reranker is not None:
+        out[:, col["reranker"]] = reranker
     return out

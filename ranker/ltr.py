@@ -25,6 +25,11 @@ class RankingModel:
             raise ValueError(f"ranking model was fitted on features {names}, this code computes {list(NAMES)}; "
                              "retrain it with `semrec train`")
 
+    def reads(self, name: str) -> bool:
+        """Whether any split of the model reads feature ``name`` (a model fitted without a reranker
+        never splits on its column, and serving then need not compute it)."""
+        return bool(self.booster.feature_importance("split")[list(NAMES).index(name)] > 0)
+
     def score(self, features: Array) -> Array:
         """float32 (m,) scores of feature rows ``(m, len(NAMES))``; higher ranks first."""
         if not len(features):

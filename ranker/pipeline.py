@@ -19,9 +19,10 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
    loaded (``ranker.ltr``) and a shopper with a history, its LambdaRank score over the candidates'
    features (``ranker.features``) orders them instead;
-4. reranking (``cfg.use_reranker`` and a loaded reranker): the first ``top_n`` candidates scored
-   by the cross-encoder against the shopper's context, fused with retrieval and popularity, then
-   MMR (``ranker.rerank``); without a reranker MMR still runs over the fused order;
+4. reranking (``cfg.use_reranker`` and a loaded reranker): the fusion's first ``top_n`` candidates
+   scored by the reranker against the shopper's context; with the learned ranking that score is
+   one of its features (step 3 ranks once), otherwise it is fused with retrieval and popularity
+   (``ranker.rerank``); then MMR (also without a reranker, over the order so far);
 5. exploration: when the list shows fewer than ``explore_slots`` new items (no interactions yet),
    the best new items close to an interest take its last places; a new item the ranking placed
    higher keeps its place;
@@ -57,9 +58,9 @@ from retriever.similar import similar_items
 
 from .assembly import by_contribution, cold_list, explore_slots, out_explored
 from .explain import Reason
-from .features import candidate_features
+from .features import NAMES, candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
-from .rerank import RerankConfig, rerank_list
+from .rerank import RerankConfig, cross_scores, rerank_list
 from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
 from .sources import user_queries
@@ -200,7 +201,8 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
 @dataclass
 class _Candidates:
     """One shopper's candidate stage: ``labels`` (m,) best first by ``scores`` (the fusion of the
-    sources, or the learned ranking's), the sources' ``runs``, the ``fresh`` mask."""
+    sources, or once ordered the learned ranking's), the sources' ``runs``, the ``fresh`` mask;
+    ``learned``: the learned ranking orders them (:func:`learned_order`)."""
 
     labels: np.ndarray
     scores: np.ndarray
@@ -211,10 +213,12 @@ class _Candidates:
 
 
 def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters: Filters | None,
-                   exclude: frozenset[str], now: float | None, queries: dict[str, np.ndarray], depth: int,
+                   exclude: frozenset[str], now: float | None, queries: dict[str, np.ndarray],
                    features: bool = False) -> tuple[_Candidates, np.ndarray | None]:
-    """Every source's run, fused (and ranked by the learned model when one is loaded and on), with
-    the candidates' feature rows when ``features`` (training reads them). Callers hold the locks."""
+    """Every source's run, fused, with the candidates' feature rows (``ranker.features``, the
+    reranker column still NaN) when the learned ranking will order them or ``features`` (training
+    reads them). Callers hold the locks; the reranker and the learned model run after them
+    (:func:`rerank_feature`, :func:`learned_order`), so requests score in parallel."""
     index, state, c = svc.index, svc.state, cfg.candidates
     allowed = allowed_mask(index, filters, exclude)
     runs = gather(index, state, profile, c, allowed)
@@ -239,10 +243,31 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
                                   learned={name: getattr(svc, name).scores_of(index, q, labels)
                                            for name, q in queries.items()},
                                   popular_days=c.popular_days, trending_days=c.trending_days, now=now)
-    if learned:
-        labels, scores = top_labels(labels, svc.ranking.score(rows), len(labels))
-    cut = max(depth, 1)
-    return _Candidates(labels[:cut], scores[:cut], runs, fresh, allowed, learned), rows
+    return _Candidates(labels, scores, runs, fresh, allowed, learned), rows
+
+
+def rerank_feature(svc: Services, cfg: PipelineConfig, profile: Profile, cand: _Candidates,
+                   rows: np.ndarray) -> bool:
+    """Fill the "reranker" column of ``rows`` (m, len(NAMES)) with the reranker's logits against the
+    shopper's context, for the fusion's first ``cfg.rerank.top_n`` candidates and up to as many new
+    ones (no interactions yet: the text is all there is to judge them by), when a reranker is
+    loaded and ``cfg.use_reranker`` (the A/B switch). Returns whether it scored."""
+    if svc.reranker is None or not cfg.use_reranker or not len(cand.labels):
+        return False
+    n = cfg.rerank.top_n
+    picked = np.arange(min(n, len(cand.labels)))
+    if cand.fresh is not None:
+        new = np.flatnonzero(cand.fresh[cand.labels])
+        picked = np.concatenate([picked, new[new >= n][:n]])
+    context = context_text(svc.reranker, svc.index, evidence_of(profile))
+    rows[picked, NAMES.index("reranker")] = cross_scores(svc.reranker, svc.index, cand.labels[picked], context)
+    return True
+
+
+def learned_order(svc: Services, cand: _Candidates, rows: np.ndarray) -> _Candidates:
+    """``cand`` ordered by the learned ranking's scores of its feature ``rows``."""
+    labels, scores = top_labels(cand.labels, svc.ranking.score(rows), len(cand.labels))
+    return replace(cand, labels=labels, scores=scores)
 
 
 def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filters: Filters | None,
@@ -250,20 +275,27 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
     index, state, c = svc.index, svc.state, cfg.candidates
     cold = profile.is_empty and not profile.history  # a history decayed to zero weight still counts
     staged = cfg.use_reranker and not cold
-    depth = max(k, cfg.rerank.top_n) if staged else k
+    depth = max(k, cfg.rerank.top_n, c.per_source) if staged else max(k, c.per_source)
     with index.lock, state.lock:
-        cand, _ = candidates_for(svc, cfg, profile, filters, exclude, now, queries, max(depth, c.per_source))
-        labels, scores, runs, fresh = cand.labels, cand.scores, cand.runs, cand.fresh
-        members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
+        cand, rows = candidates_for(svc, cfg, profile, filters, exclude, now, queries)
+    # With a learned ranking the reranker's logit is one of its features (it ranks once, with the
+    # other evidence); without one (a text-only profile) the reranking stage fuses it after retrieval.
+    featured = cand.learned and svc.ranking.reads("reranker") and rerank_feature(svc, cfg, profile, cand, rows)
+    if cand.learned:
+        cand = learned_order(svc, cand, rows)
+    labels, scores, runs, fresh = cand.labels[:depth], cand.scores[:depth], cand.runs, cand.fresh
+    members = {name: {lab: rank for rank, lab in enumerate(run[0].tolist(), 1)} for name, run in runs.items()}
+    with index.lock, state.lock:
         if cold:
             return _Row(*cold_list(svc.index, labels, scores, members, cand.allowed, k), ("cold",))
         kept = explore_slots(svc.index, profile, labels, scores, fresh, c)
         counts = state.counts([index.table.records[lab]["item_id"] for lab in labels]).astype(np.float64)
     steps: tuple[str, ...] = ("learned",) if cand.learned else ("fusion",)
     if staged:
-        context = context_text(svc.reranker, index, evidence_of(profile)) if svc.reranker is not None else ""
-        out_l, out_s = rerank_list(index, labels, scores, k, reranker=svc.reranker,
-                                   context=context, counts=counts, cfg=cfg.rerank)
+        second = None if featured else svc.reranker  # a reranker already ranked as a feature is not fused twice
+        context = context_text(second, index, evidence_of(profile)) if second is not None else ""
+        out_l, out_s = rerank_list(index, labels, scores, k, reranker=second, context=context, counts=counts,
+                                   cfg=cfg.rerank)
         steps += (("rerank",) if svc.reranker is not None else ()) + (("mmr",) if cfg.rerank.mmr_lambda < 1 else ())
     else:
         out_l, out_s = labels[:k], scores[:k]

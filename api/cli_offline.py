@@ -61,6 +61,9 @@ def train_cmd(
     every: Annotated[float, typer.Option(help="with --db: refit every this many minutes (0: once); a running "
                                              "`semrec serve` swaps each new version in")] = 0.0,
     keep: Annotated[int, typer.Option(min=1, help="with --every: model versions kept (older ones removed)")] = 3,
+    ranker: Annotated[Path | None, typer.Option(
+        help="a trained reranker (version dir or root; `semrec train-ranker`): its score becomes a feature of the "
+             "learned ranking and it is published with the version")] = None,
     seed: int = 0,
 ) -> None:
     """Fit the served pipeline's learned parts (MF factors, EASE, the history encoder, the learned
@@ -77,17 +80,18 @@ def train_cmd(
 
         while True:  # the catalog and the log as they are now, each round
             try:
-                _train_once(ItemIndex.load(index_dir), index_dir, db, None, None, out, seed)
+                _train_once(ItemIndex.load(index_dir), index_dir, db, None, None, out, seed, ranker)
                 prune_versions(out or index_dir / "models", keep)
             except UserError as e:  # a young shop: too few shoppers yet; try again next round
                 typer.echo(f"not trained this round: {e}", err=True)
             time.sleep(every * 60)
-    _train_once(ItemIndex.load(index_dir), index_dir, db, dataset, data_dir, out, seed)
+    _train_once(ItemIndex.load(index_dir), index_dir, db, dataset, data_dir, out, seed, ranker)
 
 
 def _train_once(index, index_dir: Path, db: Path | None, dataset: str | None, data_dir: Path | None,
-                out: Path | None, seed: int) -> None:
+                out: Path | None, seed: int, ranker: Path | None = None) -> None:
     from evaluation.publish import TooFewShoppers, train_for_index
+    from ranker.model import Reranker, RerankerLoadError
 
     if db is not None:
         reviews, source = _reviews_of_log(db), f"event log {db}"
@@ -99,8 +103,12 @@ def _train_once(index, index_dir: Path, db: Path | None, dataset: str | None, da
             raise typer.BadParameter("--dataset needs --data-dir", param_hint="--data-dir")
         reviews, source = load_dataset(dataset, dataset_folder(dataset, data_dir)).reviews, dataset
     try:
+        reranker = Reranker(ranker) if ranker is not None else None
+    except RerankerLoadError as e:
+        raise typer.BadParameter(str(e), param_hint="--ranker") from None
+    try:
         path = train_for_index(index, reviews, out or index_dir / "models", source=source, command="semrec train",
-                               seed=seed)
+                               seed=seed, reranker=reranker)
     except TooFewShoppers as e:
         raise UserError(str(e)) from None
     typer.echo(f"models written to {path}; `semrec serve --index {index_dir}` loads the newest")

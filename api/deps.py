@@ -37,6 +37,7 @@ class Components:
     svc: Services
     rule_store: RuleStore | None = None
     skipped_models: pathlib.Path | None = None  # a newer version that failed to load
+    own_reranker: Reranker | None = None  # SEMREC_RANKER_DIR's, serving versions that bring none
 
     def config(self, variant: Variant | None = None) -> PipelineConfig:
         return self.settings.pipeline_config(variant)
@@ -59,7 +60,7 @@ class Components:
             log.error("models not loaded: %s", e)
             self.skipped_models = path
             return False
-        install_models(self.svc, models)
+        install_models(self.svc, models, self.own_reranker)
         log.info("loaded models", extra={"fields": {"version": str(path)}})
         return True
 
@@ -97,9 +98,9 @@ def load_components(settings: Settings) -> Components:
         reranker.attach(index)
     store, state = open_events(settings.db_url or settings.db_path, settings.pseudonym_key, settings.half_lives())
     svc = Services(index, embedder, store, state, reranker=reranker)
-    attach_models(settings, svc)
+    attach_models(settings, svc, reranker)
     svc.search = search_box_for(settings, svc)
-    c = Components(settings, svc)
+    c = Components(settings, svc, own_reranker=reranker)
     c.open_rules()
     return c
 
@@ -111,26 +112,34 @@ def models_root(settings: Settings) -> pathlib.Path | None:
     return root if settings.models_dir is not None or root.exists() else None
 
 
-def attach_models(settings: Settings, svc: Services) -> Models | None:
-    """The learned parts (MF, EASE, history encoder, learned ranking; ``semrec train``) of the newest
-    version under :func:`models_root`, put into ``svc``; None when there is no root."""
+def attach_models(settings: Settings, svc: Services, own_reranker: Reranker | None = None) -> Models | None:
+    """The learned parts (MF, EASE, history encoder, learned ranking and its reranker; ``semrec
+    train``) of the newest version under :func:`models_root`, put into ``svc``; None when there is no root."""
     root = models_root(settings)
     if root is None:
         return None
     models = load_models(root)  # ModelsLoadError at start-up when unusable
-    install_models(svc, models)
+    install_models(svc, models, own_reranker)
     return models
 
 
-def install_models(svc: Services, models: Models) -> None:
-    """Swap ``models`` into ``svc`` (the encoder embeds the catalog first, so a request sees the old
-    version or the new one, each complete); the replaced encoder stops following the index."""
+def install_models(svc: Services, models: Models, own_reranker: Reranker | None = None) -> None:
+    """Swap ``models`` into ``svc`` (the encoder embeds the catalog and a split reranker computes its
+    item states first, so a request sees the old version or the new one, each complete); replaced
+    parts stop following the index. A version without a reranker serves ``own_reranker``
+    (``SEMREC_RANKER_DIR``): a ranking reads the logits of the reranker it was fitted with only."""
     encoder = models.encoder.attach(svc.index) if models.encoder is not None else None
-    old = svc.encoder
+    reranker = models.reranker or own_reranker
+    if models.reranker is not None:
+        models.reranker.attach(svc.index)
+    old_encoder, old_reranker = svc.encoder, svc.reranker
     svc.mf, svc.ease, svc.encoder, svc.ranking = models.mf, models.ease, encoder, models.ranking
+    svc.reranker = reranker
     svc.models_path = models.path
-    if old is not None:
-        old.detach()
+    if old_encoder is not None:
+        old_encoder.detach()
+    if old_reranker is not None and old_reranker is not reranker and old_reranker is not own_reranker:
+        old_reranker.detach()
 
 
 def open_catalog(settings: Settings, index: ItemIndex) -> None:

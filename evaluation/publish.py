@@ -24,19 +24,22 @@ class TooFewShoppers(ValueError):
 
 
 def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: LearnedConfig = LearnedConfig(),
-                      command: str = "", workdir=None, seed: int = 0, progress: bool = True):
+                      command: str = "", workdir=None, seed: int = 0, progress: bool = True, reranker=None):
     """``semrec train``: the learned parts fitted on ``catalog``'s interactions (a public dataset or
     the service's own event log as reviews) and published as the next version under ``out``.
 
     ``item_vectors`` rows follow the sorted unique item ids of the reviews (as the harness's). The
     split is leave-one-out (standard protocol): MF and the encoder learn from everything but each
-    shopper's last two interactions, the ranking from the second-last. Returns the version dir.
+    shopper's last two interactions, the ranking from the second-last. ``reranker``
+    (``ranker.model.Reranker``): its logit becomes a feature of the ranking, and it is published
+    with the version (``reranker/``), so the service serves the two together. Returns the version dir.
     """
     started = time.perf_counter()
     sequences, item_ids, user_ids = sequences_from_reviews(catalog.reviews)
     split = leave_one_out(sequences, item_ids, user_ids, seed=seed, protocol="standard")
     with tempfile.TemporaryDirectory(prefix="semrec-train-") as tmp:  # the replayed event log goes here
-        replay = Replay.build(split, catalog.items, item_vectors, embedder, Path(workdir or tmp), progress=progress)
+        replay = Replay.build(split, catalog.items, item_vectors, embedder, Path(workdir or tmp), progress=progress,
+                              reranker=reranker)
         try:
             record = fit_learned(replay, item_vectors, cfg, progress=progress)
         finally:
@@ -49,11 +52,14 @@ def train_and_publish(catalog, item_vectors: Array, out, embedder, *, cfg: Learn
                      "split": "leave-one-out: fit = all but each shopper's last two interactions; the ranking "
                               "learns from the second-last"},
             "parts": record, "seconds": round(time.perf_counter() - started, 1)}
-    return save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease), out, card)
+    if reranker is not None:  # published with the version: the ranking reads its logits
+        card["parts"]["reranker"] = {**reranker.info(), "validation": reranker.meta.get("validation")}
+        reranker.detach()  # from the replay's index
+    return save_models(Models(svc.mf, svc.encoder, svc.ranking, svc.ease, reranker), out, card)
 
 
 def train_for_index(index, reviews, out, embedder=None, *, cfg: LearnedConfig = LearnedConfig(), command: str = "",
-                    source: str = "", seed: int = 0, progress: bool = True) -> Path:
+                    source: str = "", seed: int = 0, progress: bool = True, reranker=None) -> Path:
     """:func:`train_and_publish` for a built index (``indexer.store.ItemIndex``): the interactions
     are the ``reviews`` (schema frame) of items the index holds, the items and their vectors the
     index's own, so the models see exactly what the service searches. ``embedder`` None: the
@@ -71,4 +77,4 @@ def train_for_index(index, reviews, out, embedder=None, *, cfg: LearnedConfig = 
     items = items[items["item_id"].isin(item_ids)]
     return train_and_publish(Catalog(items, reviews, source), index.vectors_of(item_ids), out,
                              embedder or load_embedder(index.model), cfg=cfg, command=command, seed=seed,
-                             progress=progress)
+                             progress=progress, reranker=reranker)

@@ -6,6 +6,8 @@
         ease/          pruned EASE item-item weights + item ids (retriever.ease.EASEModel)
         encoder/       the history encoder (retriever.encoder.HistoryEncoder)
         ranking/       the learned ranking (ranker.ltr.RankingModel)
+        reranker/      the reranker whose logit the ranking reads as a feature (a copy of its
+                       version directory, ranker.model.Reranker); served with the ranking
         model_card.json, MODEL_CARD.md   data, sizes, settings, validation figures, seconds
 
 A version is written to a temporary folder and renamed when complete, so a server never loads a
@@ -25,6 +27,7 @@ from retriever.encoder import HistoryEncoder
 from retriever.mf import MFModel
 
 from .ltr import RankingModel
+from .model import Reranker, RerankerLoadError
 from .versions import next_version, version_dirs
 
 CARD = "model_card.json"
@@ -40,6 +43,7 @@ class Models:
     encoder: HistoryEncoder | None = None
     ranking: RankingModel | None = None
     ease: EASEModel | None = None
+    reranker: Reranker | None = None
     card: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -65,8 +69,9 @@ def load_models(root: str | os.PathLike) -> Models:
                       encoder=HistoryEncoder.load(path / "encoder") if (path / "encoder").is_dir() else None,
                       ranking=RankingModel.load(path / "ranking") if (path / "ranking").is_dir() else None,
                       ease=EASEModel.load(path / "ease") if (path / "ease").is_dir() else None,
+                      reranker=Reranker(path / "reranker") if (path / "reranker").is_dir() else None,
                       card=card, path=path)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RerankerLoadError) as e:
         raise ModelsLoadError(f"models at {path}: {e}") from e
 
 
@@ -91,6 +96,8 @@ def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
                        ("ranking", models.ranking)):
         if part is not None:
             part.save(tmp / name)
+    if models.reranker is not None:  # the ranking was fitted on this reranker's logits: they travel together
+        shutil.copytree(models.reranker.path, tmp / "reranker", ignore=shutil.ignore_patterns(".tmp-*"))
     card = {"version": final.name, **card}
     (tmp / CARD).write_text(json.dumps(card, indent=1, default=str))
     (tmp / "MODEL_CARD.md").write_text(card_markdown(card))
@@ -101,7 +108,7 @@ def save_models(models: Models, root: str | os.PathLike, card: dict) -> Path:
 def card_markdown(card: dict) -> str:
     lines = [f"# semrec models {card.get('version', '')}", "", f"Command: `{card.get('command', '')}`", "",
              f"Data: {card.get('data', {})}", ""]
-    for part in ("mf", "encoder", "ease", "ranking"):
+    for part in ("mf", "encoder", "ease", "reranker", "ranking"):
         if part in card.get("parts", {}):
             lines += [f"## {part}", "", "```", json.dumps(card["parts"][part], indent=1, default=str)[:4000], "```", ""]
     return "\n".join(lines)

@@ -192,6 +192,12 @@ class Reranker:
             self.states = ItemStates(self.split.encode_items, self.texts_for)
             self.states.attach(index)
 
+    def detach(self) -> None:
+        """Stop following the attached index (a newer model version replaced this reranker)."""
+        if self.states is not None:
+            self.states.detach()
+        self.index, self.states = None, None  # a request still holding it scores from the items' texts
+
     def attached_to(self, index) -> bool:
         """Whether :meth:`score_items` reads ``index``'s items from precomputed states (a split
         reranker attached to it): the serving path then skips reading and encoding item texts."""

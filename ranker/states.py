@@ -46,6 +46,13 @@ class ItemStates:
             index.subscribe(self._on_update)
             self.index = index
 
+    def detach(self) -> None:
+        """Stop following the index (a newer model version replaced these states)."""
+        if self.index is not None:
+            with self.index.lock:
+                self.index.unsubscribe(self._on_update)
+            self.index = None
+
     def _add(self, index, labels: np.ndarray) -> None:
         for start in range(0, len(labels), self.batch_size):
             part = [int(lab) for lab in labels[start:start + self.batch_size]]

@@ -115,6 +115,8 @@ def test_train_mistakes_are_one_line_and_write_no_models(tmp_path, tiny_index):
         (["train", "--index", ix, "--db", str(empty_log)], ["0 shoppers", "at least 20"]),
         (["train", "--index", ix, "--dataset", "beauty", "--data-dir", ix, "--every", "5"], ["--every", "--db"]),
         (["train", "--index", ix, "--db", str(empty_log), "--every", "-1"], ["--every"]),
+        (["train", "--index", ix, "--db", str(empty_log), "--ranker", str(tmp_path / "no-ranker")],
+         ["--ranker", "no-ranker"]),
     ]
     for args, expected in cases:
         one_line_error(runner.invoke(app, args, env={"SEMREC_PSEUDONYM_KEY": "k" * 16}), *expected)

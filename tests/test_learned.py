@@ -191,3 +191,37 @@ def test_a_running_service_swaps_in_a_newly_published_version_and_skips_a_broken
         svc.encoder.detach()
         svc.mf, svc.encoder, svc.ranking, svc.ease, svc.models_path = old
         svc.index.subscribe(svc.encoder._on_update)  # the fixture's encoder follows the index again
+
+
+def test_the_ranking_reads_the_rerankers_score_and_a_version_serves_the_two_together(learned, trained_split, tmp_path):
+    from evaluation.learned import fit_ranking
+    from ranker.model import Reranker
+
+    replay, record, _ = learned
+    svc = replay.svc
+    old = (svc.mf, svc.encoder, svc.ranking, svc.ease, svc.reranker, svc.models_path)
+    users = [str(replay.split.user_ids[u]) for u in replay.split.users[:15]]
+    rr = Reranker(trained_split[0], variant="fp32")
+    rr.attach(svc.index)
+    svc.reranker = rr
+    try:
+        model, info = fit_ranking(replay, PipelineConfig(), SMALL.ranking)
+        assert "reranker" in info["features"] and model.reads("reranker")  # its splits use the logit
+        svc.ranking = model
+        on = recommend_users(svc, PipelineConfig(), users, 10)
+        assert all(s[:2] == ("learned", "rerank") for s in on.stages)  # scored once, as a feature
+        off = recommend_users(svc, replace(PipelineConfig(), use_reranker=False), users, 10)
+        assert all("rerank" not in s for s in off.stages) and not np.array_equal(on.labels, off.labels)
+        path = save_models(Models(svc.mf, svc.encoder, model, svc.ease, rr), tmp_path / "models", {"parts": record})
+        assert (path / "reranker" / "ranker.json").is_file()
+        svc.ranking = svc.reranker = None
+        loaded = attach_models(Settings(index_dir=tmp_path / "index", models_dir=tmp_path / "models"), svc)
+        assert svc.reranker is loaded.reranker and loaded.reranker.attached_to(svc.index)
+        np.testing.assert_array_equal(recommend_users(svc, PipelineConfig(), users, 10).labels, on.labels)
+    finally:
+        for part in {rr, svc.reranker} - {None}:
+            part.detach()
+        if svc.encoder is not old[1]:  # the loaded version's encoder replaced the fixture's
+            svc.encoder.detach()
+            svc.index.subscribe(old[1]._on_update)
+        svc.mf, svc.encoder, svc.ranking, svc.ease, svc.reranker, svc.models_path = old

@@ -120,7 +120,7 @@ def event_backend(name: str, where: str, index_dir: Path, reviews, dataset: str,
     try:
         with httpx.Client(base_url=url, headers={"X-API-Key": keys["ingest"]}, timeout=60, trust_env=False) as c:
             out = {"seeded": seeded, "load_before": loadavg(),
-                   "recommendations": recommendation_latency(c, users, args.requests),
+                   "recommendations": recommendation_latency(c, users, args.requests)["default"],
                    "ingest_batch_100": ingestion(c, items, 100, args.ingest_seconds),
                    "ingest_batch_1": ingestion(c, items, 1, args.ingest_seconds),
                    "freshness_shopper": freshness(c, items, args.trials)}

@@ -7,8 +7,10 @@
    recommendations come from their own interests (a ``dense`` source appears instead of the cold-start
    popular list).
 
-``python -m bench.personal --index DIR --db EVENTS.db --users Beauty.txt [--json OUT]``. Run it on a
-copy of the event log: it writes events and impressions.
+``python -m bench.personal --index DIR --db EVENTS.db --users Beauty.txt [--variant NAME ...] [--json OUT]``.
+Each ``--variant`` (an A/B variant of the server's ``SEMREC_VARIANTS``, e.g. one with ``"rerank":
+false``) is timed in the same run, its requests interleaved with the default's, so the stage's cost
+is a ratio measured side by side. Run it on a copy of the event log: it writes events and impressions.
 """
 
 from __future__ import annotations
@@ -28,16 +30,22 @@ from .loadserver import start_server, stop_server
 from .traffic import read_items, read_users
 
 
-def recommendation_latency(client: httpx.Client, users: list[str], n: int) -> dict:
+def recommendation_latency(client: httpx.Client, users: list[str], n: int, variants: list[str | None] = (None,)
+                           ) -> dict[str, dict]:
+    """p50/p99 of ``n`` requests per variant (None: the shopper's own bucket), one user asked in
+    every variant in turn, so each variant meets the same users and the same machine load."""
+    params = [{"k": 10, **({"variant": v} if v else {})} for v in variants]
     for user in users[:20]:  # warm-up: model, caches, connections
-        client.get(f"/users/{user}/recommendations", params={"k": 10})
-    seconds = []
+        for q in params:
+            client.get(f"/users/{user}/recommendations", params=q)
+    seconds: list[list[float]] = [[] for _ in variants]
     for user in random.Random(0).choices(users, k=n):
-        t = time.perf_counter()
-        r = client.get(f"/users/{user}/recommendations", params={"k": 10})
-        seconds.append(time.perf_counter() - t)
-        r.raise_for_status()
-    return latency_stats(seconds)
+        for times, q in zip(seconds, params):
+            t = time.perf_counter()
+            r = client.get(f"/users/{user}/recommendations", params=q)
+            times.append(time.perf_counter() - t)
+            r.raise_for_status()
+    return {v or "default": latency_stats(times) for v, times in zip(variants, seconds)}
 
 
 def ingestion(client: httpx.Client, items: list[str], batch: int, seconds: float) -> dict:
@@ -76,14 +84,15 @@ def freshness(client: httpx.Client, items: list[str], trials: int) -> dict:
 
 
 def run(index: Path, db: Path, users_file: Path, requests: int = 500, ingest_seconds: float = 15.0,
-        trials: int = 50) -> dict:
+        trials: int = 50, variants: list[str] = ()) -> dict:
     users = read_users(users_file)
     items = [item_id for item_id, _ in read_items(index)]
     log = Path(tempfile.mkdtemp(prefix="semrec-bench-")) / "server.log"
     proc, url, keys = start_server(index, db, log, startup_s=900)
     try:
         with httpx.Client(base_url=url, headers={"X-API-Key": keys["ingest"]}, timeout=30, trust_env=False) as c:
-            out = {"users_in_history": len(users), "recommendations": recommendation_latency(c, users, requests),
+            out = {"users_in_history": len(users),
+                   "recommendations": recommendation_latency(c, users, requests, [None, *variants]),
                    "ingest_batch_100": ingestion(c, items, 100, ingest_seconds),
                    "ingest_batch_1": ingestion(c, items, 1, ingest_seconds),
                    "freshness": freshness(c, items, trials)}
@@ -100,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--ingest-seconds", type=float, default=15.0)
     p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--variant", action="append", default=[], help="also time this A/B variant (repeatable)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
-    r = run(a.index, a.db, a.users, a.requests, a.ingest_seconds, a.trials)
-    rec, f = r["recommendations"], r["freshness"]
-    print(f"GET /users/{{id}}/recommendations (k=10, {r['users_in_history']} users in the history): "
-          f"p50 {rec['p50_ms']:.1f} ms, p99 {rec['p99_ms']:.1f} ms over {rec['n']} requests")
+    r = run(a.index, a.db, a.users, a.requests, a.ingest_seconds, a.trials, a.variant)
+    f = r["freshness"]
+    base = r["recommendations"]["default"]
+    for name, rec in r["recommendations"].items():
+        ratio = f" ({rec['p99_ms'] / base['p99_ms']:.2f}x the default's p99)" if name != "default" else ""
+        print(f"GET /users/{{id}}/recommendations, variant {name} (k=10, {r['users_in_history']} users in the "
+              f"history): p50 {rec['p50_ms']:.1f} ms, p99 {rec['p99_ms']:.1f} ms over {rec['n']} requests{ratio}")
     for key in ("ingest_batch_100", "ingest_batch_1"):
         g = r[key]
         print(f"POST /events, batches of {g['batch']}: {g['events_per_s']} events/s durable "

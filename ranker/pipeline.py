@@ -92,7 +92,7 @@ class PipelineConfig:
 class Recommendations:
     """``labels`` int64 / ``scores`` float32 ``(n, k)``; per row and live slot its candidate
     ``sources`` (strongest first), ``reasons`` and the ids of the merchandising ``rules`` applied;
-    per row the ``stages`` that ran, in order."""
+    per row the ``stages`` that ran, in order, and how many last places the exploration filled."""
 
     labels: np.ndarray
     scores: np.ndarray
@@ -100,6 +100,7 @@ class Recommendations:
     reasons: list[list[Reason]]
     stages: list[tuple[str, ...]]
     rules: list[list[list[int]]] = field(default_factory=list)
+    explored: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class _Row:
     scores: np.ndarray
     sources: list[list[str]]
     stages: tuple[str, ...]
+    explored: int = 0
 
 
 def recommend_users(svc: Services, cfg: PipelineConfig, user_ids: Sequence[str], k: int,
@@ -165,9 +167,7 @@ def merchandise(svc: Services, cfg: PipelineConfig, recs: Recommendations, rules
     sources, why, applied, stages = [], [], [], []
     for i in range(n):
         live = recs.labels[i][recs.labels[i] >= 0]
-        tail, most = 0, min(cfg.candidates.explore_slots, len(live)) if "explore" in recs.stages[i] else 0
-        while tail < most and "new" in recs.sources[i][len(live) - 1 - tail]:  # the exploration slots
-            tail += 1
+        tail = min(recs.explored[i], len(live)) if recs.explored else 0  # the exploration's places
         head = len(live) - tail
         allowed = allowed_mask(svc.index, filters, excludes[i])
         ranked = apply_to(svc.index, live[:head], recs.scores[i][:head], rules, max(k - tail, 0), allowed)
@@ -178,7 +178,7 @@ def merchandise(svc: Services, cfg: PipelineConfig, recs: Recommendations, rules
         why.append(carry(live, kept, recs.reasons[i], FEATURED) if recs.reasons[i] else [])
         applied.append(ranked.rules + [[] for _ in range(tail)])
         stages.append(recs.stages[i] + (("rules",) if any(ranked.rules) else ()))
-    return Recommendations(labels, scores, sources, why, stages, applied)
+    return Recommendations(labels, scores, sources, why, stages, applied, list(recs.explored))
 
 
 def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile], k: int,
@@ -187,7 +187,7 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
     """Steps 2-6 of the module docstring for each profile (``reasons=False`` skips step 6, which
     changes no ranking: the harness does not read reasons)."""
     labels, scores = empty(len(profiles), k)
-    sources, why, stages = [], [], []
+    sources, why, stages, explored = [], [], [], []
     queries = user_queries(svc, cfg.candidates, profiles)
     for i, (profile, exclude) in enumerate(zip(profiles, excludes)):
         row = _rank_one(svc, cfg, profile, k, filters, exclude, now, queries[i])
@@ -195,7 +195,8 @@ def rank_profiles(svc: Services, cfg: PipelineConfig, profiles: Sequence[Profile
         sources.append(row.sources)
         why.append(list_reasons(svc.index, row.labels, evidence_of(profile), row.sources, svc.state) if reasons else [])
         stages.append(row.stages)
-    return Recommendations(labels, scores, sources, why, stages)
+        explored.append(row.explored)
+    return Recommendations(labels, scores, sources, why, stages, explored=explored)
 
 
 @dataclass
@@ -307,7 +308,7 @@ def _rank_one(svc: Services, cfg: PipelineConfig, profile: Profile, k: int, filt
     labels_k[: len(final_l)], scores_k[: len(final_l)] = final_l[:k], final_s[:k]
     srcs = [by_contribution(lab, members, c) + (["new"] if fresh is not None and fresh[lab] else [])
             for lab in labels_k[labels_k >= 0].tolist()]
-    return _Row(labels_k, scores_k, srcs, steps)
+    return _Row(labels_k, scores_k, srcs, steps, min(explored, int((labels_k >= 0).sum())))
 
 
 def similar(svc: Services, cfg: PipelineConfig, item_id: str, k: int, filters: Filters | None = None,

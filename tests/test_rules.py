@@ -322,3 +322,24 @@ def test_a_variant_without_merchandising_and_a_second_worker(app_settings, tiny_
                 break
             time.sleep(0.05)
         assert got[0]["item_id"] == "tent"
+
+
+def test_merchandising_holds_only_the_places_exploration_filled(tiny_index):
+    """With two exploration slots, a new item the ranking placed just before the explored one is
+    still the ranking's: a rule applies to it (it was held at the tail, exempt, when the slots were
+    guessed by counting trailing new items)."""
+    from dataclasses import replace
+
+    from ranker.pipeline import Recommendations, merchandise
+    from ranker.services import Services
+
+    labels = np.arange(4, dtype=np.int64)
+    ranked_new, explored = (tiny_index.table.records[lab]["item_id"] for lab in (2, 3))
+    recs = Recommendations(labels[None], np.array([[0.9, 0.8, 0.7, 0.1]], np.float32),
+                           [[["dense"], ["dense"], ["dense", "new"], ["new"]]], [[]], [("learned", "explore")],
+                           explored=[1])
+    cfg = replace(PipelineConfig(), candidates=replace(PipelineConfig().candidates, explore_slots=2))
+    out = merchandise(Services(tiny_index, None), cfg, recs, [Rule("block", ("home",), id=1, item_ids=(ranked_new,))],
+                      4, None, [frozenset()])
+    shown = [tiny_index.table.records[lab]["item_id"] for lab in out.labels[0] if lab >= 0]
+    assert ranked_new not in shown and shown[-1] == explored and out.explored == [1]

@@ -118,7 +118,7 @@ def event_backend(name: str, where: str, index_dir: Path, reviews, dataset: str,
     log = Path(tempfile.mkdtemp(prefix=f"semrec-bench-{name}-")) / "server.log"
     proc, url, keys = start_server(index_dir, where, log, startup_s=900)
     try:
-        with httpx.Client(base_url=url, headers={"X-API-Key": keys["ingest"]}, timeout=60, trust_env=False) as c:
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["backend"]}, timeout=60, trust_env=False) as c:
             out = {"seeded": seeded, "load_before": loadavg(),
                    "recommendations": recommendation_latency(c, users, args.requests)["default"],
                    "ingest_batch_100": ingestion(c, items, 100, args.ingest_seconds),

@@ -90,7 +90,7 @@ def run(index: Path, db: Path, users_file: Path, requests: int = 500, ingest_sec
     log = Path(tempfile.mkdtemp(prefix="semrec-bench-")) / "server.log"
     proc, url, keys = start_server(index, db, log, startup_s=900)
     try:
-        with httpx.Client(base_url=url, headers={"X-API-Key": keys["ingest"]}, timeout=30, trust_env=False) as c:
+        with httpx.Client(base_url=url, headers={"X-API-Key": keys["backend"]}, timeout=30, trust_env=False) as c:
             out = {"users_in_history": len(users),
                    "recommendations": recommendation_latency(c, users, requests, [None, *variants]),
                    "ingest_batch_100": ingestion(c, items, 100, ingest_seconds),

@@ -200,9 +200,13 @@ def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) ->
     The number of rounds is the one with the best NDCG@10 (``evaluation.metrics``) on held-out
     groups, checked every ``check_every`` rounds. (LightGBM's own NDCG counts tied scores as ideal,
     so after round 1 of a near-constant model it looked best and stopped there.)"""
+    return fit_ranking_on(*ranking_groups(replay, pipeline, cfg), cfg)
+
+
+def fit_ranking_on(x: Array, y: Array, groups: Array, cfg: RankingConfig) -> tuple[RankingModel | None, dict]:
+    """:func:`fit_ranking` on given :func:`ranking_groups` (features (n, F), labels (n,), group sizes)."""
     import lightgbm
 
-    x, y, groups = ranking_groups(replay, pipeline, cfg)
     info = {"groups": int(len(groups)), "rows": int(len(y)), "features": list(NAMES)}
     if len(groups) < 20:
         return None, {**info, "skipped": "fewer than 20 validation shoppers with their target among the candidates"}

@@ -19,10 +19,9 @@ A personal list, step by step (``cfg`` decides each step; ablations are configs,
 3. fusion: weighted reciprocal rank over the sources (``retriever.fusion``); with a learned ranking
    loaded (``ranker.ltr``) and a shopper with a history, its LambdaRank score over the candidates'
    features (``ranker.features``) orders them instead;
-4. reranking (``cfg.use_reranker`` and a loaded reranker): the fusion's first ``top_n`` candidates
-   scored by the reranker against the shopper's context; with the learned ranking that score is
-   one of its features (step 3 ranks once), otherwise it is fused with retrieval and popularity
-   (``ranker.rerank``); then MMR (also without a reranker, over the order so far);
+4. reranking (``cfg.use_reranker`` and a loaded reranker): the reranker's score of the first
+   candidates is a feature of the learned ranking (step 3 ranks once), or else fused with retrieval
+   and popularity (``ranker.rerank``); then MMR (also without a reranker, over the order so far);
 5. exploration: when the list shows fewer than ``explore_slots`` new items (no interactions yet),
    the best new items close to an interest take its last places; a new item the ranking placed
    higher keeps its place;
@@ -60,7 +59,7 @@ from .assembly import by_contribution, cold_list, explore_slots, out_explored
 from .explain import Reason
 from .features import NAMES, candidate_features
 from .reasons import Evidence, context_text, evidence_of, list_reasons
-from .rerank import RerankConfig, cross_scores, rerank_list
+from .rerank import RerankConfig, cross_scores, feature_positions, rerank_list
 from .rules import Ranked, apply_to, carry, depths, enough, live_rules
 from .services import Services
 from .sources import user_queries
@@ -250,16 +249,11 @@ def candidates_for(svc: Services, cfg: PipelineConfig, profile: Profile, filters
 def rerank_feature(svc: Services, cfg: PipelineConfig, profile: Profile, cand: _Candidates,
                    rows: np.ndarray) -> bool:
     """Fill the "reranker" column of ``rows`` (m, len(NAMES)) with the reranker's logits against the
-    shopper's context, for the fusion's first ``cfg.rerank.top_n`` candidates and up to as many new
-    ones (no interactions yet: the text is all there is to judge them by), when a reranker is
-    loaded and ``cfg.use_reranker`` (the A/B switch). Returns whether it scored."""
+    shopper's context at ``ranker.rerank.feature_positions``, when a reranker is loaded and
+    ``cfg.use_reranker`` (the A/B switch). Returns whether it scored."""
     if svc.reranker is None or not cfg.use_reranker or not len(cand.labels):
         return False
-    n = cfg.rerank.top_n
-    picked = np.arange(min(n, len(cand.labels)))
-    if cand.fresh is not None:
-        new = np.flatnonzero(cand.fresh[cand.labels])
-        picked = np.concatenate([picked, new[new >= n][:n]])
+    picked = feature_positions(cand.labels, cand.fresh, cfg.rerank.top_n)
     context = context_text(svc.reranker, svc.index, evidence_of(profile))
     rows[picked, NAMES.index("reranker")] = cross_scores(svc.reranker, svc.index, cand.labels[picked], context)
     return True

@@ -89,6 +89,17 @@ def cross_scores(reranker: Reranker, index: ItemIndex, labels: Array, context: s
     return out
 
 
+def feature_positions(labels: Array, fresh: Array | None, top_n: int) -> Array:
+    """int64 positions in ``labels`` (m,) (best first) that the reranker scores as a feature of the
+    learned ranking: the first ``top_n``, and up to ``top_n`` new items after them (``fresh``: bool
+    mask by label, or None), since text is all there is to judge a new item by."""
+    picked = np.arange(min(top_n, len(labels)))
+    if fresh is None:
+        return picked
+    new = np.flatnonzero(fresh[labels])
+    return np.concatenate([picked, new[new >= top_n][:top_n]])
+
+
 def rerank_list(index: ItemIndex, labels: Array, retrieval: Array, k: int, *, reranker: Reranker | None,
                 context: str, counts: Array, cfg: RerankConfig = RerankConfig()) -> tuple[Array, Array]:
     """One list, reranked and diversified.
@@ -132,4 +143,5 @@ def query_rerank_hook(reranker: Reranker, index: ItemIndex, weights: FusionWeigh
     return rerank
 
 
-__all__ = ["FusionWeights", "RerankConfig", "cross_scores", "fused_scores", "query_rerank_hook", "rerank_list"]
+__all__ = ["FusionWeights", "RerankConfig", "cross_scores", "feature_positions", "fused_scores", "query_rerank_hook",
+           "rerank_list"]

@@ -160,3 +160,14 @@ def test_exploration_takes_the_last_place_only_when_the_list_has_no_new_item():
     # a short list is extended, not cut
     out, _, n = out_explored(np.array([0]), scores[:1], kept, fresh, 1, 4)
     assert out.tolist() == [0, 7] and n == 1
+
+
+def test_the_reranker_scores_the_first_candidates_and_the_new_ones_after_them():
+    from ranker.rerank import feature_positions
+
+    labels = np.array([5, 3, 8, 1, 9, 2, 7], dtype=np.int64)
+    fresh = np.zeros(10, dtype=bool)
+    fresh[[3, 9, 2, 7]] = True  # 3 is in the first two already; 9, 2, 7 come later (two of them scored)
+    assert feature_positions(labels, fresh, 2).tolist() == [0, 1, 4, 5]
+    assert feature_positions(labels, None, 2).tolist() == [0, 1]
+    assert feature_positions(labels[:1], fresh, 2).tolist() == [0]

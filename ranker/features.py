@@ -14,7 +14,7 @@ For one shopper and their candidates (the union of the sources' runs), one row p
     history, interests    the shopper's history length and number of interest vectors
     fused                 the weighted reciprocal-rank fusion of the sources (the untrained ranking)
     reranker              the reranker's logit for (the shopper's context, the item's text), for the
-                          fusion's first ``RerankConfig.top_n`` candidates (NaN: not scored / no reranker)
+                          candidates ``ranker.rerank.feature_positions`` picks (NaN: not scored / no reranker)
 
 Plain functions over arrays; callers hold ``index.lock`` and ``state.lock``.
 """
@@ -46,12 +46,12 @@ def _shares(values: list[str], history: list[str]) -> Array:
 
 def candidate_features(index: ItemIndex, state: InteractionState, profile: Profile, labels: Array, fused: Array,
                        runs: dict[str, tuple[Array, Array]], fresh: Array | None, *, learned: dict[str, Array],
-                       popular_days: float, trending_days: float, now: float | None = None,
-                       reranker: Array | None = None) -> Array:
+                       popular_days: float, trending_days: float, now: float | None = None) -> Array:
     """float32 ``(len(labels), len(NAMES))``: the rows above for ``labels`` (m,) int64 (no padding).
 
     fused: (m,) the fusion score of each label; runs: source -> (labels, scores) best first;
     fresh: bool mask over all labels (or None); learned: source in ``LEARNED`` -> (m,) scores (absent: NaN).
+    The reranker column stays NaN here: ``ranker.pipeline.rerank_feature`` fills it, outside the locks.
     """
     now = time.time() if now is None else now
     m = len(labels)
@@ -100,6 +100,4 @@ def candidate_features(index: ItemIndex, state: InteractionState, profile: Profi
     out[:, col["history"]] = len(profile.history)
     out[:, col["interests"]] = len(profile.interests)
     out[:, col["fused"]] = fused
-    if reranker is not None:
-        out[:, col["reranker"]] = reranker
     return out

@@ -24,11 +24,13 @@ class RankingModel:
         if names != list(NAMES):
             raise ValueError(f"ranking model was fitted on features {names}, this code computes {list(NAMES)}; "
                              "retrain it with `semrec train`")
+        splits = booster.feature_importance("split")
+        self._read = frozenset(name for name, n in zip(NAMES, splits) if n > 0)  # asked per request
 
     def reads(self, name: str) -> bool:
         """Whether any split of the model reads feature ``name`` (a model fitted without a reranker
         never splits on its column, and serving then need not compute it)."""
-        return bool(self.booster.feature_importance("split")[list(NAMES).index(name)] > 0)
+        return name in self._read
 
     def score(self, features: Array) -> Array:
         """float32 (m,) scores of feature rows ``(m, len(NAMES))``; higher ranks first."""

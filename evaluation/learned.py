@@ -177,11 +177,10 @@ def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig)
             with svc.index.lock, svc.state.lock:
                 cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, queries[i],
                                          features=True)
-            if x is not None:
-                rerank_feature(svc, untrained, profile, cand, x)
             hit = cand.labels == split.valid_target[r]
             if not hit.any() or x is None:
                 continue
+            rerank_feature(svc, untrained, profile, cand, x)  # only for the groups kept
             neg = np.flatnonzero(~hit)
             # in candidate (fused) order: with the target always first, tied scores would look perfect
             keep = np.sort(np.concatenate([np.flatnonzero(hit),

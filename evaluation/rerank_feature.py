@@ -28,24 +28,9 @@ from ranker.model import Reranker
 
 from .harness import QUICK_LEARNED, SEMREC_SYSTEMS, load_sequences
 from .learned import LearnedConfig, fit_learned, fit_ranking_on, ranking_groups
-from .metrics import list_ranks, ndcg_at_k, recall_at_k
+from .metrics import list_ranks, ndcg_at_k, paired_interval, recall_at_k
 from .protocol import leave_one_out, sample_users
 from .served import REPLAY_KEY, Replay
-
-Array = np.ndarray
-
-
-def gains(ranks: Array, k: int = 10) -> Array:
-    """Per-case NDCG@k gain (one target): 1 / log2(rank + 2) inside the top k, else 0."""
-    return np.where((ranks >= 0) & (ranks < k), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-
-
-def paired_interval(a: Array, b: Array, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% paired-bootstrap interval of mean(a - b)."""
-    d, rng = a - b, np.random.default_rng(seed)
-    boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(n)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,15 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         ids, _ = replay.lists(SEMREC_SYSTEMS["semrec"], 10)
         ranks = list_ranks(ids, split.test_target)
-        out[name] = gains(ranks[slices["all"]])
+        out[name] = ranks[slices["all"]]
         per = {s: round(float(ndcg_at_k(ranks[m], 10)), 4) for s, m in slices.items()}
         print(f"test, {name}: NDCG@10 {per}, Recall@10 {recall_at_k(ranks[slices['all']], 10):.4f}, "
               f"{time.perf_counter() - t:.0f} s for {len(ids)} shoppers", flush=True)
-    with_, without = out.values()
-    lo, hi = paired_interval(with_, without)
-    base = without.mean()
-    print(f"difference {with_.mean() - base:+.5f} NDCG@10 ({(with_.mean() - base) / base:+.2%}), "
-          f"95% CI {lo / base:+.2%} to {hi / base:+.2%}")
+    with_, without = (ndcg_at_k(r, 10) for r in out.values())
+    lo, hi = paired_interval(*out.values())
+    print(f"difference {with_ - without:+.5f} NDCG@10 ({with_ / without - 1:+.2%}), 95% CI {lo:+.2%} to {hi:+.2%}")
     if a.serve_dir is not None:
         svc.index.save(work / "index")
         reranker.detach()

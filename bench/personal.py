@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -37,7 +38,9 @@ def recommendation_latency(client: httpx.Client, users: list[str], n: int, varia
     params = [{"k": 10, **({"variant": v} if v else {})} for v in variants]
     for user in users[:20]:  # warm-up: model, caches, connections
         for q in params:
-            client.get(f"/users/{user}/recommendations", params=q)
+            r = client.get(f"/users/{user}/recommendations", params=q)
+            if r.status_code == 422:  # an unknown --variant: the server names the configured ones
+                raise ValueError("; ".join(d.get("msg", "") for d in r.json().get("detail", [])) or r.text)
     seconds: list[list[float]] = [[] for _ in variants]
     for user in random.Random(0).choices(users, k=n):
         for times, q in zip(seconds, params):
@@ -112,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[], help="also time this A/B variant (repeatable)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
-    r = run(a.index, a.db, a.users, a.requests, a.ingest_seconds, a.trials, a.variant)
+    try:
+        r = run(a.index, a.db, a.users, a.requests, a.ingest_seconds, a.trials, a.variant)
+    except ValueError as e:
+        print(f"error: --variant: {e}", file=sys.stderr)
+        return 2
     f = r["freshness"]
     base = r["recommendations"]["default"]
     for name, rec in r["recommendations"].items():

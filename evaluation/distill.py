@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from indexer.files import replacing
 from indexer.results import top_k
 from indexer.schema import Catalog
 from ranker.card import model_card_md
@@ -147,8 +148,8 @@ def _teacher_logits(teacher: Reranker, cfg: DistillConfig, lists: Groups, texts:
     soft = score_groups(labeller.net, labeller.encoder, lists, texts)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache.with_suffix(".tmp.npy"), soft)
-        cache.with_suffix(".tmp.npy").replace(cache)
+        with replacing(cache) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, soft)
     return soft
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .documents import documents, review_digest
 from .embed import Embedder, normalize
+from .files import replacing
 from .pools import ReviewPool, text_key
 from .schema import Catalog
 from .store import ItemIndex, auto_kind
@@ -211,7 +212,6 @@ def catalog_item_vectors(items: pd.DataFrame, item_ids: Sequence[str], embedder=
     vectors = index.vectors_of(list(item_ids))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(cache)
+        with replacing(cache) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, vectors)
     return vectors

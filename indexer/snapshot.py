@@ -21,10 +21,10 @@ import pandas as pd
 
 from . import pools as review_pools
 from .documents import documents
+from .files import atomic_write, fsync_dir
 from .pools import ReviewPool
 from .schema import make_items
 from .vectors import VectorIndex, load_index, make_index, save_index
-from .wal import fsync_dir
 
 FORMAT_VERSION = 1
 
@@ -145,16 +145,6 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 def current(root: Path) -> str | None:
     f = root / "CURRENT"
     return f.read_text().strip() if f.exists() else None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _write_items(frame: pd.DataFrame, path: Path) -> None:

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .files import fsync_dir
+
 WAL_NAME = "wal.jsonl"
 _TAIL_SCAN = 1 << 16  # bytes read at a time when looking for the last newline
 
@@ -166,11 +168,3 @@ def holds_entries(path: str | os.PathLike) -> bool:
         return log.size() > log.header()[1]
     finally:
         log.close()
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,9 +24,10 @@ def test_two_workers_see_each_others_writes_within_a_second(tiny_catalog, embedd
     port = free_port()
     env = {**os.environ, "SEMREC_DB_PATH": str(tmp_path / "ev.db"), "HF_HUB_OFFLINE": "1",
            "SEMREC_API_KEYS": json.dumps([{"name": "ops", "role": "admin", "sha256": digest(ADMIN)}])}
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--index", str(tmp_path / "ix"),
-                             "--port", str(port), "--workers", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as err:  # shown on failure: pytest prints what a failing test printed
+        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--index", str(tmp_path / "ix"),
+                                 "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -56,6 +57,7 @@ def test_two_workers_see_each_others_writes_within_a_second(tiny_catalog, embedd
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        print(log.read_text(errors="replace")[-4000:])
 
 
 def _serve(index_dir, port, workers, env):

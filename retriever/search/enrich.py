@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from indexer.files import replacing
 from indexer.store import ItemIndex
 from retriever.aspects import Aspect, item_aspects
 
@@ -110,14 +111,12 @@ class EnrichmentStore:
             data = {k: asdict(v) for k, v in self.items.items()}
             replies = dict(self.replies)
         path = Path(index_dir) / FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False))
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(data, ensure_ascii=False))
         if self.cache_path is not None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(replies, ensure_ascii=False))
-            tmp.replace(self.cache_path)
+            with replacing(self.cache_path) as tmp:
+                tmp.write_text(json.dumps(replies, ensure_ascii=False))
 
     def get(self, item_id: str) -> Enrichment | None:
         return self.items.get(item_id)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.embed import Embedder
+from indexer.files import replacing
 from indexer.store import ItemIndex
 
 from .lexical import LexicalIndex
@@ -192,7 +193,6 @@ def embed_cached(embedder: Embedder, terms: list[str], cache_dir: str | Path | N
     vectors = embedder.encode(terms, batch_size=256)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        with replacing(path) as tmp, open(tmp, "wb") as fh:  # each worker writes it on its first start
+            np.save(fh, vectors)
     return vectors

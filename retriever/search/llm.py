@@ -28,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+from indexer.files import replacing
+
 log = logging.getLogger(__name__)
 
 DEFAULT_GENERATOR = "smollm2"
@@ -146,11 +148,14 @@ def _save_converted(model, tokenizer, folder: Path) -> None:
     model.hf_quantizer = None
     model.is_quantized = False
     model.config.__dict__.pop("quantization_config", None)
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(tmp)
-    model.save_pretrained(tmp)
-    tmp.replace(folder)
+    try:
+        with replacing(folder) as tmp:
+            tmp.mkdir(parents=True)
+            tokenizer.save_pretrained(tmp)
+            model.save_pretrained(tmp)
+    except OSError:
+        if not (folder / "config.json").exists():
+            raise  # else another process converted it first, and its copy serves as well as ours
 
 
 _SPLIT = re.compile(r"[,;\n|/]+")

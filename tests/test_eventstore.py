@@ -247,6 +247,22 @@ class TestEventStoreContract:
         with pytest.raises(RuntimeError, match="newer than this semrec"):
             backend.open()
 
+    def test_workers_opening_a_new_database_at_once_all_start(self, backend):
+        # Two server workers on a fresh SQLite file both ran the first migration: one failed to start.
+        from concurrent.futures import ThreadPoolExecutor
+
+        gate = threading.Barrier(4)
+
+        def open_one(_):
+            gate.wait()
+            return backend.open()
+
+        with ThreadPoolExecutor(4) as pool:
+            stores = list(pool.map(open_one, range(4)))
+        stores[0].add_events([ev(1)])
+        assert {s.schema_version for s in stores} == {stores[0].schema_version}
+        assert [s.count_events() for s in stores] == [1, 1, 1, 1]
+
     def test_two_workers_converge_to_a_fresh_replay(self, backend):
         """Random interleavings of writes, erasures and catch-ups by two workers on two connections:
         each worker's counts equal those of a worker that replays the final log from scratch."""

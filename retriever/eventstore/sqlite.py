@@ -96,6 +96,20 @@ MIGRATIONS: list[str] = [
 
 
 
+def _wal_mode(db: sqlite3.Connection, seconds: float = 10.0) -> None:
+    """Switch ``db`` to WAL. On a new file opened by several workers at once the switch can fail
+    with "database is locked" at once, without waiting for the busy timeout: retry it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteEventStore(EventStore):
     """SQLite event log. Thread-safe: one writer connection under a lock, each write one durable
     commit; reads go through one read-only connection per thread, which in WAL mode neither waits
@@ -109,7 +123,7 @@ class SQLiteEventStore(EventStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(self._db)
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we acknowledge
         self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
         self._lock = threading.Lock()
@@ -145,18 +159,27 @@ class SQLiteEventStore(EventStore):
     def _migrate(self) -> None:
         with self._lock:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} has schema version {version}, newer than this semrec "
-                                   f"({len(MIGRATIONS)}); upgrade semrec")
-            for number in range(version + 1, len(MIGRATIONS) + 1):
+            while True:
+                # The version is read under the write lock: server workers opening a new file at once
+                # each saw version 0 and the second failed on "table events already exists".
                 self._db.execute("BEGIN IMMEDIATE")
-                for statement in MIGRATIONS[number - 1].split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
-                self._db.execute("COMMIT")
+                try:
+                    row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                    version = int(row[0]) if row else 0
+                    if version > len(MIGRATIONS):
+                        raise RuntimeError(f"{self.path} has schema version {version}, newer than this semrec "
+                                           f"({len(MIGRATIONS)}); upgrade semrec")
+                    if version == len(MIGRATIONS):
+                        self._db.execute("COMMIT")
+                        return
+                    for statement in MIGRATIONS[version].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version + 1),))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
 
     # ---- events --------------------------------------------------------------------------------
     def add_events(self, events: Iterable[Event]) -> list[bool]:

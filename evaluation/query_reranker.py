@@ -42,7 +42,8 @@ from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
 
-from .search_eval import DEFAULT_CACHE, Corpus, query_pool, test_and_dev
+from .search_cases import query_pool, test_and_dev
+from .search_eval import DEFAULT_CACHE, Corpus
 from .training import machine, validate
 
 CONFIG = TrainConfig(encoder=EncoderConfig(context_tokens=24, item_tokens=32), num_layers=2, lr=5e-5, head_lr=1e-3,

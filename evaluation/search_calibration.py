@@ -42,7 +42,8 @@ from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.relevance import Relevance, relevance
 
-from .search_eval import DEFAULT_CACHE, Case, Corpus, test_and_dev
+from .search_cases import Case, test_and_dev
+from .search_eval import DEFAULT_CACHE, Corpus
 
 
 def collect(corpus: Corpus, cases: list[Case], depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,9 +6,10 @@ Quality::
     python -m evaluation.search_eval --dataset instruments --data-dir ../shared/data [--llm-queries 100]
 
 Protocol: a review's title (summary) is a query whose one relevant item is the reviewed product.
-That review is held out of the item for the run: the item's BM25 text is its metadata document plus
-its *other* reviews, its vector the indexer's blend of document and other reviews (Instruments has
-no metadata: other reviews only). Auto-generated summaries ("Five Stars") and titles under 3
+That review, and any twin (the same headline and text posted twice on the item), is held out of
+the item for the run: the item's BM25 text is its metadata document plus its *other* reviews, its
+vector the indexer's blend of document and other reviews (Instruments has no metadata: other
+reviews only). Auto-generated summaries ("Five Stars") and titles under 3
 characters are not queries. Queries are drawn deterministically (``--seed``) round-robin over
 items, so each item gives at most ceil(n / items) queries and popular items do not dominate; the
 j-th query of every item is in fold j, and each fold is one index with its queries held out.
@@ -27,9 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,8 @@ from retriever.search.lexical import LexicalIndex
 from retriever.search.llm import LLMExpander, TextGenerator, load_generator
 from retriever.search.suggest import QueryLog, Suggester
 
-AUTO_SUMMARY = re.compile(r"^\s*(one|two|three|four|five|[1-5])\s+stars?\s*$", re.IGNORECASE)
+from .search_cases import Case, query_pool, test_and_dev, twins, with_twins
+
 DEFAULT_CACHE = Path.home() / ".cache" / "semrec" / "search_eval"
 ROOT = Path(__file__).resolve().parent.parent
 K = 10
@@ -107,43 +108,6 @@ SWEEP: dict[str, dict] = {
 }
 
 
-@dataclass(frozen=True)
-class Case:
-    review_id: str
-    item_id: str
-    query: str
-    fold: int
-
-
-def query_pool(reviews: pd.DataFrame) -> pd.DataFrame:
-    """Reviews whose title can be a query (non-empty, 3+ characters, not an auto summary)."""
-    t = reviews["title"].str.strip()
-    return reviews[(t.str.len() >= 3) & ~t.str.match(AUTO_SUMMARY)]
-
-
-def sample_cases(reviews: pd.DataFrame, n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Case]:
-    """``n`` cases, round-robin over items in a seeded order (see module docstring)."""
-    pool = query_pool(reviews)
-    pool = pool[~pool["review_id"].isin(exclude)]
-    rng = np.random.default_rng(seed)
-    pool = pool.iloc[rng.permutation(len(pool))]
-    pool = pool.assign(_round=pool.groupby("item_id", sort=False).cumcount())
-    item_order = {item: i for i, item in enumerate(pd.unique(pool["item_id"]))}
-    pool = pool.assign(_item=pool["item_id"].map(item_order)).sort_values(["_round", "_item"], kind="stable")
-    return [Case(r, i, q.strip(), int(f)) for r, i, q, f in
-            zip(pool["review_id"][:n], pool["item_id"][:n], pool["title"][:n], pool["_round"][:n])]
-
-
-def test_and_dev(reviews: pd.DataFrame, n_test: int, n_dev: int, seed: int) -> tuple[list[Case], list[Case]]:
-    """A test and a dev sample from one draw of ``n_test + n_dev`` cases, split at random: the two
-    come from the same distribution. (Drawing dev after test, from the reviews test left, gave dev
-    the better-reviewed items: hybrid / BM25 MRR@10 was 1.31x on that dev and 1.04x / 1.09x on test.)"""
-    cases = sample_cases(reviews, n_test + n_dev, seed)
-    is_dev = np.zeros(len(cases), dtype=bool)
-    is_dev[np.random.default_rng([seed, 61]).permutation(len(cases))[:n_dev]] = True
-    return [c for c, d in zip(cases, is_dev) if not d], [c for c, d in zip(cases, is_dev) if d]
-
-
 class Corpus:
     """A catalog's embeddings, computed once and cached, and per-fold indexes built from them."""
 
@@ -168,9 +132,11 @@ class Corpus:
         self.review_vec = dict(zip(top["review_id"], vecs))
         self.review_key = dict(zip(top["review_id"], map(text_key, top["_text"])))
         self.term_vec: dict[str, np.ndarray] = {}
+        self.twins = twins(catalog.reviews)
 
     def fold(self, held_out: set[str]) -> tuple[ItemIndex, dict[str, str]]:
-        """The item index and BM25 extra text with the ``held_out`` reviews removed."""
+        """The item index and BM25 extra text with the ``held_out`` reviews (and their twins) removed."""
+        held_out = with_twins(held_out, self.twins)
         ids = list(self.items["item_id"])
         review_mean = np.zeros_like(self.doc_vecs)
         counts = np.zeros(len(ids), dtype=np.int64)

@@ -34,7 +34,8 @@ from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
 from retriever.state import InteractionState
 
-from .search_eval import DEFAULT_CACHE, Case, Corpus, K, metrics, sample_cases, table
+from .search_cases import Case, sample_cases
+from .search_eval import DEFAULT_CACHE, Corpus, K, metrics, table
 
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.4)
 

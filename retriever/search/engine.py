@@ -81,7 +81,7 @@ class SearchConfig:
     min_relevance: float = 0.0059
     understand: bool = True           # parse price / brand / category / size / negations (retriever.search.parse)
     # Weight of the per-review match (retriever.search.reviews; 0 = off). Off: on dev samples drawn
-    # like the test samples (search_eval.test_and_dev, 300 queries) weight 0.5 moved MRR@10 by
+    # like the test samples (search_cases.test_and_dev, 300 queries) weight 0.5 moved MRR@10 by
     # +0.0008 (Subscription Boxes) and -0.0014 (Instruments): no gain for its cost. (0.5 had been
     # picked on dev samples biased toward well-reviewed items.)
     review_weight: float = 0.0

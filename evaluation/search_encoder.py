@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from indexer.documents import documents, review_text
@@ -116,11 +115,12 @@ def fine_tune(pairs: list[tuple[str, str, str]], out_dir: str | Path, cfg: Encod
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     started, losses, step = time.perf_counter(), [], 0
     model.train()
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # "tokenize" before sentence-transformers 6
     batches = (b for _ in itertools.count() for b in distinct_batches(items, cfg.batch, rng))  # epochs on end
     while step < steps and time.perf_counter() - started < cfg.max_minutes * 60:
         rows = next(batches)
-        q = model(model.tokenize([pairs[n][0] for n in rows]))["sentence_embedding"]
-        d = model(model.tokenize([pairs[n][1] for n in rows]))["sentence_embedding"]
+        q = model(prepare([pairs[n][0] for n in rows]))["sentence_embedding"]
+        d = model(prepare([pairs[n][1] for n in rows]))["sentence_embedding"]
         loss = in_batch_loss(q, d, cfg.scale)
         opt.zero_grad()
         loss.backward()
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> Path:
     catalog = load_dataset(a.dataset, folder)
     test, dev = test_and_dev(catalog.reviews, a.test_queries, a.dev_queries, 0)
     pairs = training_pairs(catalog, {c.review_id for c in test + dev})
-    print(f"{a.dataset}: {len(pairs)} training pairs over {len(pd.unique([q[2] for q in pairs]))} items", flush=True)
+    print(f"{a.dataset}: {len(pairs)} training pairs over {len({q[2] for q in pairs})} items", flush=True)
     cfg = EncoderTuneConfig(epochs=a.epochs, max_minutes=a.minutes, batch=a.batch, lr=a.lr)
     out = fine_tune(pairs, a.out, cfg)
     print(out, (out / "model_card.json").read_text())

@@ -98,6 +98,7 @@ SWEEP: dict[str, dict] = {
     "weighted .5:.5 complete (default)": {},
     "weighted .7:.3 complete": {"lexical_weight": 0.7, "dense_weight": 0.3},
     "default, no typo": {"typo": False},
+    "default, no relevance cut": {"min_relevance": 0.0},
     "default + review match .3": {"review_weight": 0.3},
     "default + review match .5": {"review_weight": 0.5},
     "default + review match .5 over the top 100": {"review_weight": 0.5, "rerank_depth": 100},

@@ -199,7 +199,7 @@ def catalog_item_vectors(items: pd.DataFrame, item_ids: Sequence[str], embedder=
     if missing:
         raise KeyError(f"{len(missing)} item ids have no catalog row, e.g. {missing[:3]}")
     frame = frame.loc[list(item_ids)].reset_index(drop=True)
-    model = getattr(embedder, "name", "minilm")
+    model = embedder.cache_key if embedder is not None else "minilm"
     h = hashlib.sha256(model.encode())
     for i, d in zip(frame["item_id"], documents(frame)):
         h.update(f"{i}\t{d}\n".encode())

@@ -61,6 +61,16 @@ class Embedder(ABC):
         out = self._encode([t[:cap] for t in texts], batch_size)
         return normalize(np.asarray(out, dtype=np.float32))
 
+    @property
+    def cache_key(self) -> str:
+        """What a vector cache keys on: the name, and for a model folder its files' sizes and
+        modification times (a model retrained into the same folder must not read old vectors)."""
+        folder = Path(self.name)
+        if not folder.is_dir():
+            return self.name
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".onnx"})
+        return self.name + "".join(f"|{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
 
 class SentenceTransformerEmbedder(Embedder):
     """Any sentence-transformers model: a hub name or a local path (e.g. the packaged MiniLM)."""

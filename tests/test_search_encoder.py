@@ -1,5 +1,7 @@
 """Fine-tuning the search embedder: pairs never touch the held-out reviews, and training moves the model."""
 
+import os
+
 import numpy as np
 import torch
 
@@ -53,3 +55,8 @@ def test_fine_tuning_lowers_the_in_batch_loss_and_saves_a_servable_model(tmp_pat
     assert tuned.dim == 384 and tuned.max_tokens == 256  # trained on 64 tokens, serves the model's own limit
     with torch.no_grad():
         assert loss(tuned.model) < 0.7 * before
+    # vector caches key on the folder's weights: a model retrained in place reads no old vectors
+    key, weights = tuned.cache_key, next(out.rglob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert key.startswith(str(out)) and tuned.cache_key != key
+    assert load_embedder("minilm").cache_key == "minilm"

@@ -182,7 +182,7 @@ def embed_cached(embedder: Embedder, terms: list[str], cache_dir: str | Path | N
     embedded the same list before (file named by a hash of both)."""
     if not terms:
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    digest = hashlib.sha256("\n".join([embedder.name, *terms]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([embedder.cache_key, *terms]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"vocab-{digest}.npy" if cache_dir is not None else None
     if path is not None and path.exists():
         vectors = np.load(path)

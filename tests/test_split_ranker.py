@@ -140,6 +140,43 @@ def test_item_states_follow_a_label_renumbering(trained_split, tiny_catalog, emb
         rr.score_items(ctx, [len(index)])
 
 
+def test_attach_encodes_outside_the_index_lock_and_honours_writes_made_meanwhile(trained_split, tiny_catalog,
+                                                                                 embedder):
+    # Under the lock, a model swap on Beauty blocked every request for 5-31 s while the catalog encoded.
+    import threading
+
+    from ranker.states import ItemStates
+
+    index = build_index(tiny_catalog, embedder, kind="flat", progress=False)
+    rr = Reranker(trained_split[0], variant="fp32")
+    seen = {"calls": 0, "free": None}
+
+    def encode(texts):
+        seen["calls"] += 1
+        if seen["calls"] == 1:  # the bulk: another thread can take the lock, and writes meanwhile
+            def writer():
+                seen["free"] = index.lock.acquire(timeout=5)
+                index.lock.release()
+                index.add(pd.DataFrame([{"item_id": "tent", "title": "Ultralight one-person tent", "brand": "Trail",
+                                         "categories": ["Sports", "Camping"]}]),
+                          embedder.encode(["Ultralight one-person tent"]))
+                index.delete("espresso")
+            t = threading.Thread(target=writer)
+            t.start()
+            t.join()
+        return rr.split.encode_items(texts)
+
+    states = ItemStates(encode, rr.texts_for)
+    states.attach(index)
+    assert seen["free"] is True and seen["calls"] == 2  # the bulk, then only the changed text
+    assert sorted(states.labels().tolist()) == sorted(index.table.label_of.values())
+    tent = int(index.table.label_of["tent"])
+    text = rr.texts_for([index.table.records[tent]])
+    assert "Ultralight" in text[0]
+    np.testing.assert_allclose(states.get([tent])[0].astype(np.float32),
+                               rr.split.encode_items(text)[0].astype(np.float32), atol=1e-3)
+
+
 def test_the_rerank_stage_scores_attached_items_by_label(trained_split, tiny_catalog, embedder):
     from ranker.rerank import cross_scores
 

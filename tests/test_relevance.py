@@ -59,6 +59,19 @@ def test_relevance_is_comparable_across_queries(box, embedder):
     assert sharp.relevance[0] > 2 * vague.relevance[0]  # both lists' best hit would be 1.0 by min-max
 
 
+def test_another_models_cosines_get_no_relevance_and_no_cut(demo_index, embedder):
+    # The same MiniLM under another name stands in for a fine-tuned model: the calibration was fitted
+    # on "minilm"'s cosines only, so another model's hits carry no relevance and none is cut.
+    from indexer.embed import SentenceTransformerEmbedder, minilm_path
+
+    other = SentenceTransformerEmbedder(minilm_path(), name="minilm-tuned-elsewhere")
+    other.model = embedder.model  # same weights, another name: vectors identical to the index's
+    engine = build_search(demo_index, other, SearchConfig()).engine
+    res = engine.search(QUERY, 24)
+    assert engine.calibration is None and np.all(np.isnan(res.relevance))
+    assert (res.labels >= 0).sum() == 24  # the calibrated model keeps 8-23 of these (the test above)
+
+
 def test_relevance_rises_with_closeness_and_term_coverage_and_falls_with_the_gap():
     rows = np.array([[0.6, 1.0, 0.0], [0.3, 1.0, 0.0], [0.6, 0.0, 0.0], [0.6, 1.0, 0.2]], dtype=np.float32)
     p = relevance(rows, RELEVANCE)

@@ -37,7 +37,7 @@ from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback
 from .lexical import LexicalIndex
 from .llm import LLMExpander
 from .parse import ParsedQuery, size_matches, title_violates
-from .relevance import RELEVANCE, cut, relevance, relevance_features
+from .relevance import calibration_for, cut, relevance, relevance_features
 from .reviews import review_match
 from .tokens import tokenize
 from .typo import TypoIndex, respell
@@ -133,7 +133,7 @@ class SearchEngine:
         self.config = config or SearchConfig()
         self.rerank = rerank
         self.typo = TypoIndex(self.lexical.vocabulary())
-        self.calibration = RELEVANCE
+        self.calibration = calibration_for(embedder.name)
 
     @classmethod
     def build(cls, index: ItemIndex, embedder: Embedder, *, config: SearchConfig | None = None,
@@ -216,9 +216,12 @@ class SearchEngine:
             fused = self._review_match(fused, query_vec, k)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
-        rel = relevance(self.relevance_features(query, labels, query_vec), self.calibration)
-        rel[labels < 0] = np.nan
-        if cfg.min_relevance > 0:
+        if self.calibration is None:  # a model it was not fitted on: no figure is better than a wrong one
+            rel = np.full(len(labels), np.nan, dtype=np.float32)
+        else:
+            rel = relevance(self.relevance_features(query, labels, query_vec), self.calibration)
+            rel[labels < 0] = np.nan
+        if cfg.min_relevance > 0 and self.calibration is not None:
             labels, scores, rel, personal, reranked = cut(cfg.min_relevance, labels, scores, rel, personal, reranked)
         clock.lap("relevance")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)

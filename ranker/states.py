@@ -49,26 +49,32 @@ class ItemStates:
         if self.index is not None:
             raise RuntimeError("these item states already follow an index")
         with index.lock:
-            _, texts = self._live_texts(index)
-        done = self._encode_texts(list(dict.fromkeys(texts)))
+            texts = self._texts(index, index.table.label_of.values())
+        bulk = self._encode_new(texts)
         with index.lock:
-            labels, texts = self._live_texts(index)
-            done.update(self._encode_texts([t for t in dict.fromkeys(texts) if t not in done]))
-            self._states = {lab: done[t] for lab, t in zip(labels, texts)}
+            labels = list(index.table.label_of.values())
+            self._states = self._states_for(index, labels, bulk)
             index.subscribe(self._on_update)
             self.index = index
 
-    def _live_texts(self, index) -> tuple[list[int], list[str]]:
-        """The live labels of ``index`` and the texts the reranker reads for them (call under its lock)."""
-        labels = [int(lab) for lab in index.table.label_of.values()]
-        return labels, self.texts_for([index.table.records[lab] for lab in labels])
+    def _texts(self, index, labels) -> list[str]:
+        """The texts the reranker reads for ``labels`` (call under the index lock)."""
+        return self.texts_for([index.table.records[int(lab)] for lab in labels])
 
-    def _encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(texts), self.batch_size):
-            part = texts[start:start + self.batch_size]
+    def _encode_new(self, texts: list[str], known: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """text -> states for each distinct text of ``texts``, encoding only those not in ``known``."""
+        out = dict(known or {})
+        todo = [t for t in dict.fromkeys(texts) if t not in out]
+        for start in range(0, len(todo), self.batch_size):
+            part = todo[start:start + self.batch_size]
             out.update(zip(part, self.encode(part)))
         return out
+
+    def _states_for(self, index, labels, known: dict[str, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+        """label -> states of ``labels`` (call under the index lock); texts in ``known`` are not encoded again."""
+        texts = self._texts(index, labels)
+        done = self._encode_new(texts, known)
+        return {int(lab): done[t] for lab, t in zip(labels, texts)}
 
     def detach(self) -> None:
         """Stop following the index (a newer model version replaced these states)."""
@@ -78,10 +84,7 @@ class ItemStates:
             self.index = None
 
     def _add(self, index, labels: np.ndarray) -> None:
-        labels = [int(lab) for lab in labels]
-        texts = self.texts_for([index.table.records[lab] for lab in labels])
-        done = self._encode_texts(list(dict.fromkeys(texts)))
-        self._states.update((lab, done[t]) for lab, t in zip(labels, texts))
+        self._states.update(self._states_for(index, labels))
 
     def _on_update(self, op: str, labels: np.ndarray) -> None:
         if op == "upsert":

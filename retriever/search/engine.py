@@ -216,13 +216,14 @@ class SearchEngine:
             fused = self._review_match(fused, query_vec, k)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
-        if self.calibration is None:  # a model it was not fitted on: no figure is better than a wrong one
-            rel = np.full(len(labels), np.nan, dtype=np.float32)
-        else:
+        if self.calibration is not None:
             rel = relevance(self.relevance_features(query, labels, query_vec), self.calibration)
             rel[labels < 0] = np.nan
-        if cfg.min_relevance > 0 and self.calibration is not None:
-            labels, scores, rel, personal, reranked = cut(cfg.min_relevance, labels, scores, rel, personal, reranked)
+            if cfg.min_relevance > 0:
+                labels, scores, rel, personal, reranked = cut(cfg.min_relevance, labels, scores, rel, personal,
+                                                              reranked)
+        else:  # a model the calibration was not fitted on: no figure is better than a wrong one
+            rel = np.full(len(labels), np.nan, dtype=np.float32)
         clock.lap("relevance")
         evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
                     if explain else [])

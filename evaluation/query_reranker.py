@@ -42,7 +42,7 @@ from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
 from retriever.search.suggest import QueryLog, Suggester
 
-from .search_cases import query_pool, test_and_dev
+from .search_cases import query_pool, test_and_dev, twins, with_twins
 from .search_eval import DEFAULT_CACHE, Corpus
 from .training import machine, validate
 
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> Path:
     catalog = load_dataset(a.dataset, folder)
     corpus = Corpus(catalog, load_embedder("minilm"), Path(a.cache_dir) / a.dataset)
     test, dev = test_and_dev(catalog.reviews, a.test_queries, a.dev_queries, 0)
-    held = {c.review_id for c in test + dev}  # search_eval's samples: never training pairs
+    # search_eval's samples, and their twins (the same headline posted twice): never training pairs
+    held = with_twins({c.review_id for c in test + dev}, twins(catalog.reviews))
     pool = query_pool(catalog.reviews)
     pool = pool[~pool["review_id"].isin(held)].sample(frac=1.0, random_state=7)
     pairs = list(zip(pool["title"].str.strip(), pool["item_id"]))[: a.pairs]

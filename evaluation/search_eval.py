@@ -159,10 +159,10 @@ class Corpus:
 
     def search_log(self, reviews: pd.DataFrame, exclude: set[str]) -> list[tuple[str, str, str, str]]:
         """A simulated search log: every queryable review headline not in ``exclude`` (the cases
-        evaluated) as a past search whose shopper clicked the reviewed item, shaped like
-        ``EventStore.search_interactions``. Its co-clicks feed ``/expand`` (source "co-click")."""
+        evaluated, and their twins) as a past search whose shopper clicked the reviewed item, shaped
+        like ``EventStore.search_interactions``. Its co-clicks feed ``/expand`` (source "co-click")."""
         pool = query_pool(reviews)
-        pool = pool[~pool["review_id"].isin(exclude)]
+        pool = pool[~pool["review_id"].isin(with_twins(exclude, self.twins))]
         return [(q.strip(), i, "click", u) for q, i, u in zip(pool["title"], pool["item_id"], pool["user_id"])]
 
     def vocabulary(self, index: ItemIndex, lexical: LexicalIndex) -> CatalogVocabulary:

@@ -1,6 +1,12 @@
 """Calibrating the search box's relevance (``retriever.search.engine.Relevance``) and its cut-off.
 
     python -m evaluation.search_calibration --data-dir ../shared/data [--queries 600]
+    python -m evaluation.search_calibration --data-dir ../shared/data --model FOLDER --write
+
+``--model``: the embedder whose cosines are calibrated (default MiniLM, whose calibration is built
+into ``retriever.search.relevance``); ``--write`` stores the fit in that model's folder
+(``relevance.json``), where the search engine finds it: a fine-tuned model's hits then carry a
+relevance and the cut-off applies to them (without one: no relevance, no cut).
 
 On the review-as-query sets of ``evaluation.search_eval`` (a review's title is a query, the reviewed
 product its one relevant item; its review held out), every hit of the default hybrid search in the
@@ -40,7 +46,7 @@ from indexer.embed import load_embedder
 from indexer.loaders import DATASETS, load_dataset, shared_data_dir
 from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.lexical import LexicalIndex
-from retriever.search.relevance import Relevance, relevance
+from retriever.search.relevance import Relevance, relevance, save_calibration
 
 from .search_cases import Case, test_and_dev
 from .search_eval import DEFAULT_CACHE, Corpus
@@ -125,12 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--out", help="write search-calibration.json here")
+    p.add_argument("--model", default="minilm", help="the embedder to calibrate: minilm or a model folder")
+    p.add_argument("--write", action="store_true", help="store the calibration in the --model folder")
     args = p.parse_args(argv)
+    if args.write and not Path(args.model).is_dir():
+        p.error(f"--write stores the calibration in a model folder; {args.model!r} is not one")
     import torch
 
     torch.set_num_threads(1)
     root = Path(args.data_dir) if args.data_dir else shared_data_dir()
-    embedder = load_embedder("minilm")
+    embedder = load_embedder(args.model)
     samples = {}
     for name in ("subscription-boxes", "instruments"):
         started = time.perf_counter()
@@ -143,14 +153,17 @@ def main(argv: list[str] | None = None) -> None:
     x = np.concatenate([s["dev"][0][0] for s in samples.values()])
     y = np.concatenate([s["dev"][0][1] for s in samples.values()])
     w = fit_logistic(x, y)
-    cal = Relevance(*(round(float(x), 3) for x in w))
+    cal = Relevance(*(round(float(x), 3) for x in w), model=args.model)
     cut = round(cutoff_keeping(relevance(x, cal), y, args.keep), 4)
-    out = {"relevance": vars(cal), "min_relevance": cut, "keep": args.keep, "depth": args.depth}
+    out = {"relevance": vars(cal), "min_relevance": cut, "keep": args.keep, "depth": args.depth,
+           "model": args.model, "queries_per_dataset": args.queries, "seed": args.seed}
     for name, s in samples.items():
         for split in ("dev", "test"):
             (feats, labels, owner), n = s[split]
             out[f"{name} {split}"] = report(relevance(feats, cal), labels, owner, n, cut)
     print(json.dumps(out, indent=1))
+    if args.write:
+        print(f"wrote {save_calibration(args.model, cal, **{k: v for k, v in out.items() if k != 'relevance'})}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "search-calibration.json").write_text(json.dumps(out, indent=1))

@@ -96,3 +96,31 @@ def test_the_calibration_fit_recovers_a_known_logistic_model_and_its_cutoff():
     assert w == pytest.approx([2.0, -1.0, 0.5, -3.0], abs=0.15)
     p = np.linspace(0, 1, 101)
     assert cutoff_keeping(p, np.ones(101), 0.9) == pytest.approx(0.1)
+
+
+def test_a_model_folder_carries_its_own_calibration(demo_index, embedder, tmp_path):
+    """A fine-tuned model calibrated by ``search_calibration --model FOLDER --write`` gets relevance
+    and the cut from the file in its folder; a file that is not a calibration is an error naming it."""
+    from evaluation.search_calibration import main
+    from indexer.embed import SentenceTransformerEmbedder, minilm_path
+    from retriever.search.relevance import CALIBRATION_FILE, calibration_for, save_calibration
+
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    tuned = SentenceTransformerEmbedder(minilm_path(), name=str(folder))
+    tuned.model = embedder.model  # MiniLM's weights stand in for the tuned ones (same vectors as the index)
+    save_calibration(folder, replace(RELEVANCE, bias=RELEVANCE.bias - 1.0), min_relevance=0.0059)
+    engine = build_search(demo_index, tuned, SearchConfig()).engine
+    assert engine.calibration == replace(RELEVANCE, bias=RELEVANCE.bias - 1.0, model=str(folder))
+    res = engine.search(QUERY, 24)
+    live = res.labels >= 0
+    assert 0 < live.sum() < 24 and np.all(res.relevance[live] >= engine.config.min_relevance)
+    # the same hits under MiniLM's own calibration score higher: the file's lower bias was read
+    base = build_search(demo_index, embedder, SearchConfig()).engine.search(QUERY, 24)
+    assert res.relevance[0] < base.relevance[0] and live.sum() < (base.labels >= 0).sum()
+    (folder / CALIBRATION_FILE).write_text('{"relevance": {"cosine": 1.0}}')
+    with pytest.raises(ValueError, match=CALIBRATION_FILE):
+        calibration_for(str(folder))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "minilm", "--write"])
+    assert exit_.value.code == 2

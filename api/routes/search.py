@@ -88,8 +88,9 @@ class SearchHit(ScoredItem):
                                      "is wired")
     relevance: float | None = Field(description="calibrated probability that this is the product the query "
                                                 "asks for (comparable across queries, unlike score); hits under "
-                                                "the min_relevance setting are left out; null: pinned by a rule, or the "
-                                                "index's model has no calibration (it is fitted on MiniLM)")
+                                                "the min_relevance setting are left out; null: pinned by a rule, or "
+                                                "the index's model has no calibration (MiniLM's is built in; a "
+                                                "model folder carries its own relevance.json)")
     evidence: EvidenceOut
 
 

@@ -5,10 +5,13 @@ cut-off that leaves the unlikely hits out (``SearchConfig.min_relevance``). Fitt
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from indexer.files import atomic_write
 from indexer.results import empty
 from indexer.store import ItemIndex
 
@@ -50,7 +53,8 @@ class Relevance:
     across queries. Fitted by ``python -m evaluation.search_calibration`` (its data and figures)
     on the cosines of ``model``: another embedder's cosines have another scale (a MiniLM fine-tuned
     on Instruments moved BM25's MRR@10 under the cut from 0.1247 to 0.1240, on Subscription Boxes
-    from 0.1121 to 0.1195), so it applies to that model only."""
+    from 0.1121 to 0.1195), so it applies to that model only. A model folder carries its own
+    (:data:`CALIBRATION_FILE`, written by ``search_calibration --model FOLDER --write``)."""
 
     cosine: float = 3.06
     coverage: float = 0.3
@@ -62,9 +66,32 @@ class Relevance:
 RELEVANCE = Relevance()
 
 
+CALIBRATION_FILE = "relevance.json"  # a model folder's own calibration: {"relevance": {cosine, coverage, gap, bias}, ...}
+_WEIGHTS = ("cosine", "coverage", "gap", "bias")
+
+
 def calibration_for(model: str) -> Relevance | None:
-    """The calibration fitted on ``model``'s cosines, or None (no relevance, no cut) for another model."""
-    return RELEVANCE if model == RELEVANCE.model else None
+    """The calibration fitted on ``model``'s cosines: MiniLM's built-in one, the one a model folder
+    holds in :data:`CALIBRATION_FILE`, or None (no relevance, no cut). A file that is not a
+    calibration is a ValueError naming it (at service start, never per query)."""
+    if model == RELEVANCE.model:
+        return RELEVANCE
+    path = Path(model) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        weights = json.loads(path.read_text())["relevance"]
+        return Relevance(*(float(weights[w]) for w in _WEIGHTS), model=model)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a relevance calibration ({type(e).__name__}: {e}); refit it with "
+                         f"python -m evaluation.search_calibration --model {model} --write") from e
+
+
+def save_calibration(folder: str | Path, cal: Relevance, **info) -> Path:
+    """Write ``cal`` (and ``info``: its cut-off, data, figures) as ``folder``'s :data:`CALIBRATION_FILE`."""
+    path = Path(folder) / CALIBRATION_FILE
+    atomic_write(path, json.dumps({"relevance": {w: getattr(cal, w) for w in _WEIGHTS}, **info}, indent=1))
+    return path
 
 
 def relevance(features: np.ndarray, cal: Relevance = RELEVANCE) -> np.ndarray:

@@ -292,7 +292,7 @@ def test_quick_run_beauty(tmp_path):
     from evaluation.harness import SYSTEMS, TEXT_SYSTEM, category_vectors, run_eval
 
     # stand-in for text embeddings: category-path multi-hot vectors, rows in the harness item order
-    served = ["semrec", "semrec-no-rerank", "semrec-no-explore"]
+    served = ["semrec", "semrec-no-rerank"]  # each served system is a pass over the 2,000 shoppers
     # EASE's eigendecomposition of the item Gram matrix (~10k items here) alone takes minutes on 2
     # cores; it is tested on small data in test_contracts.py
     baselines = [s for s in SYSTEMS if s != "ease"]

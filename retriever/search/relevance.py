@@ -66,7 +66,7 @@ class Relevance:
 RELEVANCE = Relevance()
 
 
-CALIBRATION_FILE = "relevance.json"  # a model folder's own calibration: {"relevance": {cosine, coverage, gap, bias}, ...}
+CALIBRATION_FILE = "relevance.json"  # a model folder's own: {"relevance": {cosine, coverage, gap, bias}, ...}
 _WEIGHTS = ("cosine", "coverage", "gap", "bias")
 
 

@@ -142,6 +142,8 @@ def eval_cmd(
     protocol: Annotated[str, typer.Option(help="standard (no cold slices, eSASRec's) or cold (cold items and "
                                                "users)")] = "cold",
     cache: Annotated[Path, typer.Option(help="item vectors are cached here")] = Path("runs/cache"),
+    users: Annotated[int | None, typer.Option(min=1, help="a seeded sample of this many shoppers, with the "
+                                                          "full models (--quick: 2,000 and small ones)")] = None,
     seed: int = 0,
 ) -> None:
     """Offline evaluation: leave-one-out, full ranking, semrec against baselines on public data."""
@@ -160,7 +162,7 @@ def eval_cmd(
     if protocol not in ("standard", "cold"):
         raise typer.BadParameter("choose standard or cold", param_hint="--protocol")
     run_eval(dataset, str(data_dir), str(out), quick=quick, systems=systems.split(",") if systems else None,
-             seed=seed, item_vectors=item_vectors, ranker=ranker, protocol=protocol, embedder=embedder)
+             seed=seed, item_vectors=item_vectors, ranker=ranker, protocol=protocol, embedder=embedder, users=users)
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

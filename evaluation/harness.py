@@ -117,10 +117,12 @@ def category_vectors(catalog: Catalog, item_ids: Array) -> Array | None:
 
 
 def make_split(sequences: list[Array], item_ids: Array, user_ids: Array, *, quick: bool, seed: int,
-               protocol: str = "cold") -> Split:
+               protocol: str = "cold", users: int | None = None) -> Split:
     """The harness split: leave-one-out under ``protocol`` ("cold": 10% cold items, 10% simulated
-    cold users); quick runs keep a seeded sample of ``QUICK_USERS`` users with >= 3 interactions."""
-    users = sample_users(sequences, QUICK_USERS, seed) if quick else None
+    cold users); a seeded sample of ``users`` shoppers with >= 3 interactions when given, else of
+    ``QUICK_USERS`` for quick runs, else everyone."""
+    n = users if users is not None else (QUICK_USERS if quick else None)
+    users = sample_users(sequences, n, seed) if n is not None else None
     return leave_one_out(sequences, item_ids, user_ids, seed=seed, users=users, protocol=protocol)
 
 
@@ -226,6 +228,7 @@ def run_eval(
     protocol: str = "cold",
     embedder: Embedder | None = None,
     learned: LearnedConfig | None = None,
+    users: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``systems`` on a dataset. Default: the baselines; with item_vectors also
     text-zero-shot and the served pipeline ``semrec`` with its ablations.
@@ -235,6 +238,7 @@ def run_eval(
         data_dir: the dataset's folder, or the shared data root holding it.
         out_dir: created if needed; receives results.json, results.md, *.png, split.json.
         quick: evaluate a seeded sample of 2,000 users with small, short models.
+        users: evaluate a seeded sample of this many users (with the full models unless ``quick``).
         item_vectors: (n_items, d) float32, L2-normalised, rows in ``item_vector_order`` order; or a
             function ``(catalog, item_ids) -> that array``, called once after loading (saves a
             second load of the dataset when the vectors come from the catalog's text).
@@ -257,7 +261,9 @@ def run_eval(
         item_vectors = np.asarray(item_vectors(catalog, item_ids), dtype=np.float32)
     if item_vectors is not None and item_vectors.shape[0] != len(item_ids):
         raise ValueError(f"item_vectors has {item_vectors.shape[0]} rows; {dataset} has {len(item_ids)} items")
-    split = make_split(sequences, item_ids, user_ids, quick=quick, seed=seed, protocol=protocol)
+    if users is not None and users < 1:
+        raise ValueError(f"users must be at least 1, not {users}")
+    split = make_split(sequences, item_ids, user_ids, quick=quick, seed=seed, protocol=protocol, users=users)
     write_split(split, out / "split.json")
     train_counts = split.train_counts()
     diversity_vectors = item_vectors if item_vectors is not None else category_vectors(catalog, item_ids)
@@ -359,11 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--item-vectors", default=None, help=".npy file of (n_items, d) item vectors")
     p.add_argument("--ranker", default=None, help="reranker version directory (or a root of versions)")
     p.add_argument("--protocol", default="cold", choices=PROTOCOLS)
+    p.add_argument("--users", type=int, default=None, help="a seeded sample of this many shoppers (full models)")
     a = p.parse_args(argv)
+    if a.users is not None and a.users < 1:
+        p.error("--users must be at least 1")
     vectors = np.load(a.item_vectors).astype(np.float32) if a.item_vectors else None
     systems = a.systems.split(",") if a.systems else None
     run_eval(a.dataset, a.data_dir, a.out, quick=a.quick, systems=systems, seed=a.seed, item_vectors=vectors,
-             ranker=a.ranker, protocol=a.protocol)
+             ranker=a.ranker, protocol=a.protocol, users=a.users)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def test_typical_mistakes_are_one_line_with_exit_code_2(tmp_path):
          ["amazon-beauty-2014", "not the 'magazine' dataset", "amazon-magazine-2018"]),
         (["eval", "--dataset", "beuty", "--data-dir", str(tmp_path), "--out", str(tmp_path / "ev")],
          ["unknown dataset 'beuty'", "did you mean 'beauty'"]),
+        (["eval", "--dataset", "beauty", "--data-dir", str(tmp_path), "--out", str(tmp_path / "ev"), "--users", "0"],
+         ["--users", "greater than or equal to 1"]),
         (["bogus"], ["No such command 'bogus'"]),
     ]
     for args, expected in cases:

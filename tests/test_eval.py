@@ -150,6 +150,18 @@ def test_sequences_and_leave_one_out():
     assert split.train_counts().tolist() == [2, 2, 0, 1, 1]
 
 
+def test_a_sample_of_shoppers_is_seeded_and_keeps_every_item():
+    from evaluation.harness import make_split
+
+    rng = np.random.default_rng(2)
+    sequences = [rng.integers(0, 50, size=rng.integers(3, 12)) for _ in range(200)]
+    items, users = np.array([f"i{i:02d}" for i in range(50)]), np.array([f"u{u:03d}" for u in range(200)])
+    a = make_split(sequences, items, users, quick=False, seed=0, users=60)
+    b = make_split(sequences, items, users, quick=False, seed=0, users=60)
+    assert len(a.users) == 60 and np.array_equal(a.users, b.users) and a.n_items == 50
+    assert len(make_split(sequences, items, users, quick=False, seed=0).users) == 200
+
+
 def test_cold_splits_are_seeded_and_held_out(tmp_path):
     rng = np.random.default_rng(1)
     sequences = [rng.integers(0, 50, size=rng.integers(2, 12)) for _ in range(200)]

@@ -122,8 +122,8 @@ def make_split(sequences: list[Array], item_ids: Array, user_ids: Array, *, quic
     cold users); a seeded sample of ``users`` shoppers with >= 3 interactions when given, else of
     ``QUICK_USERS`` for quick runs, else everyone."""
     n = users if users is not None else (QUICK_USERS if quick else None)
-    users = sample_users(sequences, n, seed) if n is not None else None
-    return leave_one_out(sequences, item_ids, user_ids, seed=seed, users=users, protocol=protocol)
+    sample = sample_users(sequences, n, seed) if n is not None else None
+    return leave_one_out(sequences, item_ids, user_ids, seed=seed, users=sample, protocol=protocol)
 
 
 def _split_stats(split: Split) -> dict[str, Any]:
@@ -253,6 +253,8 @@ def run_eval(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if users is not None and users < 1:  # told before the dataset loads and its vectors are computed
+        raise ValueError(f"users must be at least 1, not {users}")
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,8 +263,6 @@ def run_eval(
         item_vectors = np.asarray(item_vectors(catalog, item_ids), dtype=np.float32)
     if item_vectors is not None and item_vectors.shape[0] != len(item_ids):
         raise ValueError(f"item_vectors has {item_vectors.shape[0]} rows; {dataset} has {len(item_ids)} items")
-    if users is not None and users < 1:
-        raise ValueError(f"users must be at least 1, not {users}")
     split = make_split(sequences, item_ids, user_ids, quick=quick, seed=seed, protocol=protocol, users=users)
     write_split(split, out / "split.json")
     train_counts = split.train_counts()

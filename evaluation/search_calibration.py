@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     cal = Relevance(*(round(float(x), 3) for x in w), model=args.model)
     cut = round(cutoff_keeping(relevance(x, cal), y, args.keep), 4)
     out = {"relevance": vars(cal), "min_relevance": cut, "keep": args.keep, "depth": args.depth,
-           "model": args.model, "queries_per_dataset": args.queries, "seed": args.seed}
+           "queries_per_dataset": args.queries, "seed": args.seed}
     for name, s in samples.items():
         for split in ("dev", "test"):
             (feats, labels, owner), n = s[split]

@@ -171,11 +171,11 @@ def ranking_groups(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig)
     for start in range(0, len(rows), 64):
         batch = rows[start:start + 64]
         profiles = [user_profile(svc.events, svc.index, svc.embedder, str(split.user_ids[split.users[r]]),
-                                 untrained.profile) for r in batch]
+                                 untrained.profile, replay.now) for r in batch]
         queries = user_queries(svc, untrained.candidates, profiles)
         for i, (r, profile) in enumerate(zip(batch, profiles)):
             with svc.index.lock, svc.state.lock:
-                cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, None, queries[i],
+                cand, x = candidates_for(svc, untrained, profile, None, profile.purchased, replay.now, queries[i],
                                          features=True)
             hit = cand.labels == split.valid_target[r]
             if not hit.any() or x is None:

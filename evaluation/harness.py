@@ -10,8 +10,9 @@ of the same pipeline (``SEMREC_SYSTEMS``). Every system is fitted on ``split.fit
 on the validation and test cases, history excluded (the headline numbers) and included, on the
 protocol's slices (``evaluation.protocol``: ``standard`` or ``cold``). Baselines rank all items;
 served systems answer their top ``max(KS)`` (an item outside counts as a miss, which is exact for
-every metric reported). Outputs in ``out_dir``: ``results.json``, ``results.md``, PNG plots and
-``split.json`` (the split, for reproduction).
+every metric reported). Outputs in ``out_dir``: ``results.json``, ``results.md``, PNG plots,
+``split.json`` (the split, for reproduction) and ``ranks.npz`` (every pass's target ranks, which
+``python -m evaluation.compare`` pairs across two runs of one split).
 
 ``item_vectors`` rows must follow ``load_sequences(...)[2]`` (the sorted unique item ids of the
 reviews); ``item_vector_order`` gives that order for a dataset without running anything.
@@ -64,6 +65,7 @@ SEMREC_SYSTEMS: dict[str, PipelineConfig] = {
     "semrec-no-explore": replace(_SERVED, candidates=replace(_SERVED.candidates, explore_slots=0)),
 }
 QUICK_USERS = 2000
+RANKS_FILE = "ranks.npz"  # per pass "system/stage/mode": (n,) 0-based target ranks, -1 missed (evaluation.compare)
 # Quick runs (CI): small learned parts, minutes not hours; the full run uses LearnedConfig().
 QUICK_LEARNED = LearnedConfig(
     mf=MFConfig(factors=32, iterations=8),
@@ -141,15 +143,19 @@ def _split_stats(split: Split) -> dict[str, Any]:
 
 
 def evaluate_system(
-    model: Recommender, split: Split, train_counts: Array, diversity_vectors: Array | None, name: str
+    model: Recommender, split: Split, train_counts: Array, diversity_vectors: Array | None, name: str,
+    ranks: dict[str, Array] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a fitted model: {stage: {"excluded"|"included": {slice: metrics}}}."""
+    """Metrics of a fitted model: {stage: {"excluded"|"included": {slice: metrics}}}. ``ranks``, if
+    given, receives each pass's target ranks under ``"{name}/{stage}/{mode}"`` (``RANKS_FILE``)."""
     out: dict[str, Any] = {}
     for stage in ("valid", "test"):
         histories = split.valid_history if stage == "valid" else split.test_history
         targets = split.valid_target if stage == "valid" else split.test_target
         excluded, included = rank_targets(model.score, histories, targets, max(KS), desc=f"{name} {stage}")
         slices = split.slices(stage)
+        if ranks is not None:
+            ranks.update({f"{name}/{stage}/excluded": excluded.ranks, f"{name}/{stage}/included": included.ranks})
         out[stage] = {
             mode: {
                 s: summarize(ranked, train_counts, ks=KS, item_vectors=diversity_vectors, mask=m)
@@ -171,9 +177,11 @@ def served_runs(names: list[str]) -> list[tuple[str, str, str]]:
 
 
 def evaluate_served(replay: Replay, names: list[str], split: Split, train_counts: Array,
-                    diversity_vectors: Array | None, results: dict[str, Any]) -> None:
+                    diversity_vectors: Array | None, results: dict[str, Any], ranks: dict[str, Array] | None = None
+                    ) -> None:
     """The served systems over one replay (``served_runs``): validation, then the validation targets
-    happen (``Replay.advance``), then test. Fills ``results["systems"][name]``."""
+    happen (``Replay.advance``), then test. Fills ``results["systems"][name]`` (and ``ranks`` as
+    :func:`evaluate_system` does)."""
     advanced = False
     for stage, name, mode in served_runs(names):
         if stage == "test" and not advanced:
@@ -184,6 +192,8 @@ def evaluate_served(replay: Replay, names: list[str], split: Split, train_counts
         targets = split.valid_target if stage == "valid" else split.test_target
         ids, scores = replay.lists(cfg, max(KS), exclude_history=mode == "excluded", desc=f"{name} {stage} {mode}")
         ranked = Ranked(ids, scores, list_ranks(ids, targets))
+        if ranks is not None:
+            ranks[f"{name}/{stage}/{mode}"] = ranked.ranks
         entry.setdefault(stage, {})[mode] = {
             s: summarize(ranked, train_counts, ks=KS, item_vectors=diversity_vectors, mask=m)
             for s, m in split.slices(stage).items()}
@@ -236,7 +246,7 @@ def run_eval(
     Args:
         dataset: a name known to ``indexer.loaders.load_dataset`` ("beauty", ...).
         data_dir: the dataset's folder, or the shared data root holding it.
-        out_dir: created if needed; receives results.json, results.md, *.png, split.json.
+        out_dir: created if needed; receives results.json, results.md, *.png, split.json, ranks.npz.
         quick: evaluate a seeded sample of 2,000 users with small, short models.
         users: evaluate a seeded sample of this many users (with the full models unless ``quick``).
         item_vectors: (n_items, d) float32, L2-normalised, rows in ``item_vector_order`` order; or a
@@ -280,13 +290,14 @@ def run_eval(
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "systems": {},
     }
+    ranks: dict[str, np.ndarray] = {}
     load_seconds = time.perf_counter() - t0
     for name in tqdm([n for n in names if n not in SEMREC_SYSTEMS], desc="systems", leave=False):
         t = time.perf_counter()
         model, tuning = tune(name, split, quick=quick, seed=seed, item_vectors=item_vectors)
         fit_seconds = time.perf_counter() - t
         t = time.perf_counter()
-        metrics = evaluate_system(model, split, train_counts, diversity_vectors, name)
+        metrics = evaluate_system(model, split, train_counts, diversity_vectors, name, ranks)
         eval_seconds = time.perf_counter() - t
         results["systems"][name] = {
             "fit_seconds": fit_seconds, "eval_seconds": eval_seconds, "tuning": tuning, **_system_info(model),
@@ -306,12 +317,13 @@ def run_eval(
         tqdm.write(f"learned parts: {json.dumps({k: v.get('seconds') for k, v in results['learned'].items()})} s")
         results["reranker"] = replay.svc.reranker.info() if replay.svc.reranker is not None else None
         try:
-            evaluate_served(replay, served, split, train_counts, diversity_vectors, results)
+            evaluate_served(replay, served, split, train_counts, diversity_vectors, results, ranks)
         finally:
             replay.close()
     results["load_seconds"] = load_seconds
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
+    np.savez_compressed(out / RANKS_FILE, **ranks)
     write_markdown(results, out / "results.md")
     plot_results(results, out)
     print(f"{dataset}{' (quick)' if quick else ''} [{protocol}]: wall time {results['wall_seconds']:.1f}s -> {out}")

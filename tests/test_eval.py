@@ -340,6 +340,14 @@ def test_quick_run_beauty(tmp_path):
     # No claim on cold items here: with category stand-in vectors the served lists hit no cold target
     # (recall@10 0.0 on this sample); the exploration slot has its own test,
     # test_rerank_api.py::test_the_exploration_slot_keeps_its_place.
+    # every pass's target ranks are kept, so two runs (here two systems of one run) pair up per shopper
+    from evaluation.compare import compare
+
+    rows = {r["slice"]: r for r in compare(tmp_path, tmp_path, "semrec", "semrec-no-rerank")}
+    assert set(rows) == set(test["semrec"]) and rows["all"]["cases"] == 2000
+    assert rows["all"]["ndcg_a"] == pytest.approx(test["semrec"]["all"]["ndcg@10"])
+    assert rows["cold_item"]["recall_b"] == pytest.approx(test["semrec-no-rerank"]["cold_item"]["recall@10"])
+    assert compare(tmp_path, tmp_path, "markov")[0]["ci"] == (0.0, 0.0)  # a run against itself
     # the README block is generated from these results
     from evaluation.readme import update_readme
 
@@ -349,6 +357,14 @@ def test_quick_run_beauty(tmp_path):
     text = readme.read_text()
     assert "STALE TABLE" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert f"{test['semrec']['all']['ndcg@10']:.4f}" in text
+
+
+def test_comparing_what_is_not_a_run_is_one_line_with_exit_code_2(tmp_path, capsys):
+    from evaluation.compare import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), str(tmp_path)])
+    assert e.value.code == 2 and "not a harness output folder" in capsys.readouterr().err
 
 
 def test_unknown_system_is_an_error():

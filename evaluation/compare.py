@@ -31,9 +31,9 @@ def _ranks(run: Path, key: str) -> np.ndarray:
 
 def compare(run_a: str | Path, run_b: str | Path, system: str = "semrec", system_b: str | None = None,
             stage: str = "test", mode: str = "excluded") -> list[dict]:
-    """Per slice: {"slice", "cases", "ndcg_a", "ndcg_b", "recall_a", "recall_b", "ci"} with ``ci`` the
-    (low, high) interval of the NDCG@10 ratio minus 1. ValueError when the runs' splits differ or a
-    pass is missing."""
+    """Per slice: {"slice", "cases", "ndcg_a", "ndcg_b", "ratio", "ci", "recall_a", "recall_b"}:
+    ``ratio`` NDCG@10(A) / NDCG@10(B) - 1 and ``ci`` its (low, high) 95% interval (NaN when B is 0).
+    ValueError when the runs' splits differ or a pass is missing."""
     run_a, run_b = Path(run_a), Path(run_b)
     for run in (run_a, run_b):
         for name in ("split.json", RANKS_FILE):
@@ -46,12 +46,13 @@ def compare(run_a: str | Path, run_b: str | Path, system: str = "semrec", system
         raise ValueError(f"{run_a} and {run_b} are not runs of the same split")
     a = _ranks(run_a, f"{system}/{stage}/{mode}")
     b = _ranks(run_b, f"{system_b or system}/{stage}/{mode}")
-    rows = []
+    rows, nan = [], float("nan")
     for name, mask in split.slices(stage).items():
         ra, rb = a[mask], b[mask]
-        rows.append({"slice": name, "cases": int(mask.sum()), "ndcg_a": ndcg_at_k(ra, 10), "ndcg_b": ndcg_at_k(rb, 10),
-                     "recall_a": recall_at_k(ra, 10), "recall_b": recall_at_k(rb, 10),
-                     "ci": paired_interval(ra, rb) if ndcg_at_k(rb, 10) > 0 else (float("nan"), float("nan"))})
+        na, nb = ndcg_at_k(ra, 10), ndcg_at_k(rb, 10)
+        rows.append({"slice": name, "cases": int(mask.sum()), "ndcg_a": na, "ndcg_b": nb,
+                     "ratio": na / nb - 1 if nb > 0 else nan, "ci": paired_interval(ra, rb) if nb > 0 else (nan, nan),
+                     "recall_a": recall_at_k(ra, 10), "recall_b": recall_at_k(rb, 10)})
     return rows
 
 
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'Recall@10 A':>11} {'B':>7}")
     for r in rows:
         lo, hi = r["ci"]
-        rel = r["ndcg_a"] / r["ndcg_b"] - 1 if r["ndcg_b"] > 0 else float("nan")
-        print(f"{r['slice']:>10} {r['cases']:>6} {r['ndcg_a']:>10.4f} {r['ndcg_b']:>7.4f} {rel:>+7.1%}  "
+        print(f"{r['slice']:>10} {r['cases']:>6} {r['ndcg_a']:>10.4f} {r['ndcg_b']:>7.4f} {r['ratio']:>+7.1%}  "
               f"[{lo:+.1%}, {hi:+.1%}]  {r['recall_a']:>11.4f} {r['recall_b']:>7.4f}")
     return 0
 

@@ -16,8 +16,9 @@ j-th query of every item is in fold j, and each fold is one index with its queri
 A disjoint dev sample from the same draw (``--sweep``) is where settings are compared; the test
 sample reports.
 Metrics: MRR@10 and Recall@10 (one relevant item, so Recall@10 = hit rate in the top 10).
-The search log ``/expand``'s co-clicks read is simulated: every queryable review headline outside
-the test sample is a past search whose shopper clicked the reviewed item.
+The search log the co-click table reads (``/expand``'s co-click terms, ``/search``'s click boost) is
+simulated: every queryable review headline outside the sample evaluated (the test sample; for
+``--sweep``, the dev and test samples) is a past search whose shopper clicked the reviewed item.
 
 Every query goes through the search pipeline the service runs (``ranker.pipeline.search``), one
 services object per fold; a system is a ``SearchConfig`` of that pipeline. Latency over HTTP is a
@@ -72,6 +73,7 @@ SYSTEMS: dict[str, tuple[dict, dict]] = {
     "hybrid + review match": ({"review_weight": 0.5}, {"expand": False}),
     "hybrid": ({}, {"expand": False}),  # the served default
     "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
+    "hybrid, no search-log clicks": ({"click_weight": 0.0}, {"expand": False}),
     "hybrid + catalog": ({"feedback_terms": 0}, {"expand": True}),
     "hybrid + feedback": ({"catalog_terms": 0}, {"expand": True}),
     "hybrid + catalog + feedback": ({}, {"expand": True}),
@@ -106,6 +108,12 @@ SWEEP: dict[str, dict] = {
     "default + catalog w.3": {"feedback_terms": 0, "catalog_weight": 0.3, "_expand": True},
     "default + feedback w.1": {"catalog_terms": 0, "feedback_weight": 0.1, "_expand": True},
     "default + feedback w.3 + rocchio .3": {"catalog_terms": 0, "dense_feedback": 0.3, "_expand": True},
+    "default + clicks .1": {"click_weight": 0.1},
+    "default + clicks .2": {"click_weight": 0.2},
+    "default + clicks .4": {"click_weight": 0.4},
+    "default + clicks .8": {"click_weight": 0.8},
+    "default + clicks .4, cos .8": {"click_weight": 0.4, "click_min_cos": 0.8},
+    "default + clicks .4, 30 queries": {"click_weight": 0.4, "click_queries": 30},
 }
 
 
@@ -282,7 +290,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.sweep:
         sweep = {name: ({k: v for k, v in ch.items() if k != "_expand"}, {"expand": ch.get("_expand", False)})
                  for name, ch in SWEEP.items()}
-        ranks = run_cases(corpus, dev, sweep, base)
+        # the dev queries' past: every headline but theirs and the test sample's
+        log = corpus.search_log(catalog.reviews, {c.review_id for c in dev} | {c.review_id for c in test})
+        ranks = run_cases(corpus, dev, sweep, base, search_log=log)
         report["dev"] = {name: metrics(r) for name, r in ranks.items()}
         out.append(table(f"{args.dataset}: settings on the dev sample ({len(dev)} queries)", ranks, base="bm25"))
         print(out[-1], flush=True)

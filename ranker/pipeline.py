@@ -361,10 +361,12 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
             text, filters = parsed.text or query, parsed.filters(filters)
             query_vec = query_vec if text == query else None
     rules = live_rules(svc.rules, "search", cfg.variant, cfg.merchandising, time.time())
+    box = svc.search
+    clicks = (lambda vec: box.clicked(text, vec, engine.config)) if engine.config.click_weight > 0 else None
     for depth in depths(rules, k):
         result = engine.search(text, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
                                user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed,
-                               terms=terms)
+                               terms=terms, clicks=clicks)
         ranked = apply_to(svc.index, result.labels, result.scores, rules, k, allowed_mask(svc.index, filters))
         if enough(ranked.labels, k, result.labels, depth):
             break

@@ -5,6 +5,7 @@ A/B variant can change search settings. Real MiniLM, a real SQLite event log."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -12,6 +13,8 @@ from api.experiments import Variant
 from api.settings import Settings
 from indexer.build import build_index
 from indexer.schema import Catalog, make_items, make_reviews
+from ranker import pipeline
+from ranker.pipeline import PipelineConfig
 
 from .conftest import TINY_ITEMS, make_app, open_events_for
 
@@ -104,6 +107,25 @@ def test_co_clicks_reach_expand(client):
     svc = client.app.state.components.svc
     assert coclick and {t["term"] for t in coclick} <= set(svc.search.engine.lexical.tokens_of(
         svc.index.table.label_of["espresso"]))
+
+
+def test_search_log_clicks_lift_the_carted_item_for_a_near_identical_query(client):
+    client.get("/search", params={"q": "coffee"})  # the search box opens with the first search
+    svc = client.app.state.components.svc
+
+    def rank(query: str, weight: float) -> int:
+        res, _ = pipeline.search(svc, PipelineConfig(search=(("click_weight", weight),)), query, 12, explain=False)
+        return int(np.flatnonzero(res.labels == svc.index.table.label_of["espresso"])[0]) + 1
+
+    before = rank("warm bedtime drinks", 1.0)
+    assert before > 1  # not first by its text: the log has to move it
+    for n, user in enumerate(["ann", "bob"]):
+        r = client.get("/search", params={"q": "warm bedtime drink", "user_id": user}).json()
+        client.post("/events", json={"events": [{"event_id": f"x{n}", "user_id": user, "item_id": "espresso",
+                                                 "type": "add_to_cart", "request_id": r["request_id"]}]})
+    svc.search.sync_queries(svc.events, wait=True)  # the service embeds the logged queries
+    assert rank("warm bedtime drinks", 1.0) == 1  # borrowed from the nearest logged query
+    assert rank("warm bedtime drinks", 0.0) == before  # off: the log changes nothing
 
 
 def test_items_carry_review_aspects_and_reasons_skip_complaints(client):

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from indexer.embed import Embedder
 from indexer.store import ItemIndex
 
@@ -88,7 +90,7 @@ class SearchBox:
         an erasure, so the erased shopper's queries stop counting before the call returns)."""
         def load() -> None:
             self.queries.replace(store.popular_queries(self.suggester.min_query_users))
-            self.expander.coclicks.load(store.search_interactions())
+            self.expander.coclicks.load(store.search_interactions(), self.engine.embedder)
 
         if wait:
             running = self._syncing
@@ -104,6 +106,16 @@ class SearchBox:
             self._synced_at = now
             self._syncing = threading.Thread(target=load, name="query-log-sync", daemon=True)
             self._syncing.start()
+
+    def clicked(self, query: str, query_vec: np.ndarray, cfg: SearchConfig) -> dict[int, float]:
+        """Label -> click weight of the items shoppers acted on after ``query`` or the logged
+        queries nearest it (``cfg.click_queries`` / ``click_min_cos``); items no longer in the
+        index are left out."""
+        items = self.expander.coclicks.neighbours(query, query_vec, cfg.click_queries, cfg.click_min_cos)
+        index = self.engine.index
+        with index.lock:
+            labels = [(index.table.label_of.get(i), w) for i, w in items.items()]
+        return {int(lb): float(w) for lb, w in labels if lb is not None}
 
     def forget(self, source: str) -> None:
         """An erased shopper (``source``: their event-log key) leaves the query log at once; the

@@ -102,7 +102,11 @@ class CoClicks:
         queries = sorted(by_query)
         vectors = None
         if embedder is not None and queries:
-            vectors = embed_cached(embedder, queries, cache_dir)
+            # a reload (every 30 s in the service) embeds only the queries it has not seen
+            old = self._row if self.vectors is not None else {}
+            new = [q for q in queries if q not in old]
+            fresh = dict(zip(new, embed_cached(embedder, new, cache_dir))) if new else {}
+            vectors = np.stack([fresh[q] if q in fresh else self.vectors[old[q]] for q in queries])
         self.queries, self.items, self.vectors = queries, [by_query[q] for q in queries], vectors
         self._row = {q: i for i, q in enumerate(queries)}
         self.version += 1

@@ -63,13 +63,13 @@ K = 10
 CONFIG = pipeline.PipelineConfig()  # the service's default: personalisation needs a shopper, none here
 
 # name -> (SearchConfig changes, search() keyword arguments)
-_BM25 = {"retrievers": ("lexical",), "typo": False}
+_BM25 = {"retrievers": ("lexical",), "typo": False, "click_weight": 0.0}  # plain BM25, as a shop's own engine
 EXPAND_SOURCES = ("typo", "catalog", "co-click", "llm")
 SYSTEMS: dict[str, tuple[dict, dict]] = {
     "bm25": (_BM25, {"expand": False}),
     # BM25 with the /expand answer's terms as weighted should-clauses: what a shop's own engine gets
     "bm25 + /expand": (_BM25, {"expand": False, "expand_terms": EXPAND_SOURCES}),
-    "dense": ({"retrievers": ("dense",), "review_weight": 0.0}, {"expand": False}),
+    "dense": ({"retrievers": ("dense",), "review_weight": 0.0, "click_weight": 0.0}, {"expand": False}),
     "hybrid + review match": ({"review_weight": 0.5}, {"expand": False}),
     "hybrid": ({}, {"expand": False}),  # the served default
     "hybrid + /expand": ({}, {"expand": False, "expand_terms": EXPAND_SOURCES}),
@@ -88,8 +88,8 @@ LLM_SYSTEMS: dict[str, tuple[dict, dict]] = {
 _RRF = {"fusion": "rrf", "lexical_weight": 1.0, "dense_weight": 1.0}
 # Changes to SearchConfig() (the default: weighted .5:.5 over complete scores); "_expand" is the request flag.
 SWEEP: dict[str, dict] = {
-    "bm25": {"retrievers": ("lexical",), "typo": False},
-    "dense": {"retrievers": ("dense",), "review_weight": 0.0},
+    "bm25": _BM25,
+    "dense": {"retrievers": ("dense",), "review_weight": 0.0, "click_weight": 0.0},
     "rrf 1:1": {**_RRF, "complete_scores": False},
     "rrf 1:1 c=20": {**_RRF, "rrf_k": 20.0, "complete_scores": False},
     "rrf 1:0.5": {**_RRF, "dense_weight": 0.5, "complete_scores": False},

@@ -8,15 +8,18 @@ For one query::
     run      = fuse(BM25(tokens + weighted terms), dense(q_vec))                 (retriever.search.hybrid)
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
+    score    = fused / max(fused) + click_weight * clicks / max(clicks)          (the search log, hook given)
     score    = fused / max(fused) + review_weight * minmax(best-3 review cosines)  (retriever.search.reviews)
     score    = score / max(score) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
     order    = rerank(query, top labels, their scores)                            (hook given)
     relevance = P(what the query asked for | cosine, term coverage); hits under min_relevance go   (relevance)
 
-Hooks the caller wires: ``rerank(query: str, labels: int64 (m,), scores: float (m,)) -> float32
-(m,)``, the final scores of the top ``rerank_depth`` (higher is better; e.g. ``ranker.rerank``'s
-cross-encoder fused with these retrieval scores), and a query-side ``user_vector`` float32 ``(dim,)``
-or ``(m, dim)`` (a shopper's interest vectors; see ``retriever.profiles``).
+Hooks the caller wires: ``clicks(q_vec) -> {label: weight}``, what shoppers clicked after this
+query or the logged queries nearest it (``SearchBox.clicked``); ``rerank(query: str, labels: int64
+(m,), scores: float (m,)) -> float32 (m,)``, the final scores of the top ``rerank_depth`` (higher
+is better; e.g. ``ranker.rerank``'s cross-encoder fused with these retrieval scores), and a
+query-side ``user_vector`` float32 ``(dim,)`` or ``(m, dim)`` (a shopper's interest vectors; see
+``retriever.profiles``).
 """
 
 from __future__ import annotations

@@ -82,14 +82,19 @@ class ExpandResult:
 
 class CoClicks:
     """What shoppers acted on after each logged query (the search log), and the logged queries'
-    embeddings, so a new query borrows the clicks of the past queries nearest to it."""
+    embeddings, so a new query borrows the clicks of the past queries nearest to it.
+
+    The table is one tuple swapped whole by :meth:`load` (the sync thread) while requests read it:
+    a reader sees the old table or the new one, never a mix of the two."""
 
     def __init__(self) -> None:
-        self.queries: list[str] = []          # normalised logged queries
-        self.items: list[Counter] = []        # per logged query: item id -> click weight
-        self.vectors: np.ndarray | None = None  # float32 (n_queries, dim), unit rows
-        self._row: dict[str, int] = {}
+        # normalised logged queries; per query item id -> click weight; float32 (n, dim) unit rows; row of a query
+        self._table: tuple[list[str], list[Counter], np.ndarray | None, dict[str, int]] = ([], [], None, {})
         self.version = 0
+
+    @property
+    def queries(self) -> list[str]:
+        return self._table[0]
 
     def load(self, rows, embedder=None, cache_dir=None) -> None:
         """``rows``: ``(query, item_id, event type, user_key)`` (``EventStore.search_interactions``);
@@ -101,30 +106,31 @@ class CoClicks:
             by_query.setdefault(normalise_query(query), Counter())[item] += w
         queries = sorted(by_query)
         vectors = None
+        _, _, old_vectors, old_row = self._table
         if embedder is not None and queries:
             # a reload (every 30 s in the service) embeds only the queries it has not seen
-            old = self._row if self.vectors is not None else {}
+            old = old_row if old_vectors is not None else {}
             new = [q for q in queries if q not in old]
             fresh = dict(zip(new, embed_cached(embedder, new, cache_dir))) if new else {}
-            vectors = np.stack([fresh[q] if q in fresh else self.vectors[old[q]] for q in queries])
-        self.queries, self.items, self.vectors = queries, [by_query[q] for q in queries], vectors
-        self._row = {q: i for i, q in enumerate(queries)}
+            vectors = np.stack([fresh[q] if q in fresh else old_vectors[old[q]] for q in queries])
+        self._table = (queries, [by_query[q] for q in queries], vectors, {q: i for i, q in enumerate(queries)})
         self.version += 1
 
     def neighbours(self, query: str, query_vec: np.ndarray, n: int, min_cos: float) -> Counter:
         """Item weights from the ``n`` logged queries nearest ``query`` (cosine >= ``min_cos``; the
         same query counts fully), each query's clicks scaled by its cosine."""
+        queries, items, vectors, rows = self._table
         out: Counter = Counter()
-        row = self._row.get(normalise_query(query))
+        row = rows.get(normalise_query(query))
         if row is not None:
-            out.update(self.items[row])
-        if self.vectors is not None and n > 0 and len(self.queries):
-            sims = self.vectors @ np.asarray(query_vec, dtype=np.float32)
+            out.update(items[row])
+        if vectors is not None and n > 0 and len(queries):
+            sims = vectors @ np.asarray(query_vec, dtype=np.float32)
             top = np.argpartition(-sims, min(n, len(sims) - 1))[:n]
             for i in top:
                 if sims[i] >= min_cos and i != row:
-                    for item, w in self.items[i].items():
-                        out[item] += float(sims[i]) * w / sum(self.items[i].values())
+                    for item, w in items[i].items():
+                        out[item] += float(sims[i]) * w / sum(items[i].values())
         return out
 
 

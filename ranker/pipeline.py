@@ -345,8 +345,7 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
     shopper with a profile, their interest vectors lightly boost what is close to them
     (``SearchConfig.personal_weight``). ``expand`` / ``llm``: None = the service's defaults.
     ``query_vec``: the query's embedding when already computed (batch evaluation); ``explain``:
-    False skips the per-result evidence; ``terms``: weighted terms added to the BM25 query (an
-    ``expand`` answer)."""
+    False skips the per-result evidence; ``terms``: BM25 terms added (an ``expand`` answer)."""
     if svc.search is None:
         raise ValueError("these services were opened without a search box")
     engine = svc.search.engine.with_config(**dict(cfg.search)) if cfg.search else svc.search.engine
@@ -361,8 +360,7 @@ def search(svc: Services, cfg: PipelineConfig, query: str, k: int, filters: Filt
             text, filters = parsed.text or query, parsed.filters(filters)
             query_vec = query_vec if text == query else None
     rules = live_rules(svc.rules, "search", cfg.variant, cfg.merchandising, time.time())
-    box = svc.search
-    clicks = (lambda vec: box.clicked(text, vec, engine.config)) if engine.config.click_weight > 0 else None
+    clicks = (lambda vec: svc.search.clicked(text, vec, engine.config)) if engine.config.click_weight else None
     for depth in depths(rules, k):
         result = engine.search(text, depth, filters, expand=expand, use_llm=(expand is not False) and llm,
                                user_vector=user_vector, query_vec=query_vec, explain=explain, parsed=parsed,

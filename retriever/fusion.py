@@ -174,6 +174,20 @@ def popularity_prior(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, np.log1p(c), -np.inf).astype(np.float32)
 
 
+def boost(labels: np.ndarray, scores: np.ndarray, extra: dict[int, float], weight: float):
+    """``(labels, scores)`` of one run (int64 / float ``(m,)``, -1 padding dropped), re-sorted by
+    max-normalised score + ``weight`` x each label's ``extra`` over the largest (e.g. search-log
+    clicks). Only labels in the run gain: an item it lacks may not match the query's filters."""
+    live = labels >= 0
+    labels, scores = labels[live], scores[live].astype(np.float64)
+    c = np.array([extra.get(int(lb), 0.0) for lb in labels], dtype=np.float64)
+    if not len(labels) or c.max() <= 0:
+        return labels, scores
+    scores = scores / max(scores.max(), 1e-12) + weight * c / c.max()
+    order = np.argsort(-scores, kind="stable")
+    return labels[order], scores[order]
+
+
 def as_run(labels: np.ndarray, scores: np.ndarray) -> Run:
     """One query's 1-D ``(labels, scores)`` as a single-row run."""
     return np.atleast_2d(np.asarray(labels, dtype=np.int64)), np.atleast_2d(np.asarray(scores, dtype=np.float32))

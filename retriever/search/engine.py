@@ -14,12 +14,10 @@ For one query::
     order    = rerank(query, top labels, their scores)                            (hook given)
     relevance = P(what the query asked for | cosine, term coverage); hits under min_relevance go   (relevance)
 
-Hooks the caller wires: ``clicks(q_vec) -> {label: weight}``, what shoppers clicked after this
-query or the logged queries nearest it (``SearchBox.clicked``); ``rerank(query: str, labels: int64
-(m,), scores: float (m,)) -> float32 (m,)``, the final scores of the top ``rerank_depth`` (higher
-is better; e.g. ``ranker.rerank``'s cross-encoder fused with these retrieval scores), and a
-query-side ``user_vector`` float32 ``(dim,)`` or ``(m, dim)`` (a shopper's interest vectors; see
-``retriever.profiles``).
+Hooks the caller wires: ``clicks(q_vec) -> {label: weight}`` (``SearchBox.clicked``), ``rerank(query:
+str, labels: int64 (m,), scores: float (m,)) -> float32 (m,)``, the final scores of the top ``rerank_depth``
+(higher is better; e.g. ``ranker.rerank``'s cross-encoder fused with these retrieval scores), and a
+query-side ``user_vector`` float32 ``(dim,)`` or ``(m, dim)`` (a shopper's interest vectors).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from indexer.results import empty, top_labels
 from indexer.store import ItemIndex
 from indexer.table import Filters
 
-from ..fusion import RRF_K, as_run, fuse
+from ..fusion import RRF_K, as_run, boost, fuse
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
 from .lexical import LexicalIndex
 from .llm import LLMExpander
@@ -91,12 +89,8 @@ class SearchConfig:
     review_weight: float = 0.0
     review_top: int = 3               # best reviews averaged per candidate
     parse_boost: float = 0.1          # added to the max-normalised score per parsed brand / category / size match
-    # The search log: a candidate shoppers clicked or carted after this query or the logged queries
-    # nearest it (cosine >= click_min_cos, the click_queries nearest) gains click_weight * its share
-    # of the best candidate's clicks (retriever.search.expand.CoClicks; 0 = off). Picked on the dev
-    # draws of search_eval (500 queries, the simulated log): 0.1 / 0.2 / 0.4 / 0.8 gave MRR@10
-    # 0.1582 / 0.1593 / 0.1577 / 0.1587 on Instruments (0 = 0.1538) and 0.1083 / 0.1093 / 0.1080 /
-    # 0.1076 on Subscription Boxes (0 = 0.1071); cosine 0.8 / 0.95 and 30 queries did not beat these.
+    # The search log's clicks after this query or the click_queries logged ones nearest it (cosine >=
+    # click_min_cos; 0 = off): 0.2 was best of 0.1-0.8 on both dev draws (README, Results: Search).
     click_weight: float = 0.2
     click_queries: int = 10
     click_min_cos: float = 0.9
@@ -180,9 +174,7 @@ class SearchEngine:
         query's parse (``query`` is then its text, ``filters`` include its hard filters): its
         exclusions are applied to the candidates and its boosts to their scores. ``terms``: weighted
         terms to add to the BM25 query (an ``/expand`` answer, as a shop's own engine would use it).
-        ``clicks``: the search log's clicks for the query (see ``Clicks``), used when
-        ``click_weight`` > 0.
-        """
+        ``clicks``: the search log's clicks for the query (``Clicks``; used if ``click_weight`` > 0)."""
         cfg, clock = self.config, _Clock()
         expand = cfg.expand if expand is None else expand
         want_llm = cfg.llm if use_llm is None else use_llm
@@ -227,7 +219,7 @@ class SearchEngine:
                 fused = self._fuse(lex, dense, depth)
             clock.lap("feedback")
         if clicks is not None and cfg.click_weight > 0:
-            fused = self._click_boost(fused, clicks(query_vec))
+            fused = boost(*fused, clicks(query_vec), cfg.click_weight)
         if parsed is not None:
             fused = self._constrain(fused, parsed)
         if cfg.review_weight > 0 and "dense" in cfg.retrievers:
@@ -309,22 +301,6 @@ class SearchEngine:
         order = np.argsort(-top, kind="stable")
         rest = scores[n:] / max(scores[:n].max(), 1e-12) - (top.max() - top.min() + 1)  # stays below the head
         return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([top[order], rest])
-
-    def _click_boost(self, fused, clicked: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Max-normalised fused score + ``click_weight`` x each candidate's clicks over the most
-        clicked candidate's. Only candidates the retrievers found gain: a clicked item they missed
-        may not match the query's filters."""
-        labels, scores = fused
-        live = labels >= 0
-        labels, scores = labels[live], scores[live].astype(np.float64)
-        if not clicked or not len(labels):
-            return labels, scores
-        c = np.array([clicked.get(int(lb), 0.0) for lb in labels], dtype=np.float64)
-        if c.max() <= 0:
-            return labels, scores
-        scores = scores / max(scores.max(), 1e-12) + self.config.click_weight * c / c.max()
-        order = np.argsort(-scores, kind="stable")
-        return labels[order], scores[order]
 
     def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
         """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""

@@ -92,10 +92,6 @@ class CoClicks:
         self._table: tuple[list[str], list[Counter], np.ndarray | None, dict[str, int]] = ([], [], None, {})
         self.version = 0
 
-    @property
-    def queries(self) -> list[str]:
-        return self._table[0]
-
     def load(self, rows, embedder=None, cache_dir=None) -> None:
         """``rows``: ``(query, item_id, event type, user_key)`` (``EventStore.search_interactions``);
         carts and purchases weigh 2, clicks 1. With ``embedder`` the logged queries are embedded

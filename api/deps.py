@@ -165,7 +165,8 @@ def search_box_for(settings: Settings, svc: Services):
                        reranker=svc.reranker if settings.rerank.search else None,
                        weights=settings.rerank.config().weights, min_query_users=s.suggest_min_users,
                        index_dir=settings.index_dir,
-                       enrich=EnrichConfig(model=s.enrich_model) if s.enrich_upserts else None)
+                       enrich=EnrichConfig(model=s.enrich_model) if s.enrich_upserts else None,
+                       ranking_dir=s.ranking_dir)
     if svc.state is not None:  # an erased shopper leaves the query log in every worker (see routes.users)
         svc.state.on_erasure.append(box.forget)
     return box

@@ -202,11 +202,14 @@ def fit_ranking(replay: Replay, pipeline: PipelineConfig, cfg: RankingConfig) ->
     return fit_ranking_on(*ranking_groups(replay, pipeline, cfg), cfg)
 
 
-def fit_ranking_on(x: Array, y: Array, groups: Array, cfg: RankingConfig) -> tuple[RankingModel | None, dict]:
-    """:func:`fit_ranking` on given :func:`ranking_groups` (features (n, F), labels (n,), group sizes)."""
+def fit_ranking_on(x: Array, y: Array, groups: Array, cfg: RankingConfig, names: Sequence[str] = NAMES,
+                   model=RankingModel):
+    """:func:`fit_ranking` on given :func:`ranking_groups` (features (n, F), labels (n,), group sizes);
+    ``names`` / ``model``: the feature names and the model class wrapping the booster (the search
+    ranking fits the same way: ``evaluation.search_ltr``). Returns ``(model or None, info)``."""
     import lightgbm
 
-    info = {"groups": int(len(groups)), "rows": int(len(y)), "features": list(NAMES)}
+    info = {"groups": int(len(groups)), "rows": int(len(y)), "features": list(names)}
     if len(groups) < 20:
         return None, {**info, "skipped": "fewer than 20 validation shoppers with their target among the candidates"}
     rng = np.random.default_rng([cfg.seed, 53])
@@ -224,21 +227,21 @@ def fit_ranking_on(x: Array, y: Array, groups: Array, cfg: RankingConfig) -> tup
               "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
               "lambda_l2": cfg.lambda_l2, "seed": cfg.seed, "num_threads": 2, "verbose": -1, "deterministic": True,
               "force_row_wise": True}
-    booster = lightgbm.train(params, lightgbm.Dataset(x[tr], y[tr], group=groups[~held], feature_name=list(NAMES)),
+    booster = lightgbm.train(params, lightgbm.Dataset(x[tr], y[tr], group=groups[~held], feature_name=list(names)),
                              cfg.rounds)
     curve = {}
     for rounds in range(cfg.check_every, cfg.rounds + 1, cfg.check_every):
         curve[rounds] = held_out_ndcg(booster.predict(x_va, num_iteration=rounds), y_va, va)
     best = max(curve, key=curve.get)
-    fused = held_out_ndcg(x_va[:, NAMES.index("fused")], y_va, va)
+    fused = held_out_ndcg(x_va[:, list(names).index("fused")], y_va, va)
     if cfg.require_gain and curve[best] <= fused:  # the service then ranks by the fusion, which held out better
         return None, {**info, "skipped": f"held-out NDCG@10 {curve[best]:.4f} <= the fusion's {fused:.4f}",
                       "holdout_ndcg10": {str(k): round(v, 5) for k, v in curve.items()}}
-    booster = lightgbm.train(params, lightgbm.Dataset(x, y, group=groups, feature_name=list(NAMES)), best)
-    importance = dict(zip(NAMES, booster.feature_importance("gain").round(1).tolist()))
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y, group=groups, feature_name=list(names)), best)
+    importance = dict(zip(names, booster.feature_importance("gain").round(1).tolist()))
     info.update(rounds=best, holdout_ndcg10={str(k): round(v, 5) for k, v in curve.items()},
                 holdout_ndcg10_fused=round(fused, 5), importance_gain=importance)
-    return RankingModel(booster, info), info
+    return model(booster, info), info
 
 
 def held_out_ndcg(scores: Array, labels: Array, groups: list[Array]) -> float:

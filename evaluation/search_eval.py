@@ -202,13 +202,14 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
               base: SearchConfig, *, generator: TextGenerator | None = None,
               reranker: Reranker | None = None, lexical_kw: dict | None = None,
               expand_config: ExpandConfig = ExpandConfig(),
-              search_log: list | None = None) -> dict[str, np.ndarray]:
+              search_log: list | None = None, ranking=None) -> dict[str, np.ndarray]:
     """1-based rank of each case's item per system (0 = not in the top K).
 
     ``reranker``: reorders each system's fused top ``base.rerank_depth`` by its (query, item) score
     (``ranker.rerank.query_rerank_hook``); ``lexical_kw``: :class:`LexicalIndex` settings. A system
     with ``expand_terms`` (sources) adds the ``pipeline.expand`` terms of those sources to its query;
-    ``search_log``: the co-click rows ``/expand`` learns from (none: no co-click terms)."""
+    ``search_log``: the co-click rows ``/expand`` and the click boost learn from (none: no clicks);
+    ``ranking``: the learned search ranking (``retriever.search.learned.SearchRanking``) the engine holds."""
     qvecs = corpus.embedder.encode([c.query for c in cases])
     ranks = {name: np.zeros(len(cases), dtype=np.int64) for name in systems}
     for fold in sorted({c.fold for c in cases}):
@@ -218,7 +219,8 @@ def run_cases(corpus: Corpus, cases: list[Case], systems: dict[str, tuple[dict, 
         vocab = corpus.vocabulary(index, lexical)
         llm = None if generator is None else LLMExpander(generator, vocab.ground, budget_s=3600)
         engine = SearchEngine(index, corpus.embedder, lexical=lexical, vocabulary=vocab, llm=llm, config=base,
-                              rerank=None if reranker is None else query_rerank_hook(reranker, index))
+                              rerank=None if reranker is None else query_rerank_hook(reranker, index),
+                              ranking=ranking)
         box = SearchBox(engine, Suggester(index, QueryLog(1)), QueryLog(1))
         box.expander.config = expand_config
         if search_log:

@@ -50,7 +50,7 @@ from retriever.fusion import as_run, fuse
 from retriever.personal import session_profile, user_profile
 from retriever.profiles import Profile, ProfileConfig
 from retriever.search import SearchResult
-from retriever.search.engine import Evidence as SearchEvidence
+from retriever.search.evidence import Evidence as SearchEvidence
 from retriever.search.expand import ExpandResult
 from retriever.search.expansion import Expansion
 from retriever.similar import similar_items

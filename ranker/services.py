@@ -21,13 +21,16 @@ from retriever.encoder import HistoryEncoder
 from retriever.eventstore import EventStore, open_event_store
 from retriever.mf import MFModel
 from retriever.search import SearchBox, SearchConfig
+from retriever.search import learned as search_learned
 from retriever.search.enrich import EnrichConfig
+from retriever.search.learned import SearchRanking
 from retriever.state import InteractionState
 
 from .ltr import RankingModel
 from .model import Reranker
 from .rerank import FusionWeights, query_rerank_hook
 from .rules import RuleBook
+from .versions import version_dirs
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +83,32 @@ def open_events(where: str | Path, pseudonym_key: str, half_lives_days=(30.0, 1.
 def build_search(index: ItemIndex, embedder: Embedder, config: SearchConfig, *, llm: str | None = None,
                  vocab_cache_dir: str | Path | None = None, reranker: Reranker | None = None,
                  weights: FusionWeights = FusionWeights(), min_query_users: int = 3,
-                 index_dir: str | Path | None = None, enrich: EnrichConfig | None = None) -> SearchBox:
+                 index_dir: str | Path | None = None, enrich: EnrichConfig | None = None,
+                 ranking_dir: str | Path | None = None) -> SearchBox:
     """The search box for ``index``; ``reranker`` reorders the fused top ``config.rerank_depth``;
     ``min_query_users``: distinct sources a past query needs before it is suggested; ``index_dir``'s
-    enrichment (if any) joins the lexical documents, kept up to date on upserts with ``enrich``."""
+    enrichment (if any) joins the lexical documents, kept up to date on upserts with ``enrich``;
+    ``ranking_dir``: a learned search ranking (:func:`load_search_ranking`) in place of the fusion."""
     box = SearchBox.build(index, embedder, config=config, llm=llm or None, vocab_cache_dir=vocab_cache_dir,
                           min_query_users=min_query_users, index_dir=index_dir, enrich=enrich)
     if reranker is not None:
         box.engine.rerank = query_rerank_hook(reranker, index, weights)
+    if ranking_dir is not None:
+        box.engine.ranking = load_search_ranking(ranking_dir)
     return box
+
+
+def load_search_ranking(path: str | Path) -> SearchRanking:
+    """The learned search ranking in ``path`` (``python -m evaluation.search_ltr --out``), or in its
+    newest ``vNNNN`` version; a ValueError names the path and what is wrong."""
+    p = Path(path)
+    if not (p / search_learned.META_FILE).is_file():
+        versions = version_dirs(p) if p.is_dir() else []
+        if not versions:
+            raise ValueError(f"search ranking at {p}: no {search_learned.META_FILE} and no vNNNN versions inside; "
+                             "fit one with python -m evaluation.search_ltr --out DIR")
+        p = versions[-1]
+    return SearchRanking.load(p)
 
 
 def set_threads(search_threads: int, torch_threads: int) -> None:

@@ -126,6 +126,9 @@ def test_search_log_clicks_lift_the_carted_item_for_a_near_identical_query(clien
     svc.search.sync_queries(svc.events, wait=True)  # the service embeds the logged queries
     assert rank("warm bedtime drinks", 1.0) == 1  # borrowed from the nearest logged query
     assert rank("warm bedtime drinks", 0.0) == before  # off: the log changes nothing
+    hits = client.get("/search", params={"q": "warm bedtime drinks"}).json()["results"]
+    clicked = {h["item_id"]: h["evidence"]["search_clicks"] for h in hits}
+    assert clicked.pop("espresso") == 1.0 and set(clicked.values()) == {None}  # the reason says so, for it only
 
 
 def test_items_carry_review_aspects_and_reasons_skip_complaints(client):

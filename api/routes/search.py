@@ -80,12 +80,16 @@ class EvidenceOut(BaseModel):
     rerank_score: float | None = Field(None, description="the reranking stage's score (cross-encoder fused with "
                                                              "the retrieval score); null: no reranker ran")
     personal_score: float | None = Field(None, description="cosine to the shopper's closest interest")
+    search_clicks: float | None = Field(None, description="its share of the search log's clicks after this query "
+                                                          "or near ones, over the most-clicked candidate's; null: "
+                                                          "no logged click on it")
 
 
 class SearchHit(ScoredItem):
     score: float = Field(description="fused relevance: 0.5 x min-max BM25 + 0.5 x min-max cosine over the "
                                      "candidates by default (higher is better); the reranker's score when one "
-                                     "is wired")
+                                     "is wired; the learned ranking's, min-max over the candidates, when "
+                                     "SEMREC_SEARCH__RANKING_DIR loads one")
     relevance: float | None = Field(description="calibrated probability that this is the product the query "
                                                 "asks for (comparable across queries, unlike score); hits under "
                                                 "the min_relevance setting are left out; null: pinned by a rule, or "

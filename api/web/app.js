@@ -324,6 +324,7 @@
           <div class="meta"><span class="price">${money(item.price)}</span>${item.in_stock === false ? '<span class="oos">Out of stock</span>' : ""}</div>
           ${opts.reason ? `<p class="reason">${esc(opts.reason)}</p>` : ""}
           ${"relevance" in item ? matchHtml(item, opts.best) : ""}
+          ${item.evidence && item.evidence.search_clicks ? '<p class="reason clicked">Clicked by shoppers after a search like this</p>' : ""}
         </div>
       </a>${badges.join("")}
     </article>`;

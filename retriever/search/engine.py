@@ -9,6 +9,7 @@ For one query::
     terms   += feedback terms of run's top documents; q_vec moves toward them   ("feedback")
     run      = fuse(BM25(...), dense(q_vec'))                                    (second pass)
     score    = fused / max(fused) + click_weight * clicks / max(clicks)          (the search log, hook given)
+      or     = learned(features of each fused candidate, clicks among them)     (retriever.search.learned)
     score    = fused / max(fused) + review_weight * minmax(best-3 review cosines)  (retriever.search.reviews)
     score    = score / max(score) + personal_weight * max_j cos(item, interest_j)  (user_vector given)
     order    = rerank(query, top labels, their scores)                            (hook given)
@@ -33,13 +34,15 @@ from indexer.results import empty, top_labels
 from indexer.store import ItemIndex
 from indexer.table import Filters
 
-from ..fusion import RRF_K, as_run, boost, fuse
+from ..fusion import RRF_K, as_run, boost, fuse, minmax
+from .evidence import Evidence, search_evidence
 from .expansion import CatalogVocabulary, Expansion, catalog_expansion, feedback_terms
+from .learned import SearchRanking, ranking_features
 from .lexical import LexicalIndex
 from .llm import LLMExpander
 from .parse import ParsedQuery, size_matches, title_violates
 from .relevance import calibration_for, cut, relevance, relevance_features
-from .reviews import review_match
+from .reviews import rerank_by_reviews
 from .tokens import tokenize
 from .typo import TypoIndex, respell
 
@@ -94,22 +97,7 @@ class SearchConfig:
     click_weight: float = 0.2
     click_queries: int = 10
     click_min_cos: float = 0.9
-
-
-@dataclass
-class Evidence:
-    """Why an item is in the results: the 1-based ranks where each retriever found it (None: not
-    in its top ``depth``), the query / expansion terms its text holds, the hooks' scores."""
-
-    lexical_rank: int | None
-    dense_rank: int | None
-    matched_terms: list[str]
-    rerank_score: float | None = None
-    personal_score: float | None = None
-
-    @property
-    def retrievers(self) -> list[str]:
-        return [name for name, r in (("lexical", self.lexical_rank), ("dense", self.dense_rank)) if r is not None]
+    learned: bool = True              # the learned ranking replaces the fusion when the engine has one
 
 
 @dataclass
@@ -132,13 +120,14 @@ class SearchEngine:
 
     def __init__(self, index: ItemIndex, embedder: Embedder, *, lexical: LexicalIndex | None = None,
                  vocabulary: CatalogVocabulary | None = None, llm: LLMExpander | None = None,
-                 config: SearchConfig | None = None, rerank: Rerank | None = None):
+                 config: SearchConfig | None = None, rerank: Rerank | None = None,
+                 ranking: SearchRanking | None = None):
         self.index, self.embedder = index, embedder
         self.lexical = lexical if lexical is not None else LexicalIndex(index)
         self.vocabulary = vocabulary
         self.llm = llm
         self.config = config or SearchConfig()
-        self.rerank = rerank
+        self.rerank, self.ranking = rerank, ranking
         self.typo = TypoIndex(self.lexical.vocabulary())
         self.calibration = calibration_for(embedder.name)
 
@@ -218,12 +207,16 @@ class SearchEngine:
                 lex, dense = self._retrieve(weights, query_vec, depth, filters)
                 fused = self._fuse(lex, dense, depth)
             clock.lap("feedback")
-        if clicks is not None and cfg.click_weight > 0:
-            fused = boost(*fused, clicks(query_vec), cfg.click_weight)
+        clicked = clicks(query_vec) if clicks is not None and cfg.click_weight > 0 else {}
+        if self.ranking is not None and cfg.learned:
+            fused = self._learned(fused, lex, dense, tokens, fixes, query_vec, clicked)
+        elif clicked:
+            fused = boost(*fused, clicked, cfg.click_weight)
         if parsed is not None:
             fused = self._constrain(fused, parsed)
         if cfg.review_weight > 0 and "dense" in cfg.retrievers:
-            fused = self._review_match(fused, query_vec, k)
+            fused = rerank_by_reviews(self.index, *fused, query_vec, max(cfg.rerank_depth, k), cfg.review_weight,
+                                      cfg.review_top)
         labels, scores, personal, reranked = self._hooks(query, fused, k, user_vector)
         clock.lap("hooks")
         if self.calibration is not None:
@@ -235,8 +228,8 @@ class SearchEngine:
         else:  # a model the calibration was not fitted on: no figure is better than a wrong one
             rel = np.full(len(labels), np.nan, dtype=np.float32)
         clock.lap("relevance")
-        evidence = (self._evidence(labels, lex, dense, weights, tokens, expansion, personal, reranked)
-                    if explain else [])
+        evidence = (search_evidence(self.lexical, labels, lex, dense, weights, tokens, expansion, personal, reranked,
+                                    clicked) if explain else [])
         clock.lap("evidence")
         return SearchResult(labels, scores, evidence, expansion, llm_status, clock.laps, rel, parsed=parsed)
 
@@ -285,22 +278,16 @@ class SearchEngine:
         labels, scores = fuse(runs, depth, cfg.fusion, weights=w, rrf_k=cfg.rrf_k)
         return labels[0], scores[0]
 
-    def _review_match(self, fused, query_vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Reorder the fused top ``max(rerank_depth, k)`` by max-normalised fused score +
-        ``review_weight * minmax(review match)``; the rest keep their order below them."""
-        labels, scores = fused
-        live = labels >= 0
-        labels, scores = labels[live], scores[live].astype(np.float64)
-        n = min(len(labels), max(self.config.rerank_depth, k))
-        if not n:
+    def _learned(self, fused, lex, dense, tokens, fixes, query_vec, clicked) -> tuple[np.ndarray, np.ndarray]:
+        """The fused run re-ordered by ``retriever.search.learned`` (clicks a feature), scores min-max to [0, 1]."""
+        labels, scores = (a[fused[0] >= 0] for a in fused)
+        x = ranking_features(self.index, self.lexical, tokens, fixes, labels, scores, lex, dense, query_vec, clicked)
+        s = self.ranking.order(labels, x).astype(np.float64)  # asked even for no candidates (a recorder counts)
+        if not len(s):
             return labels, scores
-        m = review_match(self.index, labels[:n], query_vec, self.config.review_top).astype(np.float64)
-        span = m.max() - m.min()
-        m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
-        top = scores[:n] / max(scores[:n].max(), 1e-12) + self.config.review_weight * m
-        order = np.argsort(-top, kind="stable")
-        rest = scores[n:] / max(scores[:n].max(), 1e-12) - (top.max() - top.min() + 1)  # stays below the head
-        return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([top[order], rest])
+        s = minmax(s[None, :])[0]  # all equal: 1
+        order = np.lexsort((labels, -s))
+        return labels[order], s[order]
 
     def _constrain(self, fused, parsed: ParsedQuery) -> tuple[np.ndarray, np.ndarray]:
         """Drop candidates a parsed negation excludes; boost parsed brand / category / size matches."""
@@ -348,26 +335,6 @@ class SearchEngine:
         out_l[: len(order)], out_s[: len(order)] = labels[order], scores[order]
         return (out_l, out_s, None if personal is None else personal[order],
                 None if reranked is None else reranked[order])
-
-    def _evidence(self, labels, lex, dense, weights, tokens, expansion, personal, reranked) -> list[Evidence]:
-        lex_rank = {int(lb): r for r, lb in enumerate(lex[0], start=1) if lb >= 0}
-        dense_rank = {int(lb): r for r, lb in enumerate(dense[0], start=1) if lb >= 0}
-        shown = {}  # BM25 token -> the term shown for it: the query's own word, else its expansion
-        for e in reversed(expansion):
-            for tok in tokenize(e.term):
-                shown[tok] = e.term
-        shown.update((t, t) for t in tokens)
-        out = []
-        for j, lb in enumerate(labels):
-            if lb < 0:
-                break
-            doc = set(self.lexical.tokens_of(int(lb)))
-            matched = list(dict.fromkeys(shown.get(t, t) for t in weights if t in doc))
-            out.append(Evidence(lex_rank.get(int(lb)), dense_rank.get(int(lb)), matched,
-                                None if reranked is None else float(reranked[j]),
-                                None if personal is None else float(personal[j])))
-        return out
-
 
     def relevance_features(self, query: str, labels: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
         """:func:`retriever.search.relevance.relevance_features` of ``labels`` for ``query``, its

@@ -34,3 +34,21 @@ def review_match(index: ItemIndex, labels: np.ndarray, query_vec: np.ndarray, to
             sims = m.astype(np.float32) @ q
             out[j] = np.sort(sims)[-top:].mean()
     return out
+
+
+def rerank_by_reviews(index: ItemIndex, labels: np.ndarray, scores: np.ndarray, query_vec: np.ndarray, n: int,
+                      weight: float, top: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """One fused run ``(labels, scores)`` with its top ``n`` reordered by max-normalised score +
+    ``weight * minmax(review_match)``; the rest keep their order below them (-1 padding dropped)."""
+    live = labels >= 0
+    labels, scores = labels[live], scores[live].astype(np.float64)
+    n = min(len(labels), n)
+    if not n:
+        return labels, scores
+    m = review_match(index, labels[:n], query_vec, top).astype(np.float64)
+    span = m.max() - m.min()
+    m = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+    head = scores[:n] / max(scores[:n].max(), 1e-12) + weight * m
+    order = np.argsort(-head, kind="stable")
+    rest = scores[n:] / max(scores[:n].max(), 1e-12) - (head.max() - head.min() + 1)  # stays below the head
+    return np.concatenate([labels[:n][order], labels[n:]]), np.concatenate([head[order], rest])

@@ -2,17 +2,19 @@
 settings on dev, and measure it on test against the fixed fusion.
 
     python -m evaluation.search_ltr --dataset instruments --data-dir ../shared/data --out runs/search-ltr
+    python -m evaluation.search_ltr --dataset subscription-boxes --ranking runs/search-ltr/v0001  # transfer
 
 Cases: ``search_eval``'s test and dev samples (same seed, same draw) and ``--train-queries`` other
 headlines, drawn the same way (round-robin over items) from the reviews the two samples leave; each
 case's review, and its twins, are held out of the item in the case's fold, as for the test queries.
 The simulated search log the clicks feature reads (``search_eval``): every headline except, for the
-training features, the training, dev and test samples'; for dev, the dev and test samples'; for
-test, the test sample's. Training rows: every fused candidate of a training query whose item is
-among them (its relevance 1, the rest 0), features computed by the served engine itself (a stand-in
-ranking records them). The LambdaRank fit is ``evaluation.learned.fit_ranking_on`` (rounds picked
-on held-out training queries); its settings (:data:`GRID`) on the dev sample's MRR@10; test is run
-once, for the pick.
+training features, the dev and test samples' and those of the training query's part (the training
+queries are split in :data:`LOG_PARTS` parts, so each sees a log about as full as dev's); for dev,
+the dev and test samples'; for test, the test sample's. Training rows: every fused candidate of a
+training query whose item is among them (its relevance 1, the rest 0), features computed by the
+served engine itself (a stand-in ranking records them). The LambdaRank fit is
+``evaluation.learned.fit_ranking_on`` (rounds picked on held-out training queries); its settings
+(:data:`GRID`) on the dev sample's MRR@10; test is run once, for the pick.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .learned import RankingConfig, fit_ranking_on
 from .search_cases import Case, sample_cases, test_and_dev, with_twins
 from .search_eval import DEFAULT_CACHE, Corpus, metrics, run_cases, table
 
+LOG_PARTS = 4  # training queries in parts; a part's log holds the other parts' headlines (cross-fitted clicks)
 HYBRID = {"hybrid": ({"learned": False}, {"expand": False})}
 LEARNED = {"hybrid + learned ranking": ({}, {"expand": False})}
 BM25 = {"bm25": ({"retrievers": ("lexical",), "typo": False, "click_weight": 0.0}, {"expand": False})}
@@ -75,6 +78,32 @@ def training_rows(corpus: Corpus, cases: list[Case], log: list) -> tuple[np.ndar
     return np.concatenate(xs), np.concatenate(ys), np.array([len(y) for y in ys])
 
 
+def fit_on_dev(corpus: Corpus, reviews, train: list[Case], evaluated: set[str], dev: list[Case], dev_log: list,
+               report: dict) -> tuple[SearchRanking, dict[str, np.ndarray]]:
+    """Training rows from ``train`` (cross-fitted logs), one fit per :data:`GRID` entry, the pick by
+    dev MRR@10; returns it and the dev ranks of every fit (``report`` gains the figures)."""
+    started = time.perf_counter()
+    parts = [train[k::LOG_PARTS] for k in range(LOG_PARTS)]
+    rows = [training_rows(corpus, part, corpus.search_log(reviews, evaluated | {c.review_id for c in part}))
+            for part in parts]
+    x, y, groups = (np.concatenate(a) for a in zip(*rows))
+    report |= {"train_queries": len(train), "train_groups": len(groups), "rows": len(y),
+               "collect_s": round(time.perf_counter() - started, 1), "grid": {}}
+    print(f"{len(groups)} of {len(train)} training queries have their item among the candidates; "
+          f"{len(y)} rows in {report['collect_s']}s", flush=True)
+    models, dev_ranks = {}, {}
+    for name, cfg in GRID.items():
+        started = time.perf_counter()
+        models[name], info = fit_ranking_on(x, y, groups, replace(cfg, require_gain=False), NAMES, SearchRanking)
+        dev_ranks[name] = run_cases(corpus, dev, LEARNED, SearchConfig(), search_log=dev_log,
+                                    ranking=models[name])["hybrid + learned ranking"]
+        report["grid"][name] = {"dev": metrics(dev_ranks[name]), "fit_s": round(time.perf_counter() - started, 1),
+                                **{k: info[k] for k in ("rounds", "holdout_ndcg10_fused", "importance_gain")}}
+        print(name, report["grid"][name], flush=True)
+    report["picked"] = max(GRID, key=lambda n: metrics(dev_ranks[n])["MRR@10"])
+    return models[report["picked"]], dev_ranks
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     root = Path(args.data_dir) if args.data_dir else shared_data_dir()
     folder = root if (root / "SOURCE.md").exists() else root / DATASETS[args.dataset]
@@ -82,40 +111,34 @@ def evaluate(args: argparse.Namespace) -> dict:
     corpus = Corpus(catalog, load_embedder(args.model), Path(args.cache_dir) / args.dataset)
     test, dev = test_and_dev(catalog.reviews, args.queries, args.dev_queries, args.seed)
     evaluated = with_twins({c.review_id for c in test} | {c.review_id for c in dev}, corpus.twins)
-    train = sample_cases(catalog.reviews, args.train_queries, args.seed + 1, exclude=frozenset(evaluated))
-    started = time.perf_counter()
-    train_log = corpus.search_log(catalog.reviews, evaluated | {c.review_id for c in train})
-    x, y, groups = training_rows(corpus, train, train_log)
-    report: dict = {"dataset": args.dataset, "train_queries": len(train), "train_groups": len(groups),
-                    "rows": len(y), "features": list(NAMES), "collect_s": round(time.perf_counter() - started, 1)}
-    print(f"{args.dataset}: {len(groups)} of {len(train)} training queries have their item among the candidates; "
-          f"{len(y)} rows in {report['collect_s']}s", flush=True)
+    report: dict = {"dataset": args.dataset, "features": list(NAMES)}
     dev_log = corpus.search_log(catalog.reviews, {c.review_id for c in dev} | {c.review_id for c in test})
     dev_ranks = run_cases(corpus, dev, BM25 | HYBRID, SearchConfig(), search_log=dev_log)
-    models, report["grid"] = {}, {}
-    for name, cfg in GRID.items():
-        started = time.perf_counter()
-        model, info = fit_ranking_on(x, y, groups, replace(cfg, require_gain=False), NAMES, SearchRanking)
-        dev_ranks[name] = run_cases(corpus, dev, LEARNED, SearchConfig(), search_log=dev_log,
-                                    ranking=model)["hybrid + learned ranking"]
-        models[name] = model
-        report["grid"][name] = {"dev": metrics(dev_ranks[name]), "fit_s": round(time.perf_counter() - started, 1),
-                                **{k: info[k] for k in ("rounds", "holdout_ndcg10_fused", "importance_gain")}}
-        print(name, report["grid"][name], flush=True)
-    best = max(GRID, key=lambda n: metrics(dev_ranks[n])["MRR@10"])
+    if args.ranking:  # a ranking fitted elsewhere (another catalog): measured here, not fitted
+        model = SearchRanking.load(args.ranking)
+        dev_ranks |= run_cases(corpus, dev, LEARNED, SearchConfig(), search_log=dev_log, ranking=model)
+        report["ranking"] = str(args.ranking)
+    else:
+        train = sample_cases(catalog.reviews, args.train_queries, args.seed + 1, exclude=frozenset(evaluated))
+        model, fits = fit_on_dev(corpus, catalog.reviews, train, evaluated, dev, dev_log, report)
+        dev_ranks |= fits
+    report["dev"] = {n: metrics(r) for n, r in dev_ranks.items()}
     out = [table(f"{args.dataset}: dev sample ({len(dev)} queries)", dev_ranks, base="hybrid")]
-    report |= {"dev": {n: metrics(r) for n, r in dev_ranks.items()}, "picked": best}
     test_log = corpus.search_log(catalog.reviews, {c.review_id for c in test})
     ranks = run_cases(corpus, test, BM25 | HYBRID, SearchConfig(), search_log=test_log)
-    ranks |= run_cases(corpus, test, LEARNED, SearchConfig(), search_log=test_log, ranking=models[best])
+    ranks |= run_cases(corpus, test, LEARNED, SearchConfig(), search_log=test_log, ranking=model)
     report["test"] = {n: metrics(r) for n, r in ranks.items()}
     report["test_ranks"] = {n: r.tolist() for n, r in ranks.items()}
-    out.append(table(f"{args.dataset}: test sample ({len(test)} queries), learned ranking {best}", ranks, base="bm25"))
+    out.append(table(f"{args.dataset}: test sample ({len(test)} queries), learned ranking "
+                     f"{report.get('picked') or args.ranking}", ranks, base="bm25"))
     print("\n\n".join(out), flush=True)
     if args.out:
         version = next_version(Path(args.out))
-        models[best].info.update(dataset=args.dataset, picked=best, dev=report["dev"][best], test=report["test"])
-        models[best].save(version)
+        if not args.ranking:
+            model.info.update(dataset=args.dataset, picked=report["picked"], test=report["test"],
+                              dev=report["dev"][report["picked"]])
+            model.save(version)
+        version.mkdir(parents=True, exist_ok=True)
         (version / "report.json").write_text(json.dumps(report, indent=1))
         (version / "report.md").write_text("\n\n".join(out) + "\n")
         print(f"wrote {version}")
@@ -128,10 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", help="shared data root (holding the dataset folders) or one dataset's folder")
     p.add_argument("--queries", type=int, default=1000, help="test queries (search_eval's draw)")
     p.add_argument("--dev-queries", type=int, default=500, help="dev queries (search_eval's draw)")
-    p.add_argument("--train-queries", type=int, default=3000, help="training headlines")
+    p.add_argument("--train-queries", type=int, default=6000, help="training headlines")
     p.add_argument("--model", default="minilm", help="embedder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache")
+    p.add_argument("--ranking", help="measure this fitted ranking (a version dir) instead of fitting one")
     p.add_argument("--out", help="folder for the model version (vNNNN) with its report")
     args = p.parse_args(argv)
     import torch

@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 
 from indexer.build import build_index
-from indexer.schema import Catalog, make_items
 from retriever.search.engine import SearchConfig, SearchEngine
 from retriever.search.learned import FUSED, NAMES, SearchRanking
-
-from .conftest import TINY_ITEMS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,8 +28,8 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def engine(embedder):
-    index = build_index(Catalog(make_items(TINY_ITEMS), source="tiny"), embedder, kind="flat", progress=False)
+def engine(tiny_catalog, embedder):
+    index = build_index(tiny_catalog, embedder, kind="flat", progress=False)
     return SearchEngine.build(index, embedder, config=SearchConfig(min_relevance=0.0))
 
 
@@ -61,6 +58,8 @@ def test_features_are_the_candidates_evidence(engine):
     if label["tent"] in at:
         assert col["clicks"][at[label["tent"]]] == pytest.approx(1 / 3)
     assert (col["query_terms"] == 3).all()
+    assert col["reviews"][dryer] == pytest.approx(np.log1p(1)) and col["reviews"][travel] == 0  # one review
+    assert col["review_match"][dryer] > 0.2 and col["review_match"][travel] == 0  # "dries my thick curly hair"
     # the stand-in ranked by the fusion: the engine's answer is the fused order
     assert result.labels[0] == labels[np.argmax(col["fused"])]
 
@@ -141,3 +140,25 @@ def test_the_service_loads_the_newest_version_and_names_a_missing_one(engine, tm
         engine.ranking = None
     with pytest.raises(ValueError, match="no search_ranking.json and no vNNNN"):
         load_search_ranking(tmp_path / "nothing")
+
+
+def test_training_rows_from_headlines_fit_a_ranking_the_engine_serves(demo_catalog, embedder, tmp_path):
+    """evaluation.search_ltr's rows: one group per headline whose item is among its candidates,
+    exactly one positive each; a LambdaRank fit on them is a SearchRanking the engine runs."""
+    from evaluation.learned import RankingConfig, fit_ranking_on
+    from evaluation.search_cases import sample_cases
+    from evaluation.search_eval import Corpus, run_cases
+    from evaluation.search_ltr import LEARNED, training_rows
+
+    corpus = Corpus(demo_catalog, embedder, tmp_path)
+    cases = sample_cases(demo_catalog.reviews, 60, 0)
+    x, y, groups = training_rows(corpus, cases, corpus.search_log(demo_catalog.reviews, {c.review_id for c in cases}))
+    assert x.shape == (len(y), len(NAMES)) and groups.sum() == len(y)
+    assert 30 <= len(groups) <= 60  # most demo headlines find their item among 300
+    bounds = np.concatenate([[0], np.cumsum(groups)])
+    assert all(y[a:b].sum() == 1 for a, b in zip(bounds[:-1], bounds[1:]))
+    cfg = RankingConfig(rounds=20, check_every=10, min_data_in_leaf=20, require_gain=False)
+    model, info = fit_ranking_on(x, y, groups, cfg, NAMES, SearchRanking)
+    assert isinstance(model, SearchRanking) and info["rounds"] in (10, 20)
+    ranks = run_cases(corpus, cases[:10], LEARNED, SearchConfig(), ranking=model)["hybrid + learned ranking"]
+    assert ranks.shape == (10,) and (ranks > 0).sum() >= 3

@@ -5,7 +5,8 @@ Features of one candidate (:data:`NAMES`, float32): the fixed fusion's score; BM
 the query's best candidate) and 1 / its lexical rank; cosine (raw, minus the query's best candidate,
 minus the catalog's best) and 1 / its dense rank; the IDF-weighted share of the query's tokens in the
 item's whole text and in its title; the share of the search log's clicks for the query (over the
-most-clicked item); the query's token count. Fitted by ``python -m evaluation.search_ltr`` on
+most-clicked item); the query's token count; the mean cosine of the item's 3 reviews closest to the
+query (``reviews.review_match``) and log(1 + its pooled reviews). Fitted by ``python -m evaluation.search_ltr`` on
 (query, item) pairs: review headlines with their review held out of the item, or the search log.
 """
 
@@ -18,10 +19,11 @@ from indexer.store import ItemIndex
 from ..lambdarank import BoosterModel
 from .lexical import LexicalIndex
 from .relevance import relevance_features
+from .reviews import review_match
 from .tokens import tokenize
 
 NAMES = ("fused", "bm25", "bm25_rel", "lexical_rr", "cosine", "cosine_rel", "cosine_gap", "dense_rr",
-         "coverage", "title_coverage", "clicks", "query_terms")
+         "coverage", "title_coverage", "clicks", "query_terms", "review_match", "reviews")
 FUSED = NAMES.index("fused")
 RANKING_FILE, META_FILE = "search_ranking.txt", "search_ranking.json"
 
@@ -54,6 +56,10 @@ def ranking_features(index: ItemIndex, lexical: LexicalIndex, tokens: list[str],
     c = np.array([clicked.get(int(lb), 0.0) for lb in labels], dtype=np.float64)
     x[:, NAMES.index("clicks")] = c / c.max() if c.max() > 0 else 0.0
     x[:, NAMES.index("query_terms")] = len(set(tokens))
+    x[:, NAMES.index("review_match")] = review_match(index, labels, query_vec)
+    with index.lock:
+        pools = [index.pools.get(index.table.records[int(lb)]["item_id"]) for lb in labels]
+    x[:, NAMES.index("reviews")] = np.log1p([len(p.rows) if p is not None else 0 for p in pools])
     return x
 
 

@@ -64,8 +64,8 @@ class SearchSettings(BaseModel):
                                                      "upserts): 'smollm2', a hub id or a local folder")
     ranking_dir: Path | None = Field(None, description="a learned search ranking (`python -m evaluation.search_ltr "
                                                        "--out DIR`: a version dir or a root of vNNNN versions) in "
-                                                       "place of the tuned fusion; None = the fusion, which it only "
-                                                       "matched on the evaluation sets (README, Results: Search)")
+                                                       "place of the tuned fusion; None = the fusion, which it did "
+                                                       "not beat on the evaluation sets (README, Results: Search)")
     enrich_upserts: bool = Field(True, description="enrich upserted items in the background when the index was "
                                                    "enriched (`semrec enrich`)")
 

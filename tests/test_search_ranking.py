@@ -58,8 +58,6 @@ def test_features_are_the_candidates_evidence(engine):
     if label["tent"] in at:
         assert col["clicks"][at[label["tent"]]] == pytest.approx(1 / 3)
     assert (col["query_terms"] == 3).all()
-    assert col["reviews"][dryer] == pytest.approx(np.log1p(1)) and col["reviews"][travel] == 0  # one review
-    assert col["review_match"][dryer] > 0.2 and col["review_match"][travel] == 0  # "dries my thick curly hair"
     # the stand-in ranked by the fusion: the engine's answer is the fused order
     assert result.labels[0] == labels[np.argmax(col["fused"])]
 
